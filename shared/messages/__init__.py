@@ -1,0 +1,1 @@
+"""Message contracts: SSI wire payloads (`shared.messages.ssi`) and our domain messages (`shared.messages.domain`)."""

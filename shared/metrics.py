@@ -1,0 +1,55 @@
+"""The metrics every service exposes on /metrics. Services add their own beside these, prefixed `stocktracker_`.
+
+One process runs one service, so the process-wide default registry is the service's registry; Prometheus' job and
+instance labels tell the services apart.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+SERVICE_INFO = Info("stocktracker_service", "Which service this process runs")
+
+MESSAGES_IN = Counter(
+    "stocktracker_messages_in_total", "Messages received, by subject family", ["family"]
+)
+MESSAGES_OUT = Counter(
+    "stocktracker_messages_out_total", "Messages published, by subject family", ["family"]
+)
+MESSAGES_REJECTED = Counter(
+    "stocktracker_messages_rejected_total", "Messages refused, by reason", ["reason"]
+)
+HANDLER_SECONDS = Histogram(
+    "stocktracker_handler_seconds",
+    "Time spent handling one message, by subject family",
+    ["family"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)
+
+NATS_EVENTS = Counter(
+    "stocktracker_nats_events_total", "NATS connection events: disconnected, reconnected, error", ["event"]
+)
+NATS_CONNECTED = Gauge("stocktracker_nats_connected", "1 while connected to NATS")
+
+PUBLISH_PENDING = Gauge("stocktracker_publish_pending", "JetStream publishes sent but not yet acknowledged")
+PUBLISH_RESENDS = Counter(
+    "stocktracker_publish_resends_total", "JetStream publishes sent again after a timeout or reconnect"
+)
+PUBLISH_DUPLICATES = Counter(
+    "stocktracker_publish_duplicates_total", "Publishes JetStream dropped as duplicates of an earlier message id"
+)
+PUBLISH_ERRORS = Counter(
+    "stocktracker_publish_errors_total", "Publishes JetStream refused for good (e.g. too large), by code", ["code"]
+)
+PUBLISH_SECONDS = Histogram(
+    "stocktracker_publish_seconds",
+    "Time from publish to JetStream acknowledgement",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
+
+
+def family_of(subject: str) -> str:
+    """The subject's first two tokens (md.trade.ACB -> md.trade, md.rejected): bounded label values."""
+    first, _, rest = subject.partition(".")
+    second = rest.partition(".")[0]
+    return f"{first}.{second}" if second else first

@@ -1,0 +1,241 @@
+"""The actor shell every service runs in.
+
+A service is an `Actor`: `start` subscribes (intake begins), `stop` stops intake and finishes in-flight work.
+`run` does everything around it: settings, JSON logs bound with the service name, the Prometheus /metrics endpoint,
+the NATS connection (version-checked) and topology, a reliable publisher, `nats.micro` registration (so
+`nats micro ls` lists every running service and `$SRV.PING` reaches it), and graceful shutdown on SIGTERM/SIGINT:
+stop intake, finish in-flight work, flush unacknowledged publishes, drain the connection, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgspec
+import structlog
+from aiohttp import web
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared import bus, config, metrics
+from shared.catalog import default_metrics_port
+
+VERSION = "0.1.0"
+STATUS_SUBJECT = "stocktracker.{name}.status"  # micro endpoint answering the actor's status as JSON
+
+
+@dataclass
+class Context:
+    """What an actor gets to work with."""
+
+    name: str
+    settings: config.Settings
+    nc: Client
+    js: JetStreamContext
+    publisher: bus.Publisher
+    log: Any  # structlog BoundLogger
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """Shut the service down with a non-zero exit: for errors the actor cannot recover from."""
+        self.failure = reason
+        self.stop_requested.set()
+
+
+class Actor(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    @abstractmethod
+    async def start(self, ctx: Context) -> None:
+        """Begin work: subscribe, start tasks. Return once intake is running."""
+
+    async def stop(self) -> None:  # noqa: B027 - an actor without in-flight work has nothing to stop
+        """Stop intake and finish in-flight work; publishes are flushed after this returns."""
+
+    def status(self) -> dict[str, Any]:
+        """A small JSON-able summary, served by the micro `status` endpoint and in `$SRV.STATS` data."""
+        return {}
+
+    def ready(self) -> bool:
+        """Whether the service does its job yet (served as /healthz readiness)."""
+        return True
+
+
+# --- logging -----------------------------------------------------------------------------------------------------
+
+
+def configure_logging(name: str, level: str = "info", fmt: str = "json") -> None:
+    """structlog for our code and the standard library's logging (nats-py, aiohttp) alike: one line per event,
+    JSON by default, every line carrying the service name."""
+    shared_processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=lambda obj, **_: msgspec.json.encode(obj).decode())
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared_processors, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared_processors,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(service=name)
+
+
+# --- metrics and health endpoint ---------------------------------------------------------------------------------
+
+
+async def start_metrics_server(actor: Actor, host: str, port: int) -> tuple[web.AppRunner, int]:
+    async def serve_metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def serve_health(_: web.Request) -> web.Response:
+        ready = actor.ready()
+        return web.json_response({"live": True, "ready": ready}, status=200 if ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve_metrics)
+    app.router.add_get("/healthz", serve_health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, bound
+
+
+# --- micro registration --------------------------------------------------------------------------------------------
+
+
+async def register_micro(nc: Client, actor: Actor, metrics_port: int) -> Service:
+    def stats_data(_: EndpointStats) -> dict[str, Any]:
+        return actor.status()
+
+    service = await add_service(
+        nc,
+        ServiceConfig(
+            name=actor.name,
+            version=VERSION,
+            description=actor.description,
+            metadata={"metrics_port": str(metrics_port)},
+            stats_handler=stats_data,
+        ),
+    )
+
+    async def answer_status(request: Request) -> None:
+        await request.respond(msgspec.json.encode({"service": actor.name, "ready": actor.ready(), **actor.status()}))
+
+    await service.add_endpoint(
+        EndpointConfig(name="status", subject=STATUS_SUBJECT.format(name=actor.name), handler=answer_status)
+    )
+    return service
+
+
+# --- the shell -----------------------------------------------------------------------------------------------------
+
+
+EXIT_FAILED = 1  # the service ran and failed
+EXIT_CANNOT_START = 2  # bad configuration, port taken, NATS unreachable or too old
+
+
+def _fatal(name: str, message: str, code: int = EXIT_CANNOT_START) -> int:
+    """One clear line on stderr, for errors that stop a service; returns the exit code."""
+    print(f"stocktracker {name}: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+async def serve(actor: Actor, settings: config.Settings, stop: asyncio.Event | None = None) -> int:
+    """Run `actor` until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
+    name = actor.name
+    log = structlog.get_logger(name)
+    metrics.SERVICE_INFO.info({"name": name, "version": VERSION})
+    port = settings.metrics_port if settings.metrics_port is not None else default_metrics_port(name)
+    try:
+        runner, port = await start_metrics_server(actor, settings.metrics_host, port)
+    except OSError as err:
+        return _fatal(name, f"cannot serve /metrics on {settings.metrics_host}:{port}: {err.strerror or err}")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            nc = await bus.connect(settings, name)
+        except bus.BusError as err:
+            log.error("cannot start", error=str(err))
+            return _fatal(name, str(err))
+        js = nc.jetstream()
+        await bus.ensure_topology(js, settings)
+        publisher = bus.Publisher(nc)
+        await publisher.start()
+        micro = await register_micro(nc, actor, port)
+        ctx = Context(name=name, settings=settings, nc=nc, js=js, publisher=publisher, log=log, stop_requested=stop)
+        await actor.start(ctx)
+        log.info("started", metrics_port=port, nats=nc.connected_url.geturl() if nc.connected_url else None)
+        await stop.wait()
+        if ctx.failure:
+            log.error("failed", reason=ctx.failure)
+        else:
+            log.info("stopping")
+        await _shutdown(actor, publisher, micro, nc, log)
+        return _fatal(name, ctx.failure, EXIT_FAILED) if ctx.failure else 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+
+
+async def _shutdown(actor: Actor, publisher: bus.Publisher, micro: Service, nc: Client, log: Any) -> None:
+    await actor.stop()
+    flushed = await publisher.stop(timeout=10.0)
+    if not flushed:
+        log.warning("stopped with unacknowledged publishes", pending=publisher.pending)
+    with contextlib.suppress(Exception):
+        await micro.stop()
+    with contextlib.suppress(Exception):
+        await nc.drain()
+    log.info("stopped")
+
+
+def main(actor_type: type[Actor]) -> None:
+    """Entry point of `python -m services.<name>`: settings, logging, then `serve` until told to stop."""
+    try:
+        settings = config.load()
+    except config.ConfigError as err:
+        sys.exit(_fatal(actor_type.name, str(err)))
+    configure_logging(actor_type.name, settings.log_level, settings.log_format)
+    sys.exit(asyncio.run(serve(actor_type(), settings)))

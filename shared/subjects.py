@@ -1,0 +1,159 @@
+"""Every subject, stream and KV bucket: the system's public interface, named in this one module.
+
+Subjects go from broad to narrow, the last token being the instrument (symbol, index id or contract) exactly as
+normalized by ingest (upper case, [A-Z0-9_-]), so `nats sub 'md.trade.*'` or `nats sub '*.*.VN30F2612'` line up.
+
+Stream MARKET (normalized feed, written by ingest only):
+    md.trade.<SYMBOL>      Trade           every matched trade, futures contracts included
+    md.quote.<SYMBOL>      Quote           the book's best levels
+    md.foreign.<SYMBOL>    ForeignRoom     cumulative foreign buy/sell and room
+    md.index.<INDEX_ID>    IndexUpdate     index value and breadth
+    md.bar.<SYMBOL>        Bar             SSI's realtime bars
+    md.status.<SYMBOL>     SecurityStatus  trading session / status changes
+    md.rejected            Rejection       frames ingest refused, with the reason
+Stream DERIVED (events computed by the trackers):
+    trade.classified.<SYMBOL>    ClassifiedTrade
+    foreign.flow.<SYMBOL>        ForeignFlow
+    index.point.<INDEX_ID>       IndexPoint
+    basis.point.<CONTRACT>       BasisPoint
+KV buckets (current state, one value per key): see `Bucket`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.messages.domain import (
+    Bar,
+    BasisPoint,
+    ClassifiedTrade,
+    ForeignFlow,
+    ForeignRoom,
+    IndexPoint,
+    IndexUpdate,
+    Message,
+    Quote,
+    Rejection,
+    SecurityStatus,
+    Trade,
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Subjects `<prefix>.<TOKEN>`, one per instrument."""
+
+    prefix: str
+
+    def __call__(self, token: str) -> str:
+        return f"{self.prefix}.{token}"
+
+    @property
+    def wildcard(self) -> str:
+        return f"{self.prefix}.*"
+
+    def token(self, subject: str) -> str:
+        """The instrument token of one of this family's subjects."""
+        return subject[len(self.prefix) + 1 :]
+
+
+MD_TRADE = Family("md.trade")
+MD_QUOTE = Family("md.quote")
+MD_FOREIGN = Family("md.foreign")
+MD_INDEX = Family("md.index")
+MD_BAR = Family("md.bar")
+MD_STATUS = Family("md.status")
+MD_REJECTED = "md.rejected"
+
+TRADE_CLASSIFIED = Family("trade.classified")
+FOREIGN_FLOW = Family("foreign.flow")
+INDEX_POINT = Family("index.point")
+BASIS_POINT = Family("basis.point")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+
+
+MARKET = StreamSpec(
+    "MARKET",
+    ("md.>",),
+    "Normalized SSI market data, as published by ingest (replay buffer for every tracker)",
+)
+DERIVED = StreamSpec(
+    "DERIVED",
+    (TRADE_CLASSIFIED.wildcard, FOREIGN_FLOW.wildcard, INDEX_POINT.wildcard, BASIS_POINT.wildcard),
+    "Events derived by the trackers: classified trades, foreign flows, index points, basis points",
+)
+STREAMS = (MARKET, DERIVED)
+
+
+class Bucket(StrEnum):
+    """KV buckets; values are the JSON-encoded domain messages named here."""
+
+    SESSION_STATS = "session_stats"  # <SYMBOL> -> SessionStats
+    PRICES = "prices"  # <SYMBOL> -> PriceData
+    FOREIGN = "foreign"  # stock.<SYMBOL> -> ForeignInvestorData; summary -> ForeignSummary
+    INDICES = "indices"  # <INDEX_ID> -> IndexData (with its intraday series)
+    DERIVATIVES = "derivatives"  # <CONTRACT> -> DerivativesData
+    REFERENCE = "reference"  # basket.VN30 -> list of symbols; security.<SYMBOL> -> security details
+    CHECKPOINTS = "checkpoints"  # <service> -> the service's state and stream position, for restarts
+
+
+BUCKET_DESCRIPTIONS = {
+    Bucket.SESSION_STATS: "Active buy / active sell split per symbol for the trading day",
+    Bucket.PRICES: "Last price, change, reference, ceiling and floor per symbol",
+    Bucket.FOREIGN: "Foreign flow per symbol (stock.<SYMBOL>) and the VN30 summary (summary)",
+    Bucket.INDICES: "Index value, breadth and intraday series per index id",
+    Bucket.DERIVATIVES: "VN30F contract state with its basis to the VN30 index",
+    Bucket.REFERENCE: "Reference data: the VN30 basket and security details",
+    Bucket.CHECKPOINTS: "Each tracker's state and stream position, so a restart resumes exactly",
+}
+
+FOREIGN_SUMMARY_KEY = "summary"
+VN30_BASKET_KEY = "basket.VN30"
+
+
+def foreign_stock_key(symbol: str) -> str:
+    return f"stock.{symbol}"
+
+
+def security_key(symbol: str) -> str:
+    return f"security.{symbol}"
+
+
+_MARKET_SUBJECTS: dict[type[Message], Family] = {
+    Trade: MD_TRADE,
+    Quote: MD_QUOTE,
+    ForeignRoom: MD_FOREIGN,
+    Bar: MD_BAR,
+    SecurityStatus: MD_STATUS,
+}
+
+
+def market_subject(message: Message) -> str:
+    """The MARKET subject a normalized message is published on."""
+    if isinstance(message, IndexUpdate):
+        return MD_INDEX(message.index_id)
+    if isinstance(message, Rejection):
+        return MD_REJECTED
+    return _MARKET_SUBJECTS[type(message)](message.symbol)  # type: ignore[attr-defined]
+
+
+_DERIVED_SUBJECTS: dict[type[Message], Family] = {
+    ClassifiedTrade: TRADE_CLASSIFIED,
+    ForeignFlow: FOREIGN_FLOW,
+}
+
+
+def derived_subject(message: Message) -> str:
+    """The DERIVED subject a derived event is published on."""
+    if isinstance(message, IndexPoint):
+        return INDEX_POINT(message.index_id)
+    if isinstance(message, BasisPoint):
+        return BASIS_POINT(message.futures_symbol)
+    return _DERIVED_SUBJECTS[type(message)](message.symbol)  # type: ignore[attr-defined]

@@ -1,0 +1,153 @@
+"""The bus against a real nats-server: topology, ordered deduplicated publishing (across a server restart),
+consuming from a stream position, and watching a KV bucket."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import StorageType
+
+from shared import bus, config
+from shared.local import NatsServer
+from shared.subjects import DERIVED, MARKET, MD_QUOTE, MD_TRADE, STREAMS, Bucket
+
+pytestmark = pytest.mark.integration
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_topology_is_created_idempotently(nc: Client, settings: config.Settings) -> None:
+    js = nc.jetstream()
+    await bus.ensure_topology(js, settings)  # a second service starting finds everything in place
+    for spec in STREAMS:
+        info = await js.stream_info(spec.name)
+        assert info.config.subjects == list(spec.subjects)
+        assert info.config.duplicate_window == settings.dedup_window_s
+    for bucket in Bucket:
+        status = await (await js.key_value(str(bucket))).status()
+        assert status.bucket == str(bucket)
+
+
+async def test_changed_settings_update_existing_streams(nc: Client, settings: config.Settings) -> None:
+    js = nc.jetstream()
+    longer = msgspec.structs.replace(settings, stream_max_age_days=30.0)
+    await bus.ensure_topology(js, longer)
+    assert (await js.stream_info(MARKET.name)).config.max_age == 30 * 86400
+
+
+async def test_publisher_drops_a_resent_natural_key(nc: Client) -> None:
+    publisher = bus.Publisher(nc)
+    await publisher.start()
+    await publisher.publish(MD_TRADE("ACB"), b'{"n":1}', msg_id="2026-11-24:ACB:100")
+    await publisher.publish(MD_TRADE("ACB"), b'{"n":1}', msg_id="2026-11-24:ACB:100")
+    await publisher.publish(MD_TRADE("ACB"), b'{"n":2}', msg_id="2026-11-24:ACB:200")
+    assert await publisher.stop(timeout=5)
+    info = await nc.jetstream().stream_info(MARKET.name)
+    assert info.state.messages == 2
+
+
+async def test_consume_from_a_position_in_stream_order_across_subjects(nc: Client) -> None:
+    publisher = bus.Publisher(nc)
+    await publisher.start()
+    for n in range(10):
+        subject = MD_TRADE("ACB") if n % 2 else MD_QUOTE("ACB")
+        await publisher.publish(subject, str(n).encode(), msg_id=f"m{n}")
+    await publisher.publish("md.foreign.ACB", b"other", msg_id="f")
+    await publisher.stop()
+
+    received: list[tuple[int, str, bytes]] = []
+
+    async def handle(msg: Msg) -> None:
+        received.append((bus.stream_sequence(msg), msg.subject, msg.data))
+
+    sub = await bus.consume_from(nc.jetstream(), MARKET, [MD_TRADE.wildcard, MD_QUOTE.wildcard], handle,
+                                 start_sequence=4)
+    await wait_until(lambda: len(received) == 7)
+    await asyncio.sleep(0.2)
+    await sub.unsubscribe()
+    assert [seq for seq, _, _ in received] == [4, 5, 6, 7, 8, 9, 10]
+    assert [data for _, _, data in received] == [b"3", b"4", b"5", b"6", b"7", b"8", b"9"]
+    assert received[0][1] == "md.trade.ACB"
+
+
+async def test_bucket_watch_loads_then_follows(nc: Client) -> None:
+    js = nc.jetstream()
+    kv = await js.key_value(str(Bucket.PRICES))
+    await kv.put("ACB", b"1")
+    await kv.put("FPT", b"2")
+    view: dict[str, bytes] = {}
+    loaded_with: list[dict[str, bytes]] = []
+
+    def change(key: str, value: bytes | None) -> None:
+        if value is None:
+            view.pop(key, None)
+        else:
+            view[key] = value
+
+    watch = bus.BucketWatch(js, Bucket.PRICES, change, on_loaded=lambda: loaded_with.append(dict(view)))
+    watch.start()
+    await asyncio.wait_for(watch.loaded.wait(), 10)
+    assert loaded_with == [{"ACB": b"1", "FPT": b"2"}]
+    await kv.put("ACB", b"3")
+    await kv.delete("FPT")
+    await wait_until(lambda: view == {"ACB": b"3"})
+    await watch.stop()
+
+
+async def test_every_stream_is_file_backed_and_deduplicating(nc: Client, settings: config.Settings) -> None:
+    for spec in (MARKET, DERIVED):
+        info = await nc.jetstream().stream_info(spec.name)
+        assert info.config.storage == StorageType.FILE
+        assert info.config.num_replicas == settings.stream_replicas
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+async def test_publisher_loses_nothing_and_keeps_order_across_a_nats_restart(tmp_path: Path, how: str) -> None:
+    """Publish flat out while the server is stopped (or killed -9) and started again on the same store: every
+    message is in the stream exactly once, in publishing order."""
+    server = NatsServer(tmp_path / "store")
+    server.start()
+    settings = config.load({"NATS_URL": server.url})
+    nc = await bus.connect(settings, "restart-test")
+    try:
+        await bus.ensure_topology(nc.jetstream(), settings)
+        publisher = bus.Publisher(nc, ack_timeout=1.0)
+        await publisher.start()
+        total = 20_000
+
+        async def produce() -> None:
+            for n in range(total):
+                await publisher.publish(MD_TRADE("ACB"), str(n).encode(), msg_id=f"n{n}")
+
+        producing = asyncio.create_task(produce())
+        await wait_until(lambda: publisher.pending > 1000)
+        await asyncio.to_thread(server.kill if how == "kill" else server.stop)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(server.start)
+        await asyncio.wait_for(producing, 60)
+        assert await publisher.stop(timeout=30)
+
+        received: list[int] = []
+
+        async def handle(msg: Msg) -> None:
+            received.append(int(msg.data))
+
+        sub = await bus.consume_from(nc.jetstream(), MARKET, [MD_TRADE.wildcard], handle)
+        await wait_until(lambda: len(received) >= total, timeout=30)
+        await asyncio.sleep(0.3)
+        await sub.unsubscribe()
+        assert received == list(range(total))
+    finally:
+        await nc.close()
+        server.stop()

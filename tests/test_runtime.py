@@ -1,0 +1,160 @@
+"""The actor shell, run as a real process against a real nats-server: it starts, registers with nats.micro
+(answers $SRV.PING), serves /metrics and /healthz, and shuts down cleanly on SIGTERM; bad configuration or an old
+nats-server stops it at once with one clear line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import nats
+import pytest
+
+from shared.bus import BusError, check_server_version
+from shared.local import NatsServer, free_port, nats_server_version
+
+ECHO = Path(__file__).resolve().parent / "echo_actor.py"
+
+
+def launch(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ECHO)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def wait_for_ping(nc: nats.NATS, name: str, timeout: float = 15.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            reply = await nc.request(f"$SRV.PING.{name}", b"", timeout=0.5)
+            return json.loads(reply.data)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def echo(nats_url: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    process = launch({"NATS_URL": nats_url, "METRICS_PORT": str(port), "NATS_CONNECT_TIMEOUT_S": "10"})
+    yield process, port
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.integration
+async def test_actor_lifecycle(echo: tuple[subprocess.Popen[str], int], nats_url: str) -> None:
+    process, port = echo
+    nc = await nats.connect(nats_url)
+    try:
+        ping = await wait_for_ping(nc, "echo")
+        assert ping["type"] == "io.nats.micro.v1.ping_response"
+        assert ping["name"] == "echo"
+
+        reply = await nc.request("test.echo", b"hello", timeout=2)
+        assert reply.data == b"hello"
+
+        status = json.loads((await nc.request("stocktracker.echo.status", b"", timeout=2)).data)
+        assert status == {"service": "echo", "ready": True, "answered": 1}
+
+        info = json.loads((await nc.request("$SRV.INFO.echo", b"", timeout=2)).data)
+        assert info["metadata"]["metrics_port"] == str(port)
+        stats = json.loads((await nc.request("$SRV.STATS.echo", b"", timeout=2)).data)
+        assert stats["endpoints"][0]["data"] == {"answered": 1}
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert response.status == 200
+                body = await response.text()
+                assert 'stocktracker_service_info{name="echo",version="0.1.0"} 1.0' in body
+                assert "stocktracker_nats_connected 1.0" in body
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+                assert await response.json() == {"live": True, "ready": True}
+    finally:
+        await nc.close()
+
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events if e.get("logger") == "echo"] == ["started", "stopping", "stopped"]
+    assert all(e["service"] == "echo" for e in events)
+
+
+@pytest.mark.integration
+async def test_sigint_also_stops_cleanly(echo: tuple[subprocess.Popen[str], int], nats_url: str) -> None:
+    process, _ = echo
+    nc = await nats.connect(nats_url)
+    await wait_for_ping(nc, "echo")
+    await nc.close()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=20)
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize(("variable", "value"), [("METRICS_PORT", "not-a-port"), ("NATS_URL", "http://x")])
+def test_bad_configuration_stops_with_one_line(variable: str, value: str) -> None:
+    process = launch({variable: value})
+    _stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 2
+    assert stderr.strip().count("\n") == 0
+    assert stderr.startswith(f"stocktracker echo: invalid {variable}=")
+
+
+def test_unreachable_nats_stops_with_one_line() -> None:
+    process = launch({"NATS_URL": f"nats://127.0.0.1:{free_port()}", "NATS_CONNECT_TIMEOUT_S": "1",
+                      "METRICS_PORT": "0"})
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 2
+    assert stderr.strip() == stderr.strip().splitlines()[0]
+    assert "cannot reach NATS" in stderr
+
+
+def test_version_check() -> None:
+    check_server_version("2.10.0")
+    check_server_version("2.15.1")
+    check_server_version("v2.11.3-beta")
+    for old in ("2.9.25", "2.2.0", "1.4.1"):
+        with pytest.raises(BusError, match=r"needs nats-server >= 2\.10\.0"):
+            check_server_version(old)
+
+
+def _old_nats_server() -> Path | None:
+    """The machine's own nats-server when it predates the minimum (Debian ships 2.9)."""
+    for candidate in ("/usr/sbin/nats-server", shutil.which("nats-server")):
+        if candidate and Path(candidate).exists() and nats_server_version(Path(candidate)).startswith(("2.9.", "2.8.")):
+            return Path(candidate)
+    return None
+
+
+@pytest.mark.integration
+def test_old_nats_server_stops_every_service_with_one_line(tmp_path: Path) -> None:
+    binary = _old_nats_server()
+    if binary is None:
+        pytest.skip("no nats-server older than 2.10 on this machine to test against")
+    server = NatsServer(tmp_path / "store", binary=binary)
+    server.start()
+    try:
+        process = launch({"NATS_URL": server.url, "METRICS_PORT": "0"})
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        server.stop()
+    assert process.returncode == 2
+    line = stderr.strip()
+    assert "\n" not in line
+    assert "is too old: stock-tracker needs nats-server >= 2.10.0" in line
