@@ -19,10 +19,12 @@ class Echo(Actor):
 
     async def start(self, ctx: Context) -> None:
         async def answer(msg: Msg) -> None:
+            if msg.data == b"crash":
+                raise RuntimeError("asked to crash")
             self.answered += 1
             await msg.respond(msg.data)
 
-        self._sub = await ctx.nc.subscribe("test.echo", cb=answer)
+        self._sub = await ctx.nc.subscribe("test.echo", cb=ctx.instrumented(answer))
 
     async def stop(self) -> None:
         await self._sub.unsubscribe()

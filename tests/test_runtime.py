@@ -82,6 +82,8 @@ async def test_actor_lifecycle(echo: tuple[subprocess.Popen[str], int], nats_url
                 body = await response.text()
                 assert 'stocktracker_service_info{name="echo",version="0.1.0"} 1.0' in body
                 assert "stocktracker_nats_connected 1.0" in body
+                assert 'stocktracker_messages_in_total{family="test.echo"} 1.0' in body
+                assert 'stocktracker_handler_seconds_count{family="test.echo"} 1.0' in body
             async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
                 assert response.status == 200
                 assert await response.json() == {"live": True, "ready": True}
@@ -105,6 +107,21 @@ async def test_sigint_also_stops_cleanly(echo: tuple[subprocess.Popen[str], int]
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=20)
     assert process.returncode == 0
+
+
+@pytest.mark.integration
+async def test_a_failing_handler_stops_the_service_with_a_non_zero_exit(
+    echo: tuple[subprocess.Popen[str], int], nats_url: str
+) -> None:
+    process, _ = echo
+    nc = await nats.connect(nats_url)
+    await wait_for_ping(nc, "echo")
+    await nc.publish("test.echo", b"crash")
+    await nc.flush()
+    await nc.close()
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 1
+    assert stderr.strip() == "stocktracker echo: handler failed on test.echo: RuntimeError('asked to crash')"
 
 
 @pytest.mark.parametrize(("variable", "value"), [("METRICS_PORT", "not-a-port"), ("NATS_URL", "http://x")])

@@ -191,7 +191,7 @@ class ClassifiedTrade(Message, kw_only=True):
 
 
 class PhaseVolumes(Message, kw_only=True):
-    """Buy / sell / neutral volume and value within one trading phase."""
+    """Buy / sell / neutral volume and value (for the day, or within one trading phase)."""
 
     mua_chu_dong_volume: int = 0
     mua_chu_dong_value: float = 0.0
@@ -201,17 +201,11 @@ class PhaseVolumes(Message, kw_only=True):
     neutral_value: float = 0.0
 
 
-class SessionStats(Message, kw_only=True):
+class SessionStats(PhaseVolumes, kw_only=True):
     """A symbol's active buy / active sell split for the day. KV bucket session_stats, key <SYMBOL>."""
 
     symbol: str
     trading_date: date
-    mua_chu_dong_volume: int = 0
-    mua_chu_dong_value: float = 0.0
-    ban_chu_dong_volume: int = 0
-    ban_chu_dong_value: float = 0.0
-    neutral_volume: int = 0
-    neutral_value: float = 0.0
     total_volume: int = 0
     phases: dict[str, PhaseVolumes] = msgspec.field(default_factory=dict)  # ato / continuous / atc
     last_updated: datetime
