@@ -19,6 +19,7 @@ NatsUrl = Annotated[str, Meta(pattern=r"^(nats|tls|ws|wss)://[^\s,]+$")]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, Meta(gt=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
+HttpUrl = Annotated[str, Meta(pattern=r"^https?://\S+/$")]  # the SSI client joins paths by concatenation: end with /
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +59,52 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         PositiveFloat,
         Meta(description="JetStream duplicate window: a message sent again with the same key within it is dropped."),
     ] = 7200.0
+    # --- ingest -----------------------------------------------------------------------------------------------------
+    ingest_source: Annotated[
+        Literal["sim", "replay", "ssi"],
+        Meta(description="Where ingest reads the market: `sim` (the simulator), `replay` (REPLAY_FILE), `ssi` (live)."),
+    ] = "sim"
+    record_file: Annotated[
+        str, Meta(description="When set, ingest also writes every frame it reads to this JSON Lines file (replayable).")
+    ] = ""
+    ssi_consumer_id: Annotated[str, Meta(description="SSI FastConnect Data consumer id (INGEST_SOURCE=ssi).")] = ""
+    ssi_consumer_secret: Annotated[str, Meta(description="SSI FastConnect Data secret (INGEST_SOURCE=ssi).")] = ""
+    ssi_url: Annotated[
+        HttpUrl, Meta(description="SSI FastConnect Data REST base URL (token, reference data, reconciliation).")
+    ] = "https://fc-data.ssi.com.vn/"
+    ssi_stream_url: Annotated[
+        HttpUrl, Meta(description="SSI streaming hub base URL: a different host from the REST one.")
+    ] = "https://fc-datahub.ssi.com.vn/"
+    ssi_channels: Annotated[
+        list[Annotated[str, Meta(pattern=r"^[A-Za-z-]+:[A-Za-z0-9_-]+$")]],
+        Meta(description="SSI channels, comma-separated, one per channel type; each gets its own stream and watchdog."),
+    ] = msgspec.field(default_factory=lambda: ["X:ALL", "R:ALL", "MI:ALL", "B:ALL", "F:ALL"])
+    ssi_watchdog_s: Annotated[
+        PositiveFloat,
+        Meta(description="A channel silent this long (keep-alives included) while the market is open is reconnected."),
+    ] = 30.0
+    vn30_symbols: Annotated[
+        list[Annotated[str, Meta(pattern=r"^[A-Z0-9]{1,20}$")]],
+        Meta(description="The VN30 basket, comma-separated; unset: from SSI's IndexComponents, else a built-in list."),
+    ] = msgspec.field(default_factory=list)
+    sim_seed: Annotated[int, Meta(description="Simulator seed: the same seed gives the same market.")] = 1
+    sim_speed: Annotated[
+        Annotated[float, Meta(ge=0)],
+        Meta(description="Simulator pace: 1 = the wall clock (trades only in market hours), N = a day from 08:45 N "
+                         "times faster, 0 = as fast as possible."),
+    ] = 30.0
+    sim_intensity: Annotated[PositiveFloat, Meta(description="Simulator trading activity (1 = a realistic day).")] = 1.0
+    sim_date: Annotated[
+        str, Meta(pattern=r"^(\d{4}-\d{2}-\d{2})?$", description="First simulated trading date (YYYY-MM-DD); unset: "
+                                                                 "today in exchange time.")
+    ] = ""
+    replay_file: Annotated[
+        str, Meta(description="Recorded feed for INGEST_SOURCE=replay: JSON Lines of SSI Broadcast payloads, .gz too.")
+    ] = ""
+    replay_speed: Annotated[
+        Annotated[float, Meta(ge=0)],
+        Meta(description="Replay pace by the frames' exchange times: 1 = real time, N = N times faster, 0 = flat out."),
+    ] = 1.0
     state_dir: Annotated[
         str, Meta(description="Where `stocktracker up` keeps its NATS store, PostgreSQL data and process state.")
     ] = ".stocktracker"

@@ -327,6 +327,13 @@ def resolve_contract_alias(symbol: str, today: date, holidays: frozenset[date] =
 
 # --- indices ------------------------------------------------------------------------------------------------------
 
+# The VN30 basket built in for when SSI's IndexComponents cannot be asked (no credentials, simulator, replay);
+# VN30_SYMBOLS overrides it. The live feed's basket always wins over both.
+DEFAULT_VN30_BASKET = (
+    "ACB", "BCM", "BID", "BVH", "CTG", "FPT", "GAS", "GVR", "HDB", "HPG", "LPB", "MBB", "MSN", "MWG", "PLX",
+    "SAB", "SHB", "SSB", "SSI", "STB", "TCB", "TPB", "VCB", "VHM", "VIB", "VIC", "VJC", "VNM", "VPB", "VRE",
+)
+
 # SSI spells some index ids several ways (IndexId "VNINDEX" in captures, "VNIndex" in SDK constants).
 _INDEX_ALIASES = {"VNINDEX": "VNINDEX", "VN-INDEX": "VNINDEX", "HNXINDEX": "HNXINDEX", "HNX-INDEX": "HNXINDEX",
                   "HNXUPCOMINDEX": "UPCOMINDEX", "UPCOMINDEX": "UPCOMINDEX", "UPCOM-INDEX": "UPCOMINDEX"}

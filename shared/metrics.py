@@ -43,7 +43,7 @@ PUBLISH_ERRORS = Counter(
 )
 PUBLISH_SECONDS = Histogram(
     "stocktracker_publish_seconds",
-    "Time from publish to JetStream acknowledgement",
+    "Time from publish to JetStream acknowledgement (sampled: one message in 16)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
 )
 

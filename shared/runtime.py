@@ -80,6 +80,10 @@ class Actor(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
 
+    @staticmethod  # noqa: B027 - most actors need no cross-setting checks
+    def check(settings: config.Settings) -> None:
+        """Validate settings that only make sense together; raise `config.ConfigError` naming the variable."""
+
     @abstractmethod
     async def start(self, ctx: Context) -> None:
         """Begin work: subscribe, start tasks. Return once intake is running."""
@@ -226,7 +230,12 @@ async def serve(actor: Actor, settings: config.Settings, stop: asyncio.Event | N
         await publisher.start()
         micro = await register_micro(nc, actor, port)
         ctx = Context(name=name, settings=settings, nc=nc, js=js, publisher=publisher, log=log, stop_requested=stop)
-        await actor.start(ctx)
+        try:
+            await actor.start(ctx)
+        except Exception as err:
+            log.exception("cannot start")
+            await _shutdown(actor, publisher, micro, nc, log)
+            return _fatal(name, f"cannot start: {err}", EXIT_FAILED)
         log.info("started", metrics_port=port, nats=nc.connected_url.geturl() if nc.connected_url else None)
         await stop.wait()
         if ctx.failure:
@@ -257,6 +266,7 @@ def main(actor_type: type[Actor]) -> None:
     """Entry point of `python -m services.<name>`: settings, logging, then `serve` until told to stop."""
     try:
         settings = config.load()
+        actor_type.check(settings)
     except config.ConfigError as err:
         sys.exit(_fatal(actor_type.name, str(err)))
     configure_logging(actor_type.name, settings.log_level, settings.log_format)

@@ -19,3 +19,31 @@ def frame(data_type: str, content: dict[str, Any] | str, *, encode_content: bool
     """One SSI Broadcast payload as the client hands it over: Content double-encoded unless told otherwise."""
     body = json.dumps(content) if encode_content and not isinstance(content, str) else content
     return json.dumps({"DataType": data_type, "Content": body}).encode()
+
+
+async def run_in_process(actor: Any, settings: Any) -> tuple[Any, Any]:
+    """Serve `actor` in this event loop, as its process would; returns (task, stop event). Set the event to stop it."""
+    import asyncio
+
+    from shared.runtime import serve
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(actor, settings, stop))
+    return task, stop
+
+
+async def eventually(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> None:
+    """Wait until `predicate()` (sync or async) is true; fail the test after `timeout` seconds."""
+    import asyncio
+    import inspect
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)

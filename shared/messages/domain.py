@@ -143,6 +143,7 @@ class Bar(Message, kw_only=True):
     low: float
     close: float
     volume: int
+    interval_s: int | None = None  # None: one match (SSI channel B); 60: a minute bar fetched after a reconnect
 
 
 class SecurityStatus(Message, kw_only=True):
@@ -165,6 +166,28 @@ class Rejection(Message, kw_only=True):
     data_type: str | None = None
     raw: str
     received_at: datetime
+
+
+class IndexBasket(Message, kw_only=True):
+    """An index's constituents. KV bucket reference, key basket.<INDEX_ID>."""
+
+    index_id: str
+    symbols: list[str]
+    source: str  # ssi (IndexComponents), config (VN30_SYMBOLS) or builtin
+    trading_date: date
+
+
+class SecurityInfo(Message, kw_only=True):
+    """Reference data of one security (SSI SecuritiesDetails). KV bucket reference, key security.<SYMBOL>."""
+
+    symbol: str
+    trading_date: date
+    exchange: str | None = None
+    name: str | None = None
+    sec_type: str | None = None  # ST stock, FU future, EF ETF, CW covered warrant ...
+    lot_size: int | None = None
+    underlying: str | None = None
+    last_trading_date: date | None = None
 
 
 # --- derived events and state (stream DERIVED, KV buckets) ------------------------------------------------------

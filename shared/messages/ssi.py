@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from functools import lru_cache
+from operator import attrgetter
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
@@ -211,6 +213,7 @@ _NEGATIVE = re.compile(r">= 0(?:\.0)? - at `\$\.(\w+)`")
 RAW_KEPT_BYTES = 4096
 
 
+@lru_cache(maxsize=16384)
 def _symbol(raw: str | None) -> str:
     if raw is None or not raw.strip():
         raise FrameRejected(Reason.MISSING_SYMBOL, "no Symbol")
@@ -220,6 +223,7 @@ def _symbol(raw: str | None) -> str:
     return symbol
 
 
+@lru_cache(maxsize=4096)  # a busy second stamps hundreds of frames alike
 def _time(trading_date: str | None, clock: str | None) -> tuple[date, datetime]:
     if not trading_date:
         raise FrameRejected(Reason.MISSING_FIELD, "no TradingDate")
@@ -279,13 +283,23 @@ def _trade(frame: XTrade, symbol: str, day: date, timestamp: datetime) -> Trade:
     )
 
 
+_BOOK_SIDES = {
+    side: attrgetter(*(f"{side}{kind}{level}" for level in range(1, BOOK_DEPTH + 1) for kind in ("Price", "Vol")))
+    for side in ("Bid", "Ask")
+}
+
+
 def _levels(frame: Any, side: str) -> list[PriceLevel]:
+    """The side's levels with a price, best first; SSI sends 0.0 for absent levels (HOSE fills only three)."""
+    values = _BOOK_SIDES[side](frame)
     levels = []
-    for level in range(1, BOOK_DEPTH + 1):
-        price = getattr(frame, f"{side}Price{level}")
+    for index in range(0, 2 * BOOK_DEPTH, 2):
+        price = values[index]
         if price:
-            volume = getattr(frame, f"{side}Vol{level}")
-            levels.append(PriceLevel(price, _optional_count(volume, f"{side}Vol{level}") or 0))
+            volume = values[index + 1] or 0
+            if volume != int(volume):
+                raise FrameRejected(Reason.INVALID_VALUE, f"{side}Vol{index // 2 + 1}={volume} is not a whole number")
+            levels.append(PriceLevel(price, int(volume)))
     return levels
 
 

@@ -1,0 +1,121 @@
+"""Ingest's pure core: a raw SSI frame in, the messages to publish out (subject, JSON payload, natural-key message
+id), with a verdict on every trade. No I/O; the service feeds it frames and publishes what it returns.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from shared.messages.domain import Message, Quote, Rejection, Trade
+from shared.messages.ssi import Decoded, decode_frame
+from shared.subjects import MD_REJECTED, market_subject
+
+
+class TradeVerdict(StrEnum):
+    """How a trade's cumulative volume (TotalVol) compares with the symbol's latest one that day."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"  # the same TotalVol again: a frame sent twice
+    OUT_OF_ORDER = "out_of_order"  # a lower TotalVol: an older trade arriving late
+    REPEAT = "repeat"  # an X frame's trade part repeating with a book change: not a trade at all
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    subject: str
+    payload: bytes
+    msg_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """An accepted frame: its canonical DataType, what to publish, and the verdict on its trade (if any)."""
+
+    data_type: str
+    messages: tuple[Outgoing, ...]
+    trade_verdict: TradeVerdict | None
+    exchange_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A rejected frame: the reason, and the rejection to publish on md.rejected."""
+
+    reason: str
+    detail: str
+    message: Outgoing
+
+
+class Normalizer:
+    """Turns frames into publishable messages.
+
+    Message ids (JetStream's Nats-Msg-Id) are natural keys, so a frame read twice (a replayed file, a resent frame)
+    is dropped by JetStream instead of counted twice. A trade's key is its trading date, symbol and TotalVol. A book
+    can legitimately go A, B, A within one second, so a quote's key is its exchange time, its ordinal among the
+    symbol's quotes in that second and a checksum (a replay reads the same sequence again, so it gets the same keys;
+    a quote resent out of sequence goes through again, harmlessly: it is the book's state, not a count). Every other
+    message's key is its content (foreign and index figures are cumulative, so a repeat carries nothing new).
+    A trade from X-TRADE is published whatever its verdict (downstream keeps the exact tallies); the trade part of an
+    X frame is published only when TotalVol grew, since X repeats it with every book change.
+    """
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+        self._last_total: dict[str, tuple[date, int]] = {}
+        self._ordinals: dict[str, tuple[datetime, int]] = {}
+
+    def normalize(self, raw: bytes | str | Mapping[str, Any] | Message) -> Normalized | Refused:
+        """A raw frame, or a message a source built itself (bars fetched over REST after a reconnect)."""
+        if isinstance(raw, Message):
+            return self._accept(Decoded(type(raw).__name__.upper(), (raw,)))
+        result = decode_frame(raw)
+        if isinstance(result, Rejection):
+            return self._refuse(result)
+        return self._accept(result)
+
+    def _accept(self, decoded: Decoded) -> Normalized:
+        outgoing: list[Outgoing] = []
+        verdict: TradeVerdict | None = None
+        for message in decoded.messages:
+            if isinstance(message, Trade):
+                verdict = self._judge(message, combined=decoded.data_type == "X")
+                if verdict is TradeVerdict.REPEAT:
+                    continue
+            subject = market_subject(message)
+            payload = self._encoder.encode(message)
+            outgoing.append(Outgoing(subject, payload, self._message_id(subject, message, payload)))
+        timestamp = decoded.messages[0].timestamp  # type: ignore[attr-defined]
+        return Normalized(decoded.data_type, tuple(outgoing), verdict, timestamp)
+
+    def _judge(self, trade: Trade, *, combined: bool) -> TradeVerdict:
+        last = self._last_total.get(trade.symbol)
+        if last is None or last[0] != trade.trading_date or trade.total_volume > last[1]:
+            self._last_total[trade.symbol] = (trade.trading_date, trade.total_volume)
+            return TradeVerdict.NEW
+        if combined:
+            return TradeVerdict.REPEAT
+        return TradeVerdict.DUPLICATE if trade.total_volume == last[1] else TradeVerdict.OUT_OF_ORDER
+
+    def _message_id(self, subject: str, message: Message, payload: bytes) -> str:
+        if isinstance(message, Trade):
+            return f"trade:{message.natural_key()}"
+        timestamp: datetime = message.timestamp  # type: ignore[attr-defined]
+        if not isinstance(message, Quote):
+            return f"{subject}:{timestamp.isoformat()}:{zlib.crc32(payload):08x}"
+        previous = self._ordinals.get(subject)
+        ordinal = previous[1] + 1 if previous and previous[0] == timestamp else 0
+        self._ordinals[subject] = (timestamp, ordinal)
+        return f"{subject}:{timestamp.isoformat()}:{ordinal}:{zlib.crc32(payload):08x}"
+
+    def _refuse(self, rejection: Rejection) -> Refused:
+        # The same bad frame twice is one entry on md.rejected (and two in the rejection counts).
+        msg_id = f"rejected:{zlib.crc32(rejection.raw.encode()):08x}:{len(rejection.raw)}"
+        message = Outgoing(MD_REJECTED, self._encoder.encode(rejection), msg_id)
+        return Refused(rejection.reason, rejection.detail, message)

@@ -1,0 +1,177 @@
+"""The ingest service: a source's frames through the normalizer into JetStream, reference data into KV."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter, Gauge
+
+from services.ingest.normalize import Normalized, Normalizer, Refused
+from services.ingest.sources import FrameRecorder, Pacer, ReplaySource, SimSource, Source, configured_basket
+from shared import metrics
+from shared.config import ConfigError, Settings
+from shared.market import exchange_now
+from shared.runtime import Actor, Context
+from shared.subjects import VN30_BASKET_KEY, Bucket, security_key
+
+FRAMES = Counter("stocktracker_ingest_frames_total", "Frames read, by canonical DataType (rejected: `rejected`)",
+                 ["data_type"])
+TRADES = Counter("stocktracker_ingest_trades_total",
+                 "Trades read, by verdict against the symbol's latest TotalVol: new, duplicate, out_of_order",
+                 ["verdict"])
+LAST_FRAME_AGE = Gauge("stocktracker_ingest_last_frame_age_seconds",
+                       "Seconds since the last frame was read, by DataType", ["data_type"])
+REJECTION_LOG_INTERVAL_S = 60.0
+
+
+@functools.cache
+def _child(metric: Counter, label: str) -> Any:
+    """A labelled metric, looked up once: prometheus_client's labels() costs more than a whole frame's decoding."""
+    return metric.labels(label)
+
+
+def check(settings: Settings) -> None:
+    """Settings that only make sense together, checked before the service starts."""
+    if settings.ingest_source == "replay" and not settings.replay_file:
+        raise ConfigError("invalid REPLAY_FILE='': INGEST_SOURCE=replay needs the recorded file to replay")
+    if settings.ingest_source == "replay" and not Path(settings.replay_file).is_file():
+        raise ConfigError(f"invalid REPLAY_FILE={settings.replay_file!r}: no such file")
+    if settings.ingest_source == "ssi" and not (settings.ssi_consumer_id and settings.ssi_consumer_secret):
+        raise ConfigError("invalid SSI_CONSUMER_ID/SSI_CONSUMER_SECRET: INGEST_SOURCE=ssi needs both")
+
+
+def make_source(settings: Settings) -> Source:
+    today = exchange_now().date()
+    if settings.ingest_source == "replay":
+        return ReplaySource(Path(settings.replay_file), configured_basket(settings.vn30_symbols, today))
+    if settings.ingest_source == "ssi":
+        from services.ingest.ssi_live import SsiSource
+
+        return SsiSource(settings)
+    first_day = date.fromisoformat(settings.sim_date) if settings.sim_date else today
+    return SimSource(seed=settings.sim_seed, first_day=first_day, intensity=settings.sim_intensity,
+                     basket=configured_basket(settings.vn30_symbols, first_day))
+
+
+def make_pacer(settings: Settings) -> Pacer:
+    if settings.ingest_source == "replay":
+        return Pacer(settings.replay_speed)
+    if settings.ingest_source == "sim":
+        return Pacer(settings.sim_speed, follow_wall_clock=settings.sim_speed == 1)
+    return Pacer(0)  # live frames go out as they come
+
+
+class Ingest(Actor):
+    name = "ingest"
+    description = "Reads the SSI feed (live, simulated or replayed), publishes normalized market data"
+
+    def __init__(self, source: Source | None = None) -> None:
+        """`source` overrides the one INGEST_SOURCE names (tests drive the live adapter with their own clock)."""
+        self.normalizer = Normalizer()
+        self.frames_read = 0
+        self.frames_published = 0
+        self.frames_rejected = 0
+        self.messages_published = 0
+        self.rejections: dict[str, int] = {}
+        self._last_rejection_log: dict[str, float] = {}
+        self._last_frame_at: dict[str, float] = {}
+        self._source = source
+        self._recorder: FrameRecorder | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._ctx: Context | None = None
+
+    check = staticmethod(check)
+
+    async def start(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._source = self._source or make_source(ctx.settings)
+        reference = await self._source.reference()
+        await self._store_reference(ctx, reference)
+        if ctx.settings.record_file:
+            self._recorder = FrameRecorder(Path(ctx.settings.record_file))
+        self._pump = asyncio.create_task(self._run(self._source, make_pacer(ctx.settings)), name="ingest-pump")
+        ctx.log.info("reading", source=self._source.name, basket=reference.basket.source,
+                     recording=ctx.settings.record_file or None)
+
+    async def _store_reference(self, ctx: Context, reference: Any) -> None:
+        kv = await ctx.js.key_value(str(Bucket.REFERENCE))
+        await kv.put(VN30_BASKET_KEY, msgspec.json.encode(reference.basket))
+        for security in reference.securities:
+            await kv.put(security_key(security.symbol), msgspec.json.encode(security))
+
+    async def _run(self, source: Source, pacer: Pacer) -> None:
+        assert self._ctx is not None
+        try:
+            async for frame in source.frames():
+                if self._recorder is not None:
+                    self._recorder.write(frame)
+                await self.ingest(frame, pacer)
+            self._ctx.log.info("source finished", **source.status())
+        except Exception as err:
+            self._ctx.log.exception("source failed")
+            self._ctx.fail(f"source {source.name} failed: {err}")
+
+    async def ingest(self, frame: Any, pacer: Pacer) -> None:
+        """One frame: normalize, then publish its messages (after the pacer releases it) or its rejection."""
+        assert self._ctx is not None
+        self.frames_read += 1
+        result = self.normalizer.normalize(frame)
+        if isinstance(result, Refused):
+            self._count_rejection(result)
+            await self._ctx.publisher.publish(result.message.subject, result.message.payload, result.message.msg_id)
+            return
+        self._count_accepted(result)
+        await pacer.wait(result.exchange_time)
+        for message in result.messages:
+            await self._ctx.publisher.publish(message.subject, message.payload, message.msg_id)
+        self.frames_published += 1
+        self.messages_published += len(result.messages)
+
+    def _count_accepted(self, result: Normalized) -> None:
+        _child(FRAMES, result.data_type).inc()
+        if result.trade_verdict is not None:
+            _child(TRADES, result.trade_verdict).inc()
+        if result.data_type not in self._last_frame_at:
+            LAST_FRAME_AGE.labels(result.data_type).set_function(
+                lambda data_type=result.data_type: time.monotonic() - self._last_frame_at[data_type]
+            )
+        self._last_frame_at[result.data_type] = time.monotonic()
+
+    def _count_rejection(self, refused: Refused) -> None:
+        assert self._ctx is not None
+        self.frames_rejected += 1
+        FRAMES.labels("rejected").inc()
+        metrics.MESSAGES_REJECTED.labels(refused.reason).inc()
+        self.rejections[refused.reason] = self.rejections.get(refused.reason, 0) + 1
+        now = time.monotonic()
+        if now - self._last_rejection_log.get(refused.reason, -REJECTION_LOG_INTERVAL_S) >= REJECTION_LOG_INTERVAL_S:
+            self._last_rejection_log[refused.reason] = now
+            self._ctx.log.warning("frame rejected", reason=refused.reason, detail=refused.detail,
+                                  count=self.rejections[refused.reason])
+
+    async def stop(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        if self._source is not None:
+            await self._source.close()
+        if self._recorder is not None:
+            self._recorder.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "source": self._source.status() if self._source else None,
+            "frames_read": self.frames_read,
+            "frames_published": self.frames_published,
+            "frames_rejected": self.frames_rejected,
+            "messages_published": self.messages_published,
+            "rejections": self.rejections,
+        }
