@@ -8,6 +8,7 @@ import asyncio
 import os
 import sys
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 import msgspec
@@ -21,8 +22,8 @@ from services.ingest.service import Ingest
 from services.ingest.ssi_live import SsiSource
 from shared import config
 from shared.market import DEFAULT_VN30_BASKET, exchange_now
-from shared.messages.domain import Bar, IndexBasket
-from shared.subjects import MARKET, VN30_BASKET_KEY, Bucket
+from shared.messages.domain import Bar, IndexBasket, SecurityInfo
+from shared.subjects import MARKET, VN30_BASKET_KEY, Bucket, security_key
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +43,13 @@ async def test_scripted_day_across_a_disconnect_and_a_dead_link(nc: Client, sett
     lines = [line.rstrip(b"\n").decode() for line in REPLAY_DAY.open("rb")]
     async with FakeSsi(keepalive_s=0.2) as fake:
         fake.index_components = {"VN30": BASKET}
+        fake.securities_details = [
+            {"Isin": "VN000000ACB4", "Symbol": "ACB", "SymbolName": "Ngan hang TMCP A Chau", "SecType": "ST",
+             "MarketId": "HOSE", "Exchange": "HOSE", "LotSize": "100", "LastTradingDate": ""},
+            {"Isin": "VN30F2612", "Symbol": "VN30F2612", "SymbolName": "VN30F2612", "SecType": "FU",
+             "MarketId": "DER", "Exchange": "HNX", "LotSize": "1", "Underlying": "VN30",
+             "LastTradingDate": "17/12/2026"},
+        ]
         run = live_settings(settings, fake)
         source = SsiSource(run, market_open=lambda: True)
         actor = Ingest(source)
@@ -88,6 +96,11 @@ async def test_scripted_day_across_a_disconnect_and_a_dead_link(nc: Client, sett
     basket = msgspec.json.decode((await (await js.key_value(str(Bucket.REFERENCE))).get(VN30_BASKET_KEY)).value,
                                  type=IndexBasket)
     assert (basket.source, basket.symbols) == ("ssi", BASKET)
+    reference = await js.key_value(str(Bucket.REFERENCE))
+    future = msgspec.json.decode((await reference.get(security_key("VN30F2612"))).value, type=SecurityInfo)
+    assert (future.sec_type, future.underlying, future.last_trading_date) == ("FU", "VN30", date(2026, 12, 17))
+    stock = msgspec.json.decode((await reference.get(security_key("ACB"))).value, type=SecurityInfo)
+    assert (stock.exchange, stock.lot_size) == ("HOSE", 100)
     acb_bars = (await js.stream_info(MARKET.name, subjects_filter="md.bar.ACB")).state.subjects["md.bar.ACB"]
     sub = await js.subscribe("md.bar.ACB", stream=MARKET.name, ordered_consumer=True)
     intervals: Counter[int | None] = Counter()

@@ -244,12 +244,26 @@ class SsiSource:
         securities: list[SecurityInfo] = []
         for market in ("HOSE", "DER"):
             try:
-                response = await self._get("securities_details", model.securities_details(market, "", "1", "1000"))
-                securities.extend(securities_from_details(response, today))
+                securities.extend(await self._securities(market, today))
             except SsiError as err:
                 log.warning("securities details unavailable", market=market, error=str(err))
         self._symbols_for_reconcile = set(basket.symbols) | {s.symbol for s in securities if s.sec_type == "FU"}
         return Reference(basket=basket, securities=securities)
+
+    async def _securities(self, market: str, today: date) -> list[SecurityInfo]:
+        """All pages of a market's SecuritiesDetails (SSI serves at most 10 pages of 1000)."""
+        from ssi_fc_data.model import model
+
+        found: list[SecurityInfo] = []
+        for page in range(1, 11):
+            response = await self._get("securities_details", model.securities_details(market, "", str(page), "1000"))
+            batch = securities_from_details(response, today)
+            found.extend(batch)
+            data = response.get("data") or [{}]
+            total = _int_or_none(data[0].get("TotalNoSym")) or _int_or_none(response.get("totalRecord")) or 0
+            if not batch or len(found) >= total:
+                break
+        return found
 
     # --- streaming -------------------------------------------------------------------------------------------------
 
