@@ -105,6 +105,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Annotated[float, Meta(ge=0)],
         Meta(description="Replay pace by the frames' exchange times: 1 = real time, N = N times faster, 0 = flat out."),
     ] = 1.0
+    # --- trackers ---------------------------------------------------------------------------------------------------
+    classifier_kv_interval_ms: Annotated[
+        Annotated[int, Meta(ge=0)],
+        Meta(description="The classifier writes a symbol's stats and price to KV at most once per this many ms."),
+    ] = 100
+    checkpoint_interval_s: Annotated[
+        PositiveFloat, Meta(description="How often a tracker saves its state and stream position for restarts.")
+    ] = 1.0
+    partition: Annotated[
+        str,
+        Meta(pattern=r"^\d+/[1-9]\d*$",
+             description="This tracker instance's share of the symbols, `i/n`: those whose hash mod n is i."),
+    ] = "0/1"
     state_dir: Annotated[
         str, Meta(description="Where `stocktracker up` keeps its NATS store, PostgreSQL data and process state.")
     ] = ".stocktracker"

@@ -278,6 +278,7 @@ def parse_contract(code: str) -> tuple[int, int] | None:
     return 2000 + int(match["yy"]), int(match["mm"])
 
 
+@lru_cache(maxsize=65536)
 def is_vn30_future(symbol: str) -> bool:
     return parse_contract(symbol) is not None or _VN30F_ALIAS.match(symbol.strip().upper()) is not None
 

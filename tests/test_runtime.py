@@ -65,16 +65,17 @@ async def test_actor_lifecycle(echo: tuple[subprocess.Popen[str], int], nats_url
         assert ping["type"] == "io.nats.micro.v1.ping_response"
         assert ping["name"] == "echo"
 
-        reply = await nc.request("test.echo", b"hello", timeout=2)
-        assert reply.data == b"hello"
+        for n in range(16):
+            reply = await nc.request("test.echo", f"hello {n}".encode(), timeout=2)
+            assert reply.data == f"hello {n}".encode()
 
         status = json.loads((await nc.request("stocktracker.echo.status", b"", timeout=2)).data)
-        assert status == {"service": "echo", "ready": True, "answered": 1}
+        assert status == {"service": "echo", "ready": True, "answered": 16}
 
         info = json.loads((await nc.request("$SRV.INFO.echo", b"", timeout=2)).data)
         assert info["metadata"]["metrics_port"] == str(port)
         stats = json.loads((await nc.request("$SRV.STATS.echo", b"", timeout=2)).data)
-        assert stats["endpoints"][0]["data"] == {"answered": 1}
+        assert stats["endpoints"][0]["data"] == {"answered": 16}
 
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
@@ -82,8 +83,8 @@ async def test_actor_lifecycle(echo: tuple[subprocess.Popen[str], int], nats_url
                 body = await response.text()
                 assert 'stocktracker_service_info{name="echo",version="0.1.0"} 1.0' in body
                 assert "stocktracker_nats_connected 1.0" in body
-                assert 'stocktracker_messages_in_total{family="test.echo"} 1.0' in body
-                assert 'stocktracker_handler_seconds_count{family="test.echo"} 1.0' in body
+                assert 'stocktracker_messages_in_total{family="test.echo"} 16.0' in body
+                assert 'stocktracker_handler_seconds_count{family="test.echo"} 1.0' in body  # one in 16 timed
             async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
                 assert response.status == 200
                 assert await response.json() == {"live": True, "ready": True}

@@ -208,6 +208,7 @@ class ClassifiedTrade(Message, kw_only=True):
     ask_price: float | None = None
     total_volume: int  # the exchange's cumulative volume after this trade: the natural key
     session: str | None = None
+    unseen_volume: int = 0  # volume this trade's TotalVol revealed beyond its own: trades we never saw, neutral
 
     def natural_key(self) -> str:
         return f"{self.trading_date.isoformat()}:{self.symbol}:{self.total_volume}"

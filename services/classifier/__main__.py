@@ -1,0 +1,6 @@
+"""python -m services.classifier"""
+
+from services.classifier.service import ClassifierService
+from shared.runtime import main
+
+main(ClassifierService)

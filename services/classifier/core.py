@@ -1,0 +1,268 @@
+"""The classifier's pure core: who initiated each trade (mua chủ động / bán chủ động), the day's split per symbol,
+and its price against the reference. Messages in, events out; no I/O.
+
+Per symbol and trading date, a trade is new only when its cumulative volume (TotalVol) exceeds the last one seen:
+an equal TotalVol is a duplicate, a lower one arrives out of order; both are ignored and counted. The trade's volume
+is its LastVol; cumulative volume beyond it is volume whose trades never reached us ("unseen"), counted as neutral,
+so the day's total always equals the exchange's latest TotalVol. Its value is not guessed: the prices of trades we
+never saw are unknown, so unseen volume adds nothing to neutral_value.
+
+Classification, the first rule that applies:
+1. auction: TradingSession ATO, ATC or PT -> neutral (call auction or put-through: no aggressor);
+2. exchange: Side BU -> active buy, SD -> active sell (the exchange's own flag);
+3. quote: against the latest book received before the trade (bid1/ask1; 0 or missing: that side is absent;
+   bid1 >= ask1: no book): price >= ask1 -> buy; price <= bid1 -> sell; strictly inside: above the mid -> buy,
+   below -> sell (at the mid, go on);
+4. tick: against the day's price sequence RefPrice, p1, p2, ... (auction prints included): up -> buy, down -> sell,
+   unchanged -> the direction of the last non-zero tick (none yet: go on);
+5. none: neutral.
+The book is the one before the trade because ingest publishes an X frame's trade before its quote, and quotes and
+trades are consumed as one ordered sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+
+import msgspec
+
+from shared.market import Phase, session_phase
+from shared.messages.domain import (
+    ClassificationRule,
+    ClassifiedTrade,
+    PhaseVolumes,
+    PriceData,
+    Quote,
+    SessionStats,
+    Trade,
+    TradeType,
+)
+
+_AUCTION_SESSIONS = frozenset({"ATO", "ATC", "PT"})
+_EXCHANGE_SIDES = (TradeType.MUA_CHU_DONG, TradeType.BAN_CHU_DONG)
+
+
+class Decision(StrEnum):
+    """The rule and branch that decided a trade: finer than `ClassificationRule`, for metrics and audits."""
+
+    AUCTION = "1_auction"
+    SIDE = "2_side"
+    AT_OR_ABOVE_ASK = "3_at_or_above_ask"
+    AT_OR_BELOW_BID = "3_at_or_below_bid"
+    INSIDE_ABOVE_MID = "3_inside_above_mid"
+    INSIDE_BELOW_MID = "3_inside_below_mid"
+    TICK = "4_tick"
+    NO_TICK = "5_no_tick"
+
+
+_RULE_OF = {
+    Decision.AUCTION: ClassificationRule.AUCTION,
+    Decision.SIDE: ClassificationRule.EXCHANGE,
+    Decision.AT_OR_ABOVE_ASK: ClassificationRule.QUOTE,
+    Decision.AT_OR_BELOW_BID: ClassificationRule.QUOTE,
+    Decision.INSIDE_ABOVE_MID: ClassificationRule.QUOTE,
+    Decision.INSIDE_BELOW_MID: ClassificationRule.QUOTE,
+    Decision.TICK: ClassificationRule.TICK,
+    Decision.NO_TICK: ClassificationRule.NONE,
+}
+
+
+def classify_by_book(price: float, bid1: float, ask1: float) -> tuple[TradeType, Decision] | None:
+    """Rule 3 against the book before the trade; None when the book decides nothing."""
+    has_bid, has_ask = bid1 > 0, ask1 > 0
+    if has_bid and has_ask and bid1 >= ask1:
+        return None  # crossed or locked: not a book to trust
+    if has_ask and price >= ask1:
+        return TradeType.MUA_CHU_DONG, Decision.AT_OR_ABOVE_ASK
+    if has_bid and price <= bid1:
+        return TradeType.BAN_CHU_DONG, Decision.AT_OR_BELOW_BID
+    if has_bid and has_ask:
+        mid = (bid1 + ask1) / 2
+        if price > mid:
+            return TradeType.MUA_CHU_DONG, Decision.INSIDE_ABOVE_MID
+        if price < mid:
+            return TradeType.BAN_CHU_DONG, Decision.INSIDE_BELOW_MID
+    return None
+
+
+def phase_key(session: str | None) -> str:
+    """Where a trade's volume goes in the per-phase breakdown: ato, continuous, atc, or the session's own code."""
+    phase = session_phase(session)
+    if phase in (Phase.ATO, Phase.CONTINUOUS, Phase.ATC):
+        return str(phase)
+    return (session or "unknown").strip().lower()
+
+
+class SymbolDay(msgspec.Struct, kw_only=True):
+    """Everything the classifier remembers about one symbol for one trading date."""
+
+    symbol: str
+    trading_date: date
+    last_total: int = 0
+    bid1: float = 0.0
+    ask1: float = 0.0
+    last_price: float | None = None  # the tick rule's previous price (RefPrice before the first trade)
+    last_direction: TradeType | None = None  # the last non-zero tick
+    ref_price: float | None = None
+    ceiling: float | None = None
+    floor: float | None = None
+    stats: SessionStats
+    price: PriceData | None = None
+    duplicates: int = 0
+    out_of_order: int = 0
+    gaps: int = 0
+    unseen_volume: int = 0
+
+
+class TradeOutcome(msgspec.Struct, kw_only=True):
+    """What one trade message did: its classification (None when ignored), and why it was ignored if it was."""
+
+    classified: ClassifiedTrade | None = None
+    decision: Decision | None = None
+    ignored: str | None = None  # duplicate / out_of_order
+
+
+def _add(split: PhaseVolumes, trade_type: TradeType, volume: int, value: float) -> None:
+    if trade_type is TradeType.MUA_CHU_DONG:
+        split.mua_chu_dong_volume += volume
+        split.mua_chu_dong_value += value
+    elif trade_type is TradeType.BAN_CHU_DONG:
+        split.ban_chu_dong_volume += volume
+        split.ban_chu_dong_value += value
+    else:
+        split.neutral_volume += volume
+        split.neutral_value += value
+
+
+@dataclass
+class Tally:
+    """Counts over everything the core has seen, for metrics and status."""
+
+    trades: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    gaps: int = 0
+    unseen_volume: int = 0
+
+
+class Classifier:
+    """The classifier's state: one `SymbolDay` per symbol, replaced when a new trading date begins."""
+
+    def __init__(self, days: dict[str, SymbolDay] | None = None) -> None:
+        self.days: dict[str, SymbolDay] = days or {}
+
+    def _day(self, symbol: str, trading_date: date, at: datetime) -> SymbolDay:
+        day = self.days.get(symbol)
+        if day is None or day.trading_date != trading_date:
+            if day is not None and day.trading_date > trading_date:
+                return day  # a message from a day already over: read against the current day, then ignored
+            day = SymbolDay(symbol=symbol, trading_date=trading_date,
+                            stats=SessionStats(symbol=symbol, trading_date=trading_date, last_updated=at))
+            self.days[symbol] = day
+        return day
+
+    def on_quote(self, quote: Quote) -> None:
+        day = self._day(quote.symbol, quote.trading_date, quote.timestamp)
+        if day.trading_date != quote.trading_date:
+            return
+        day.bid1, day.ask1 = quote.bid1, quote.ask1
+
+    def on_trade(self, trade: Trade) -> TradeOutcome:
+        day = self._day(trade.symbol, trade.trading_date, trade.timestamp)
+        if day.trading_date != trade.trading_date or trade.total_volume <= day.last_total:
+            stale = day.trading_date != trade.trading_date or trade.total_volume < day.last_total
+            if stale:
+                day.out_of_order += 1
+            else:
+                day.duplicates += 1
+            return TradeOutcome(ignored="out_of_order" if stale else "duplicate")
+
+        added = trade.total_volume - day.last_total
+        volume = min(trade.volume, added)
+        unseen = added - volume
+        day.last_total = trade.total_volume
+        self._reference(day, trade)
+
+        trade_type, decision = self._classify(day, trade)
+        self._tick(day, trade.price)
+
+        value = trade.price * volume
+        phase = day.stats.phases.setdefault(phase_key(trade.session), PhaseVolumes())
+        for split in (day.stats, phase):
+            _add(split, trade_type, volume, value)
+            if unseen:
+                _add(split, TradeType.NEUTRAL, unseen, 0.0)
+        if unseen:
+            day.gaps += 1
+            day.unseen_volume += unseen
+        day.stats.total_volume = trade.total_volume
+        day.stats.last_updated = trade.timestamp
+        self._price(day, trade)
+
+        classified = ClassifiedTrade(
+            symbol=trade.symbol, trading_date=trade.trading_date, timestamp=trade.timestamp, price=trade.price,
+            volume=volume, value=value, trade_type=trade_type, rule=_RULE_OF[decision],
+            bid_price=day_bid(day), ask_price=day_ask(day), total_volume=trade.total_volume,
+            session=trade.session, unseen_volume=unseen,
+        )
+        return TradeOutcome(classified=classified, decision=decision)
+
+    def _classify(self, day: SymbolDay, trade: Trade) -> tuple[TradeType, Decision]:
+        if (trade.session or "").strip().upper() in _AUCTION_SESSIONS:
+            return TradeType.NEUTRAL, Decision.AUCTION
+        if trade.side in _EXCHANGE_SIDES:
+            return trade.side, Decision.SIDE
+        by_book = classify_by_book(trade.price, day.bid1, day.ask1)
+        if by_book is not None:
+            return by_book
+        if day.last_price is not None and trade.price != day.last_price:
+            direction = TradeType.MUA_CHU_DONG if trade.price > day.last_price else TradeType.BAN_CHU_DONG
+            return direction, Decision.TICK
+        if day.last_price is not None and day.last_direction is not None:
+            return day.last_direction, Decision.TICK
+        return TradeType.NEUTRAL, Decision.NO_TICK
+
+    @staticmethod
+    def _tick(day: SymbolDay, price: float) -> None:
+        if day.last_price is not None and price != day.last_price:
+            day.last_direction = TradeType.MUA_CHU_DONG if price > day.last_price else TradeType.BAN_CHU_DONG
+        day.last_price = price
+
+    @staticmethod
+    def _reference(day: SymbolDay, trade: Trade) -> None:
+        """RefPrice, ceiling and floor come with the trades; the first RefPrice also starts the tick sequence."""
+        if trade.ref_price:
+            if day.last_price is None:
+                day.last_price = trade.ref_price
+            day.ref_price = trade.ref_price
+        day.ceiling = trade.ceiling or day.ceiling
+        day.floor = trade.floor or day.floor
+
+    @staticmethod
+    def _price(day: SymbolDay, trade: Trade) -> None:
+        ref = day.ref_price
+        if not ref:
+            return
+        change = trade.price - ref
+        day.price = PriceData(symbol=day.symbol, trading_date=day.trading_date, last_price=trade.price,
+                              change=change, change_pct=change / ref * 100, ref_price=ref, ceiling=day.ceiling,
+                              floor=day.floor, last_updated=trade.timestamp)
+
+    def tally(self) -> Tally:
+        tally = Tally()
+        for day in self.days.values():
+            tally.duplicates += day.duplicates
+            tally.out_of_order += day.out_of_order
+            tally.gaps += day.gaps
+            tally.unseen_volume += day.unseen_volume
+        return tally
+
+
+def day_bid(day: SymbolDay) -> float | None:
+    return day.bid1 or None
+
+
+def day_ask(day: SymbolDay) -> float | None:
+    return day.ask1 or None

@@ -1,0 +1,98 @@
+"""The classifier service: stock trades and quotes from MARKET, in stream order, through the pure core; classified
+trades to DERIVED, each symbol's session stats and price to KV."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter
+
+from services.classifier.core import Classifier, SymbolDay
+from shared.config import Settings
+from shared.market import Exchange, is_vn30_future, parse_exchange
+from shared.messages.domain import Quote, Trade
+from shared.subjects import MD_QUOTE, MD_TRADE, Bucket, derived_subject
+from shared.tracker import Tracker
+
+CLASSIFIED = Counter("stocktracker_classifier_trades_total", "Trades classified, by type and deciding rule",
+                     ["trade_type", "rule"])
+IGNORED = Counter("stocktracker_classifier_ignored_total", "Trades ignored: duplicate or out_of_order", ["why"])
+UNSEEN = Counter("stocktracker_classifier_unseen_volume_total",
+                 "Volume revealed by TotalVol jumps beyond the trades seen, counted as neutral")
+
+
+class ClassifierState(msgspec.Struct):
+    days: dict[str, SymbolDay]
+
+
+@functools.cache
+def _labelled(metric: Counter, *labels: str) -> Any:
+    return metric.labels(*labels)
+
+
+@functools.lru_cache(maxsize=65536)
+def is_stock(symbol: str, exchange: str | None) -> bool:
+    """Futures are the derivatives service's: by contract code, or by the exchange SSI names."""
+    return not is_vn30_future(symbol) and parse_exchange(exchange) is not Exchange.DER
+
+
+class ClassifierService(Tracker[ClassifierState]):
+    name = "classifier"
+    description = "Classifies trades as active buy / active sell; session stats and prices"
+    subjects = (MD_TRADE.wildcard, MD_QUOTE.wildcard)
+    state_type = ClassifierState
+    buckets = (Bucket.SESSION_STATS, Bucket.PRICES)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.core = Classifier()
+        self.classified = 0
+        self._trade = msgspec.json.Decoder(Trade)
+        self._quote = msgspec.json.Decoder(Quote)
+        self._encode = msgspec.json.Encoder().encode
+
+    def kv_interval_s(self, settings: Settings) -> float:
+        return settings.classifier_kv_interval_ms / 1000
+
+    def restore(self, state: ClassifierState | None) -> None:
+        self.core = Classifier(state.days if state else None)
+
+    def snapshot(self) -> ClassifierState:
+        return ClassifierState(days=self.core.days)
+
+    async def handle(self, subject: str, payload: bytes) -> None:
+        if is_vn30_future(subject.rpartition(".")[2]):
+            return  # the derivatives service's; skipped before decoding (futures books are ten levels deep)
+        if subject.startswith(MD_QUOTE.prefix):
+            quote = self._quote.decode(payload)
+            if is_stock(quote.symbol, quote.exchange) and self.partition.owns(quote.symbol):
+                self.core.on_quote(quote)
+            return
+        trade = self._trade.decode(payload)
+        if not (is_stock(trade.symbol, trade.exchange) and self.partition.owns(trade.symbol)):
+            return
+        outcome = self.core.on_trade(trade)
+        if outcome.classified is None:
+            _labelled(IGNORED, outcome.ignored or "ignored").inc()
+            return
+        classified = outcome.classified
+        assert self.ctx is not None
+        assert self.kv is not None
+        await self.ctx.publisher.publish(derived_subject(classified), self._encode(classified),
+                                         f"classified:{classified.natural_key()}")
+        _labelled(CLASSIFIED, classified.trade_type, classified.rule).inc()
+        self.classified += 1
+        if classified.unseen_volume:
+            UNSEEN.inc(classified.unseen_volume)
+        day = self.core.days[trade.symbol]
+        self.kv.put(Bucket.SESSION_STATS, trade.symbol, lambda: self._encode(day.stats))
+        if day.price is not None:
+            self.kv.put(Bucket.PRICES, trade.symbol, lambda: self._encode(day.price))
+
+    def status(self) -> dict[str, Any]:
+        tally = self.core.tally()
+        return {**super().status(), "symbols": len(self.core.days), "classified": self.classified,
+                "duplicates": tally.duplicates, "out_of_order": tally.out_of_order, "gaps": tally.gaps,
+                "unseen_volume": tally.unseen_volume}

@@ -1,0 +1,203 @@
+"""The classifier service against a real nats-server: the recorded day through ingest and the classifier ends in
+exactly the expected KV state and events; killed with SIGKILL mid-stream and restarted, it ends in the identical
+state, with every classified trade in DERIVED exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from datetime import date
+from pathlib import Path
+
+import msgspec
+import pytest
+from helpers import REPLAY_DAY, eventually, expected_day, run_in_process
+from nats.aio.client import Client
+from test_ingest import replay
+
+from services.classifier.core import Classifier
+from services.classifier.service import ClassifierService, is_stock
+from services.ingest.simulator import MarketSimulator
+from shared import config
+from shared.messages.domain import ClassifiedTrade, PriceData, Quote, SessionStats, Trade
+from shared.subjects import DERIVED, MARKET, Bucket
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def stream_last_sequence(nc: Client) -> int:
+    return (await nc.jetstream().stream_info(MARKET.name)).state.last_seq
+
+
+async def kv_state(nc: Client) -> tuple[dict[str, SessionStats], dict[str, PriceData]]:
+    js = nc.jetstream()
+    stats, prices = {}, {}
+    for bucket, into, kind in ((Bucket.SESSION_STATS, stats, SessionStats), (Bucket.PRICES, prices, PriceData)):
+        kv = await js.key_value(str(bucket))
+        for key in await kv.keys():
+            into[key] = msgspec.json.decode((await kv.get(key)).value, type=kind)
+    return stats, prices
+
+
+async def classified_events(nc: Client) -> list[ClassifiedTrade]:
+    js = nc.jetstream()
+    count = (await js.stream_info(DERIVED.name)).state.messages
+    sub = await js.subscribe("trade.classified.*", stream=DERIVED.name, ordered_consumer=True)
+    events = [msgspec.json.decode((await sub.next_msg(timeout=5)).data, type=ClassifiedTrade) for _ in range(count)]
+    await sub.unsubscribe()
+    return events
+
+
+async def test_recorded_day_ends_in_the_expected_state(nc: Client, settings: config.Settings) -> None:
+    await replay(settings, REPLAY_DAY)
+    actor = ClassifierService()
+    task, stop = await run_in_process(actor, msgspec.structs.replace(settings, metrics_port=0))
+    await eventually(lambda: actor.processed and actor.pending == 0)  # the stream holds nothing more for it
+    stop.set()
+    assert await task == 0
+
+    expected = expected_day()
+    stats, prices = await kv_state(nc)
+    assert set(stats) == set(expected["quotes"]) == set(prices)
+    for symbol, figures in expected["quotes"].items():
+        for field, value in figures.items():
+            assert getattr(stats[symbol], field) == pytest.approx(value, abs=0.5), (symbol, field)
+        assert stats[symbol].trading_date == date(2026, 11, 24)
+    for symbol, figures in expected["prices"].items():
+        for field, value in figures.items():
+            assert getattr(prices[symbol], field) == pytest.approx(value, abs=1e-6), (symbol, field)
+
+    events = await classified_events(nc)
+    stock_classes = {key: value for key, value in expected["classes"].items() if not key.startswith("VN30F")}
+    assert {f"{e.symbol}:{e.total_volume}": e.trade_type.value for e in events} == stock_classes
+    assert len(events) == len(stock_classes)
+    assert sum(e.unseen_volume for e in events) == expected["counts"]["gap_unseen_volume"]
+    assert actor.status()["duplicates"] == 0  # JetStream already dropped the repeated frames
+
+
+def expected_from_stream_messages(path: Path) -> Classifier:
+    """The reference result: the pure core over the same trades and quotes, in file order, uninterrupted."""
+    from shared.messages.ssi import Decoded, decode_frame
+
+    core = Classifier()
+    with path.open("rb") as lines:
+        for line in lines:
+            result = decode_frame(line)
+            if not isinstance(result, Decoded):
+                continue
+            for message in result.messages:
+                if isinstance(message, Quote) and is_stock(message.symbol, message.exchange):
+                    core.on_quote(message)
+                elif isinstance(message, Trade) and is_stock(message.symbol, message.exchange):
+                    core.on_trade(message)
+    return core
+
+
+async def status(nc: Client) -> dict:
+    return json.loads((await nc.request("stocktracker.classifier.status", b"", timeout=2)).data)
+
+
+async def test_kill_9_mid_stream_and_restart_ends_identical(nc: Client, settings: config.Settings,
+                                                            nats_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "day.jsonl"
+    with path.open("wb") as out:
+        for frame in MarketSimulator(seed=11, trading_date=date(2026, 11, 24)).day():
+            out.write(frame.payload + b"\n")
+    await replay(settings, path)
+    last = await stream_last_sequence(nc)
+
+    env = {**os.environ, "NATS_URL": nats_url, "METRICS_PORT": "0", "CHECKPOINT_INTERVAL_S": "0.1"}
+    command = [sys.executable, "-m", "services.classifier"]
+    first = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    await eventually(lambda: _processed_beyond(nc, last // 4), timeout=60)
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+    assert await _safe_status(nc) is None  # really gone
+
+    second = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    await eventually(lambda: _caught_up(nc), timeout=120)
+    resumed = await status(nc)
+    assert 0 < resumed["restored_from"] < last  # it resumed from its checkpoint, not from scratch
+    second.send_signal(signal.SIGTERM)
+    assert await second.wait() == 0
+
+    reference = expected_from_stream_messages(path)
+    stats, prices = await kv_state(nc)
+    assert set(stats) == set(reference.days)
+    for symbol, day in reference.days.items():
+        assert stats[symbol] == day.stats, symbol
+        assert prices[symbol] == day.price, symbol
+    events = await classified_events(nc)
+    keys = [event.natural_key() for event in events]
+    assert len(keys) == len(set(keys))  # nothing twice
+    assert len(keys) == len(list(_stock_trades(path)))  # nothing lost
+
+
+def _stock_trades(path: Path):  # type: ignore[no-untyped-def]
+    from shared.messages.ssi import Decoded, decode_frame
+
+    seen: set[str] = set()
+    with path.open("rb") as lines:
+        for line in lines:
+            result = decode_frame(line)
+            if isinstance(result, Decoded):
+                for message in result.messages:
+                    if (isinstance(message, Trade) and is_stock(message.symbol, message.exchange)
+                            and message.natural_key() not in seen):
+                        seen.add(message.natural_key())
+                        yield message
+
+
+async def _safe_status(nc: Client) -> dict | None:
+    try:
+        return await status(nc)
+    except Exception:
+        return None
+
+
+async def _processed_beyond(nc: Client, sequence: int) -> bool:
+    current = await _safe_status(nc)
+    return current is not None and current["sequence"] > sequence
+
+
+async def _caught_up(nc: Client) -> bool:
+    current = await _safe_status(nc)
+    return current is not None and current["processed"] > 0 and current["pending"] == 0
+
+
+async def test_two_instances_side_by_side_count_nothing_twice(nc: Client, settings: config.Settings) -> None:
+    await replay(settings, REPLAY_DAY)
+    run = msgspec.structs.replace(settings, metrics_port=0)
+    first, second = ClassifierService(), ClassifierService()
+    running = [await run_in_process(first, run), await run_in_process(second, run)]
+    await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in (first, second)))
+    for task, stop in running:
+        stop.set()
+        assert await task == 0
+    expected = expected_day()
+    events = await classified_events(nc)
+    stock_classes = {key: value for key, value in expected["classes"].items() if not key.startswith("VN30F")}
+    assert len(events) == len(stock_classes)  # each event once, though both instances published it
+    stats, _ = await kv_state(nc)
+    for symbol, figures in expected["quotes"].items():
+        assert stats[symbol].total_volume == figures["total_volume"]
+        assert stats[symbol].mua_chu_dong_volume == figures["mua_chu_dong_volume"]
+
+
+async def test_partitions_split_the_symbols(nc: Client, settings: config.Settings) -> None:
+    await replay(settings, REPLAY_DAY)
+    halves = [ClassifierService(), ClassifierService()]
+    running = [await run_in_process(actor, msgspec.structs.replace(settings, metrics_port=0, partition=f"{i}/2"))
+               for i, actor in enumerate(halves)]
+    await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in halves))
+    for task, stop in running:
+        stop.set()
+        assert await task == 0
+    symbols = [set(actor.core.days) for actor in halves]
+    assert symbols[0].isdisjoint(symbols[1])
+    assert symbols[0] | symbols[1] == set(expected_day()["quotes"])
+    assert len(await classified_events(nc)) == sum(actor.classified for actor in halves)
