@@ -118,6 +118,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Meta(pattern=r"^\d+/[1-9]\d*$",
              description="This tracker instance's share of the symbols, `i/n`: those whose hash mod n is i."),
     ] = "0/1"
+    foreign_speed_window_s: Annotated[
+        PositiveFloat, Meta(description="Foreign buy/sell speed: volume per minute over this many exchange seconds.")
+    ] = 300.0
+    futures_aliases: Annotated[
+        list[Annotated[str, Meta(pattern=r"^[A-Z0-9_-]+=VN30F\d{4}$")]],
+        Meta(description="Other futures codes as VN30F contracts, comma-separated `CODE=VN30FYYMM` (post-KRX codes)."),
+    ] = msgspec.field(default_factory=list)
     state_dir: Annotated[
         str, Meta(description="Where `stocktracker up` keeps its NATS store, PostgreSQL data and process state.")
     ] = ".stocktracker"

@@ -123,9 +123,13 @@ class Tracker(Actor, Generic[State]):
         self._checkpoints: KeyValue | None = None
         self._checkpointed = 0
 
+    partitionable: ClassVar[bool] = True  # False: the tracker needs every symbol (e.g. for a basket summary)
+
     @classmethod
     def check(cls, settings: Settings) -> None:
-        Partition.parse(settings.partition)
+        partition = Partition.parse(settings.partition)
+        if partition.count > 1 and not cls.partitionable:
+            raise ConfigError(f"invalid PARTITION={settings.partition!r}: {cls.name} runs as one instance (0/1)")
 
     @property
     def checkpoint_key(self) -> str:
@@ -229,4 +233,5 @@ class Tracker(Actor, Generic[State]):
 
     def status(self) -> dict[str, Any]:
         return {"sequence": self.sequence, "processed": self.processed, "pending": self.pending,
-                "restored_from": self.restored_from, "kv_writes": self.kv.writes if self.kv else 0}
+                "restored_from": self.restored_from, "checkpointed": self._checkpointed,
+                "kv_writes": self.kv.writes if self.kv else 0}

@@ -14,10 +14,11 @@ import msgspec
 from prometheus_client import Counter, Gauge
 
 from services.ingest.normalize import Normalized, Normalizer, Refused
-from services.ingest.sources import FrameRecorder, Pacer, ReplaySource, SimSource, Source, configured_basket
+from services.ingest.sources import FrameRecorder, Pacer, ReplaySource, SimSource, Source
 from shared import metrics
 from shared.config import ConfigError, Settings
 from shared.market import exchange_now
+from shared.reference import configured_basket
 from shared.runtime import Actor, Context
 from shared.subjects import VN30_BASKET_KEY, Bucket, security_key
 

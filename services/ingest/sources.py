@@ -18,7 +18,7 @@ from typing import IO, Any, Protocol
 
 import msgspec
 
-from shared.market import DEFAULT_VN30_BASKET, exchange_now
+from shared.market import exchange_now
 from shared.messages.domain import IndexBasket, SecurityInfo
 
 Frame = bytes | str | Mapping[str, Any]
@@ -41,13 +41,6 @@ class Source(Protocol):
     async def close(self) -> None: ...
 
     def status(self) -> dict[str, Any]: ...
-
-
-def configured_basket(symbols: list[str], trading_date: date) -> IndexBasket:
-    """VN30_SYMBOLS when set, else the built-in basket."""
-    if symbols:
-        return IndexBasket(index_id="VN30", symbols=list(symbols), source="config", trading_date=trading_date)
-    return IndexBasket(index_id="VN30", symbols=list(DEFAULT_VN30_BASKET), source="builtin", trading_date=trading_date)
 
 
 class Pacer:

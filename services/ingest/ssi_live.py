@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter, Gauge
 
-from services.ingest.sources import Frame, Reference, configured_basket
+from services.ingest.sources import Frame, Reference
 from shared.config import Settings
 from shared.market import (
     Exchange,
@@ -39,6 +39,7 @@ from shared.market import (
     parse_trading_date,
 )
 from shared.messages.domain import Bar, IndexBasket, SecurityInfo
+from shared.reference import configured_basket
 
 RECONNECTS = Counter("stocktracker_ingest_reconnects_total", "SSI channel streams rebuilt, by channel and cause",
                      ["channel", "cause"])

@@ -1,0 +1,157 @@
+"""The derivatives tracker's pure core: VN30 index futures, their basis to the VN30 index, and the aggressor of each
+futures trade. No I/O.
+
+- Contracts: `VN30FYYMM` codes expire on their month's third Thursday; other codes (post-KRX exchange codes) get their
+  last trading day from reference data or from an alias to a `VN30FYYMM` code. On a trading date, the active contract
+  is the front month: the one with the nearest last trading day not yet passed (`shared.market.front_month` when no
+  expiry is known at all).
+- DerivativesData per contract: last price, change against the trade's reference price (the previous settlement),
+  cumulative volume, best bid/ask, and basis = last price - the latest VN30 value (points), basis_pct = basis / VN30
+  × 100, is_premium = basis > 0. Recomputed whenever the contract trades or VN30 moves.
+- BasisPoint events after each futures trade, at most one per contract per second of exchange time: within a second
+  the latest value wins; a second's point is released when a later second begins (or when the service flushes).
+- Each futures trade is classified like a stock's (the classifier's core, rules and tallies), for the tick history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+
+import msgspec
+
+from services.classifier.core import Classifier, SymbolDay, TradeOutcome
+from shared.market import contract_expiry, front_month
+from shared.messages.domain import BasisPoint, DerivativesData, IndexUpdate, Quote, Trade
+
+SPOT_INDEX = "VN30"
+
+
+class Spot(msgspec.Struct):
+    trading_date: date
+    value: float
+    timestamp: datetime
+
+
+class Contract(msgspec.Struct, kw_only=True):
+    symbol: str
+    trading_date: date
+    last_price: float | None = None
+    ref_price: float | None = None
+    total_volume: int = 0
+    bid1: float = 0.0
+    ask1: float = 0.0
+    last_updated: datetime | None = None
+    pending_point: BasisPoint | None = None
+
+
+class DerivativesState(msgspec.Struct, kw_only=True):
+    spot: Spot | None = None
+    contracts: dict[str, Contract] = msgspec.field(default_factory=dict)
+    trades: dict[str, SymbolDay] = msgspec.field(default_factory=dict)  # the classifier's per-contract days
+
+
+def basis_point(contract: Contract, spot: Spot, at: datetime) -> BasisPoint | None:
+    if contract.last_price is None or not spot.value:
+        return None
+    basis = contract.last_price - spot.value
+    return BasisPoint(trading_date=contract.trading_date, timestamp=at, futures_symbol=contract.symbol,
+                      futures_price=contract.last_price, spot_value=spot.value, basis=basis,
+                      basis_pct=basis / spot.value * 100, is_premium=basis > 0)
+
+
+class DerivativesCore:
+    def __init__(self, state: DerivativesState | None = None, *,
+                 expiry_of: Callable[[str], date | None] = contract_expiry) -> None:
+        self.state = state or DerivativesState()
+        self.classifier = Classifier(self.state.trades)
+        self.expiry_of = expiry_of
+
+    # --- input ---------------------------------------------------------------------------------------------------
+
+    def on_index(self, update: IndexUpdate) -> list[str]:
+        """A VN30 update moves every contract's basis; returns the contracts whose data changed."""
+        if update.index_id != SPOT_INDEX:
+            return []
+        spot = self.state.spot
+        if spot is not None and (update.trading_date, update.timestamp) < (spot.trading_date, spot.timestamp):
+            return []
+        self.state.spot = Spot(update.trading_date, update.value, update.timestamp)
+        return [symbol for symbol, contract in self.state.contracts.items()
+                if contract.trading_date == update.trading_date and contract.last_price is not None]
+
+    def on_quote(self, quote: Quote) -> None:
+        contract = self._contract(quote.symbol, quote.trading_date)
+        if contract.trading_date == quote.trading_date:
+            contract.bid1, contract.ask1 = quote.bid1, quote.ask1
+        self.classifier.on_quote(quote)
+
+    def on_trade(self, trade: Trade) -> tuple[TradeOutcome, BasisPoint | None]:
+        """The trade's classification and, when it completes an earlier second, that second's basis point."""
+        outcome = self.classifier.on_trade(trade)
+        if outcome.classified is None:
+            return outcome, None
+        contract = self._contract(trade.symbol, trade.trading_date)
+        contract.last_price = trade.price
+        contract.ref_price = trade.ref_price or contract.ref_price
+        contract.total_volume = trade.total_volume
+        contract.last_updated = trade.timestamp
+        released = None
+        spot = self.state.spot
+        if spot is not None and spot.trading_date == trade.trading_date:
+            point = basis_point(contract, spot, trade.timestamp)
+            pending = contract.pending_point
+            if pending is not None and pending.timestamp.replace(microsecond=0) != trade.timestamp.replace(
+                    microsecond=0):
+                released = pending
+            contract.pending_point = point
+        return outcome, released
+
+    def held_points(self) -> list[BasisPoint]:
+        """The basis points still held back (each contract's latest second)."""
+        return [c.pending_point for c in self.state.contracts.values() if c.pending_point is not None]
+
+    def forget(self, point: BasisPoint) -> None:
+        """`point` went out: stop holding it (unless a newer one took its place meanwhile)."""
+        contract = self.state.contracts.get(point.futures_symbol)
+        if contract is not None and contract.pending_point is point:
+            contract.pending_point = None
+
+    def _contract(self, symbol: str, trading_date: date) -> Contract:
+        contract = self.state.contracts.get(symbol)
+        if contract is None or contract.trading_date < trading_date:
+            contract = Contract(symbol=symbol, trading_date=trading_date)
+            self.state.contracts[symbol] = contract
+        return contract
+
+    # --- output --------------------------------------------------------------------------------------------------
+
+    def active_contract(self, trading_date: date) -> str:
+        """The front month on `trading_date` among the contracts seen, by their last trading days."""
+        candidates = []
+        for symbol, contract in self.state.contracts.items():
+            expiry = self.expiry_of(symbol)
+            if contract.trading_date == trading_date and expiry is not None and expiry >= trading_date:
+                candidates.append((expiry, symbol))
+        return min(candidates)[1] if candidates else front_month(trading_date)
+
+    def data(self, symbol: str) -> DerivativesData | None:
+        contract = self.state.contracts.get(symbol)
+        if contract is None or contract.last_price is None or contract.last_updated is None:
+            return None
+        spot = self.state.spot
+        change = contract.last_price - contract.ref_price if contract.ref_price else 0.0
+        basis = None
+        if spot is not None and spot.trading_date == contract.trading_date and spot.value:
+            basis = contract.last_price - spot.value
+        return DerivativesData(
+            symbol=symbol, trading_date=contract.trading_date, last_price=contract.last_price, change=change,
+            change_pct=change / contract.ref_price * 100 if contract.ref_price else 0.0,
+            volume=contract.total_volume, bid_price=contract.bid1 or None, ask_price=contract.ask1 or None,
+            spot_value=spot.value if basis is not None and spot is not None else None, basis=basis,
+            basis_pct=basis / spot.value * 100 if basis is not None and spot is not None else None,
+            is_premium=basis > 0 if basis is not None else None,
+            is_active=symbol == self.active_contract(contract.trading_date),
+            last_updated=max(contract.last_updated, spot.timestamp) if basis is not None and spot else
+            contract.last_updated,
+        )

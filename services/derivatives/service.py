@@ -1,0 +1,155 @@
+"""The derivatives service: VN30F trades and quotes and the VN30 index from MARKET; classified futures trades and
+basis points to DERIVED, each contract's state to KV."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import date
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter
+
+from services.derivatives.core import SPOT_INDEX, DerivativesCore, DerivativesState
+from shared.bus import BucketWatch
+from shared.market import Exchange, contract_expiry, is_vn30_future, parse_exchange
+from shared.messages.domain import BasisPoint, IndexUpdate, Quote, SecurityInfo, Trade
+from shared.runtime import Context
+from shared.subjects import MD_INDEX, MD_QUOTE, MD_TRADE, Bucket, derived_subject
+from shared.tracker import Tracker
+
+BASIS_POINTS = Counter("stocktracker_derivatives_basis_points_total", "Basis points published")
+FUTURES_TRADES = Counter("stocktracker_derivatives_trades_total", "Futures trades classified")
+IDLE_RELEASE_S = 1.0  # a second's basis point goes out when no futures trade came for this long
+
+
+class DerivativesService(Tracker[DerivativesState]):
+    name = "derivatives"
+    description = "VN30F futures and their basis to the VN30 index"
+    subjects = (MD_TRADE.wildcard, MD_QUOTE.wildcard, MD_INDEX(SPOT_INDEX))
+    state_type = DerivativesState
+    buckets = (Bucket.DERIVATIVES,)
+    partitionable = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.core = DerivativesCore()
+        self.aliases: dict[str, str] = {}
+        self.expiries: dict[str, date] = {}
+        self._futures: dict[str, bool] = {}
+        self._last_trade_at = 0.0
+        self._trade = msgspec.json.Decoder(Trade).decode
+        self._quote = msgspec.json.Decoder(Quote).decode
+        self._index = msgspec.json.Decoder(IndexUpdate).decode
+        self._encode = msgspec.json.Encoder().encode
+        self._reference: BucketWatch | None = None
+        self._releaser: asyncio.Task[None] | None = None
+
+    async def start(self, ctx: Context) -> None:
+        self.aliases = dict(alias.split("=", 1) for alias in ctx.settings.futures_aliases)
+        self._reference = BucketWatch(ctx.js, Bucket.REFERENCE, self._reference_changed)
+        self._reference.start()
+        await super().start(ctx)
+        self._releaser = asyncio.create_task(self._release_when_idle(), name="basis-release")
+
+    def _reference_changed(self, key: str, value: bytes | None) -> None:
+        if not key.startswith("security.") or value is None:
+            return
+        security = msgspec.json.decode(value, type=SecurityInfo)
+        if security.sec_type == "FU" and security.last_trading_date is not None:
+            self.expiries[security.symbol] = security.last_trading_date
+
+    def expiry_of(self, symbol: str) -> date | None:
+        """VN30FYYMM codes by the third-Thursday rule; other codes from reference data or FUTURES_ALIASES."""
+        return (contract_expiry(symbol) or self.expiries.get(symbol)
+                or (contract_expiry(self.aliases[symbol]) if symbol in self.aliases else None))
+
+    def restore(self, state: DerivativesState | None) -> None:
+        self.core = DerivativesCore(state, expiry_of=self.expiry_of)
+
+    def snapshot(self) -> DerivativesState:
+        return self.core.state
+
+    def _is_future(self, symbol: str, exchange: str | None) -> bool:
+        known = self._futures.get(symbol)
+        if known is None:
+            known = self._futures[symbol] = (is_vn30_future(symbol) or symbol in self.aliases
+                                             or symbol in self.expiries or parse_exchange(exchange) is Exchange.DER)
+        return known
+
+    async def handle(self, subject: str, payload: bytes) -> None:
+        if subject.startswith(MD_INDEX.prefix):
+            for symbol in self.core.on_index(self._index(payload)):
+                self._changed(symbol)
+            return
+        symbol = subject.rpartition(".")[2]
+        if self._futures.get(symbol) is False:
+            return  # a stock: the classifier's
+        if subject.startswith(MD_QUOTE.prefix):
+            quote = self._quote(payload)
+            if self._is_future(quote.symbol, quote.exchange):
+                self.core.on_quote(quote)
+                self._changed(quote.symbol)
+            return
+        trade = self._trade(payload)
+        if not self._is_future(trade.symbol, trade.exchange):
+            return
+        outcome, released = self.core.on_trade(trade)
+        if outcome.classified is None:
+            return
+        assert self.ctx is not None
+        classified = outcome.classified
+        await self.ctx.publisher.publish(derived_subject(classified), self._encode(classified),
+                                         f"classified:{classified.natural_key()}")
+        FUTURES_TRADES.inc()
+        self._last_trade_at = time.monotonic()
+        if released is not None:
+            await self._publish_point(released)
+        self._changed(trade.symbol)
+
+    def _changed(self, symbol: str) -> None:
+        assert self.kv is not None
+        self.kv.put(Bucket.DERIVATIVES, symbol, lambda: self._encode(self.core.data(symbol)))
+        active = self.core.active_contract(self.core.state.contracts[symbol].trading_date)
+        if active != symbol and active in self.core.state.contracts:
+            self.kv.put(Bucket.DERIVATIVES, active, lambda: self._encode(self.core.data(active)))
+
+    async def _publish_point(self, point: BasisPoint) -> None:
+        assert self.ctx is not None
+        key = f"basis:{point.futures_symbol}:{point.timestamp.replace(microsecond=0).isoformat()}"
+        await self.ctx.publisher.publish(derived_subject(point), self._encode(point), key)
+        BASIS_POINTS.inc()
+
+    async def _release_when_idle(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_RELEASE_S / 2)
+            if time.monotonic() - self._last_trade_at >= IDLE_RELEASE_S:
+                await self._release_held()
+
+    async def _release_held(self) -> None:
+        # Published before being forgotten, so a checkpoint taken meanwhile still holds it: none is lost.
+        for point in self.core.held_points():
+            await self._publish_point(point)
+            self.core.forget(point)
+
+    async def stop(self) -> None:
+        if self._releaser is not None:
+            self._releaser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._releaser
+        if self._reference is not None:
+            await self._reference.stop()
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+        await self._release_held()
+        await super().stop()
+
+    def status(self) -> dict[str, Any]:
+        contracts = self.core.state.contracts
+        latest = max((c.trading_date for c in contracts.values()), default=None)
+        return {**super().status(), "contracts": sorted(contracts),
+                "active": self.core.active_contract(latest) if latest else None}

@@ -1,0 +1,1 @@
+"""Foreign: foreign investors' flows per symbol, their speed and acceleration, and the VN30 summary."""

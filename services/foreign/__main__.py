@@ -1,0 +1,6 @@
+"""python -m services.foreign"""
+
+from services.foreign.service import ForeignService
+from shared.runtime import main
+
+main(ForeignService)

@@ -1,0 +1,1 @@
+"""Index: index values, breadth and intraday series."""
