@@ -14,6 +14,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import msgspec
@@ -374,15 +375,18 @@ async def consume_from(
     handler: Handler,
     *,
     start_sequence: int = 1,
+    start_time: datetime | None = None,
 ) -> Any:
-    """Deliver `stream`'s messages on `subjects`, in stream order, from `start_sequence` on, to `handler`, one at a
-    time. An ordered consumer: it survives NATS restarts by re-creating itself at the next sequence it expects."""
+    """Deliver `stream`'s messages on `subjects`, in stream order, from `start_sequence` (or from the first message
+    stored at or after `start_time`) on, to `handler`, one at a time. An ordered consumer: it survives NATS restarts
+    by re-creating itself at the next sequence it expects."""
     filters = list(subjects)
     config = ConsumerConfig(
         filter_subjects=filters if len(filters) > 1 else None,
         filter_subject=filters[0] if len(filters) == 1 else None,
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(1, start_sequence),
+        deliver_policy=DeliverPolicy.BY_START_TIME if start_time else DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=None if start_time else max(1, start_sequence),
+        opt_start_time=start_time.astimezone(UTC).isoformat().replace("+00:00", "Z") if start_time else None,
     )
     return await js.subscribe(
         filters[0],
@@ -399,15 +403,17 @@ async def consume_from(
 
 @dataclass
 class BucketWatch:
-    """Keeps `on_change(key, value or None when deleted)` fed with a bucket's entries: first every current entry,
-    then `on_loaded()` once, then each update. A watcher that stops (e.g. a NATS restart outlived its consumer) is
-    re-created, replaying the current entries, so the receiver re-syncs."""
+    """Keeps a receiver in step with a bucket: `on_load(entries)` with every current entry (a full replacement),
+    then `on_change(key, value or None when deleted)` for each update. A watcher that stops (e.g. a NATS restart
+    outlived its consumer) is re-created and the receiver re-synced with a fresh `on_load`. Without `on_load`, the
+    current entries arrive through `on_change` one by one."""
 
     js: JetStreamContext
     bucket: Bucket
     on_change: Callable[[str, bytes | None], Awaitable[None] | None]
-    on_loaded: Callable[[], Awaitable[None] | None] = lambda: None
+    on_load: Callable[[dict[str, bytes]], Awaitable[None] | None] | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    loads: int = 0
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -424,13 +430,22 @@ class BucketWatch:
             try:
                 kv = await self.js.key_value(str(self.bucket))
                 watcher = await kv.watchall()
+                initial: dict[str, bytes] | None = {}
                 async for entry in watcher:
-                    if entry is None:
-                        if not self.loaded.is_set():
-                            self.loaded.set()
-                            await _maybe_await(self.on_loaded())
+                    if entry is None:  # the current entries are all in: from here on, updates
+                        if initial is not None and self.on_load is not None:
+                            await _maybe_await(self.on_load(initial))
+                        initial = None
+                        self.loads += 1
+                        self.loaded.set()
                         continue
                     deleted = entry.operation in ("DEL", "PURGE")
+                    if initial is not None and self.on_load is not None:
+                        if deleted:
+                            initial.pop(entry.key, None)
+                        else:
+                            initial[entry.key] = entry.value
+                        continue
                     await _maybe_await(self.on_change(entry.key, None if deleted else entry.value))
             except asyncio.CancelledError:
                 raise

@@ -125,6 +125,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         list[Annotated[str, Meta(pattern=r"^[A-Z0-9_-]+=VN30F\d{4}$")]],
         Meta(description="Other futures codes as VN30F contracts, comma-separated `CODE=VN30FYYMM` (post-KRX codes)."),
     ] = msgspec.field(default_factory=list)
+    # --- gateway ----------------------------------------------------------------------------------------------------
+    gateway_host: Annotated[str, Meta(description="Address the gateway (REST, WebSocket, dashboard) listens on.")] = (
+        "127.0.0.1"
+    )
+    gateway_port: Annotated[Port, Meta(description="The gateway's HTTP port.")] = 8080
+    gateway_token: Annotated[
+        str, Meta(description="When set, WebSocket clients must present it (Authorization: Bearer, or ?token=).")
+    ] = ""
+    gateway_token_rest: Annotated[
+        bool, Meta(description="With GATEWAY_TOKEN set, require it on the REST API too.")
+    ] = False
+    gateway_cors_origins: Annotated[
+        list[str], Meta(description="Origins allowed to call the REST API from a browser, comma-separated; * for any.")
+    ] = msgspec.field(default_factory=list)
+    ws_throttle_ms: Annotated[
+        Annotated[int, Meta(ge=10)], Meta(description="A WebSocket channel broadcasts at most once per this many ms.")
+    ] = 500
+    ws_max_connections_per_ip: Annotated[
+        PositiveInt, Meta(description="Open WebSocket connections allowed per client address.")
+    ] = 10
+    ws_queue_size: Annotated[
+        PositiveInt, Meta(description="Messages queued per WebSocket client before it is resynced with a snapshot.")
+    ] = 32
+    ws_send_timeout_s: Annotated[
+        PositiveFloat, Meta(description="A WebSocket client stuck this long on one message is disconnected.")
+    ] = 10.0
+    ws_heartbeat_s: Annotated[
+        PositiveFloat, Meta(description="WebSocket ping interval; a peer that misses the pong is dropped.")
+    ] = 20.0
     state_dir: Annotated[
         str, Meta(description="Where `stocktracker up` keeps its NATS store, PostgreSQL data and process state.")
     ] = ".stocktracker"

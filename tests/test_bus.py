@@ -87,7 +87,7 @@ async def test_bucket_watch_loads_then_follows(nc: Client) -> None:
     await kv.put("ACB", b"1")
     await kv.put("FPT", b"2")
     view: dict[str, bytes] = {}
-    loaded_with: list[dict[str, bytes]] = []
+    loads: list[dict[str, bytes]] = []
 
     def change(key: str, value: bytes | None) -> None:
         if value is None:
@@ -95,13 +95,25 @@ async def test_bucket_watch_loads_then_follows(nc: Client) -> None:
         else:
             view[key] = value
 
-    watch = bus.BucketWatch(js, Bucket.PRICES, change, on_loaded=lambda: loaded_with.append(dict(view)))
+    def load(entries: dict[str, bytes]) -> None:
+        loads.append(dict(entries))
+        view.clear()
+        view.update(entries)
+
+    watch = bus.BucketWatch(js, Bucket.PRICES, change, on_load=load)
     watch.start()
     await asyncio.wait_for(watch.loaded.wait(), 10)
-    assert loaded_with == [{"ACB": b"1", "FPT": b"2"}]
+    assert loads == [{"ACB": b"1", "FPT": b"2"}]
     await kv.put("ACB", b"3")
     await kv.delete("FPT")
     await wait_until(lambda: view == {"ACB": b"3"})
+    await watch.stop()
+
+    plain: dict[str, bytes | None] = {}  # without on_load, the current entries come one by one, deletions too
+    watch = bus.BucketWatch(js, Bucket.PRICES, lambda key, value: plain.__setitem__(key, value))
+    watch.start()
+    await asyncio.wait_for(watch.loaded.wait(), 10)
+    assert plain == {"ACB": b"3", "FPT": None}
     await watch.stop()
 
 

@@ -1,0 +1,1 @@
+"""Gateway: REST snapshots and history, WebSocket streams, all from the trackers' KV state."""

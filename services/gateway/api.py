@@ -1,0 +1,245 @@
+"""The gateway's HTTP surface: REST snapshots from the market view, the OpenAPI document that describes them, and
+the middleware every request passes (JSON errors, optional token, CORS, gzip)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+from aiohttp import web
+from prometheus_client import Counter
+
+from services.gateway.view import MarketView
+from shared.messages.domain import (
+    BasisPoint,
+    ForeignInvestorData,
+    ForeignSummary,
+    MarketSnapshot,
+    SessionStats,
+)
+from shared.runtime import VERSION
+
+AUTH_FAILURES = Counter("stocktracker_gateway_auth_failures_total", "Requests refused for a missing or wrong token",
+                        ["kind"])
+REQUESTS = Counter("stocktracker_gateway_requests_total", "HTTP requests, by route and status", ["route", "status"])
+
+log = structlog.get_logger("gateway.http")
+_encoder = msgspec.json.Encoder()
+GZIP_ABOVE_BYTES = 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ForeignDetail(msgspec.Struct):
+    summary: ForeignSummary | None
+    stocks: list[ForeignInvestorData]
+
+
+class VolumeStats(msgspec.Struct):
+    stats: list[SessionStats]
+
+
+class ApiError(msgspec.Struct):
+    error: str
+    parameter: str | None = None
+
+
+def json_response(request: web.Request, body: Any, status: int = 200) -> web.Response:
+    data = _encoder.encode(body)
+    response = web.Response(body=data, status=status, content_type="application/json")
+    if len(data) > GZIP_ABOVE_BYTES and "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
+
+
+def bad_parameter(request: web.Request, parameter: str, message: str, status: int = 400) -> web.Response:
+    return json_response(request, ApiError(error=message, parameter=parameter), status)
+
+
+def int_parameter(request: web.Request, name: str, default: int, low: int, high: int) -> int | web.Response:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return bad_parameter(request, name, f"{name} must be an integer, got {raw!r}")
+    if not low <= value <= high:
+        return bad_parameter(request, name, f"{name} must be between {low} and {high}, got {value}", 422)
+    return value
+
+
+def token_matches(expected: str, presented: str | None) -> bool:
+    return presented is not None and hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def presented_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[len("Bearer "):]
+    return request.query.get("token")
+
+
+class MarketApi:
+    def __init__(self, view: MarketView) -> None:
+        self.view = view
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        return json_response(request, self.view.snapshot())
+
+    async def foreign_detail(self, request: web.Request) -> web.Response:
+        return json_response(request, ForeignDetail(summary=self.view.summary, stocks=self.view.foreign_stocks()))
+
+    async def volume_stats(self, request: web.Request) -> web.Response:
+        return json_response(request, VolumeStats(stats=[self.view.stats[s] for s in sorted(self.view.stats)]))
+
+    async def basis_trend(self, request: web.Request) -> web.Response:
+        minutes = int_parameter(request, "minutes", 30, 1, 120)
+        if isinstance(minutes, web.Response):
+            return minutes
+        return json_response(request, self.view.basis_trend(minutes))
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/market/snapshot", self.snapshot),
+            web.get("/api/market/foreign-detail", self.foreign_detail),
+            web.get("/api/market/volume-stats", self.volume_stats),
+            web.get("/api/market/basis-trend", self.basis_trend),
+        ]
+
+
+# --- middleware --------------------------------------------------------------------------------------------------
+
+
+def error_middleware() -> Any:
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        try:
+            response = await handler(request)
+        except web.HTTPException as http_error:
+            if http_error.status < 400:
+                raise
+            response = json_response(request, ApiError(error=http_error.reason), http_error.status)
+            for header in ("Allow", "WWW-Authenticate"):  # e.g. a 405 must say which methods are allowed
+                if header in http_error.headers:
+                    response.headers[header] = http_error.headers[header]
+        except Exception:
+            log.exception("request failed", path=request.path)
+            response = json_response(request, ApiError(error="internal error"), 500)
+        REQUESTS.labels(route, str(response.status)).inc()
+        return response
+
+    return handle
+
+
+def auth_middleware(token: str, protect_rest: bool) -> Any:
+    open_paths = ("/healthz", "/metrics", "/api/openapi.json")
+
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        is_ws = request.path.startswith("/ws/")
+        guarded = is_ws or (protect_rest and request.path.startswith("/api/") and request.path not in open_paths)
+        if token and guarded and request.method != "OPTIONS" and not token_matches(token, presented_token(request)):
+            AUTH_FAILURES.labels("ws" if is_ws else "rest").inc()
+            if is_ws:
+                return await refuse_websocket(request)
+            return json_response(request, ApiError(error="missing or wrong token"), 401)
+        return await handler(request)
+
+    return handle
+
+
+async def refuse_websocket(request: web.Request) -> web.WebSocketResponse:
+    """A browser cannot read an HTTP 401 from a WebSocket handshake: accept, then close with 1008 (policy)."""
+    socket = web.WebSocketResponse()
+    await socket.prepare(request)
+    await socket.close(code=1008, message=b"missing or wrong token")
+    return socket
+
+
+def cors_middleware(origins: list[str]) -> Any:
+    allowed = set(origins)
+
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        permitted = origin is not None and ("*" in allowed or origin in allowed)
+        if request.method == "OPTIONS" and permitted and request.headers.get("Access-Control-Request-Method"):
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        if permitted and not response.prepared:
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin  # type: ignore[assignment]
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return handle
+
+
+# --- OpenAPI -------------------------------------------------------------------------------------------------------
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def openapi_document(extra_paths: dict[str, Any] | None = None,
+                     extra_types: tuple[type, ...] = ()) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the REST API; its schemas are generated from the very Structs the handlers
+    encode, so the document and the responses cannot drift apart."""
+    types = (MarketSnapshot, ForeignDetail, VolumeStats, BasisPoint, ApiError, *extra_types)
+    schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    ref = dict(zip(types, schemas, strict=True))
+    error = {"$ref": "#/components/schemas/ApiError"}
+    unauthorized = _json(error, "GATEWAY_TOKEN is set with GATEWAY_TOKEN_REST and the token is missing or wrong")
+    paths: dict[str, Any] = {
+        "/api/market/snapshot": {"get": {
+            "summary": "Everything a price board needs: stats, prices, indices, the foreign summary, the active "
+                       "VN30F contract",
+            "operationId": "marketSnapshot",
+            "responses": {"200": _json(ref[MarketSnapshot], "The market snapshot"), "401": unauthorized}}},
+        "/api/market/foreign-detail": {"get": {
+            "summary": "The VN30 foreign summary and each basket symbol's foreign flow",
+            "operationId": "foreignDetail",
+            "responses": {"200": _json(ref[ForeignDetail], "Foreign flows"), "401": unauthorized}}},
+        "/api/market/volume-stats": {"get": {
+            "summary": "Active buy / active sell split of every symbol, by symbol",
+            "operationId": "volumeStats",
+            "responses": {"200": _json(ref[VolumeStats], "Session stats"), "401": unauthorized}}},
+        "/api/market/basis-trend": {"get": {
+            "summary": "The active contract's basis points over the last N minutes of market time",
+            "operationId": "basisTrend",
+            "parameters": [{"name": "minutes", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 120, "default": 30}}],
+            "responses": {"200": _json({"type": "array", "items": ref[BasisPoint]}, "Basis points, oldest first"),
+                          "400": _json(error, "minutes is not an integer"),
+                          "422": _json(error, "minutes is out of range"), "401": unauthorized}}},
+        "/healthz": {"get": {
+            "summary": "Liveness and readiness: ready once the KV view is loaded",
+            "operationId": "health",
+            "responses": {"200": _json(HEALTH_SCHEMA, "Live and ready"),
+                          "503": _json(HEALTH_SCHEMA, "Live, not ready (KV view not loaded)")}}},
+    }
+    paths.update(extra_paths or {})
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "stock-tracker gateway", "version": VERSION,
+                 "description": "Real-time Vietnamese market data: REST snapshots and history. WebSocket streams "
+                                "at /ws/market, /ws/foreign, /ws/index and /ws/derivatives (see the README)."},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+HEALTH_SCHEMA = {
+    "type": "object",
+    "properties": {"live": {"type": "boolean"}, "ready": {"type": "boolean"},
+                   "loaded": {"type": "array", "items": {"type": "string"}}},
+    "required": ["live", "ready"],
+}

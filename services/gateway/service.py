@@ -1,0 +1,158 @@
+"""The gateway: the trackers' KV buckets watched into an in-memory view, served as REST snapshots and WebSocket
+streams (aiohttp). Stateless: any number can run side by side, each with its own view of the same buckets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from nats.aio.msg import Msg
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from services.gateway.api import (
+    MarketApi,
+    auth_middleware,
+    cors_middleware,
+    error_middleware,
+    json_response,
+    openapi_document,
+)
+from services.gateway.hub import ChannelHub, IpLimiter
+from services.gateway.view import CHANNEL_BUCKETS, WATCHED, MarketView
+from shared import bus
+from shared.market import exchange_now
+from shared.messages.domain import BasisPoint
+from shared.runtime import Actor, Context
+from shared.subjects import BASIS_POINT, DERIVED
+
+WS_REFUSED = Counter("stocktracker_gateway_ws_refused_total", "WebSocket connections refused, by reason", ["reason"])
+BASIS_HISTORY = timedelta(hours=26)  # reach back to the start of the latest trading day, whatever the hour
+
+
+class Gateway(Actor):
+    name = "gateway"
+    description = "REST snapshots, history and WebSocket streams"
+
+    def __init__(self) -> None:
+        self.view = MarketView()
+        self.hubs: dict[str, ChannelHub] = {}
+        self.port = 0
+        self._watches: list[bus.BucketWatch] = []
+        self._basis: Any = None
+        self._broadcaster: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self._limiter: IpLimiter | None = None
+        self._ctx: Context | None = None
+        self._decode_point = msgspec.json.Decoder(BasisPoint).decode
+        self._openapi = b""
+
+    async def start(self, ctx: Context) -> None:
+        self._ctx = ctx
+        settings = ctx.settings
+        self._limiter = IpLimiter(settings.ws_max_connections_per_ip)
+        for channel in CHANNEL_BUCKETS:
+            self.hubs[channel] = ChannelHub(
+                channel, state=lambda c=channel: self.view.channel_state(c),
+                delta=lambda c=channel: self.view.take_delta(c),
+                queue_size=settings.ws_queue_size, send_timeout_s=settings.ws_send_timeout_s,
+            )
+        for bucket in WATCHED:
+            watch = bus.BucketWatch(ctx.js, bucket, lambda key, value, b=bucket: self.view.apply(b, key, value),
+                                    on_load=lambda entries, b=bucket: self.view.replace(b, entries))
+            watch.start()
+            self._watches.append(watch)
+        self._basis = await bus.consume_from(ctx.js, DERIVED, [BASIS_POINT.wildcard], self._on_basis_point,
+                                             start_time=exchange_now() - BASIS_HISTORY)
+        self._broadcaster = asyncio.create_task(self._broadcast_every(settings.ws_throttle_ms / 1000))
+        self._openapi = msgspec.json.encode(openapi_document())
+        app = self.make_app()
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.gateway_host, settings.gateway_port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ctx.log.info("serving", url=f"http://{settings.gateway_host}:{self.port}/")
+
+    def make_app(self) -> web.Application:
+        assert self._ctx is not None
+        settings = self._ctx.settings
+        app = web.Application(middlewares=[
+            error_middleware(), cors_middleware(settings.gateway_cors_origins),
+            auth_middleware(settings.gateway_token, settings.gateway_token_rest),
+        ])
+        app.add_routes(MarketApi(self.view).routes())
+        app.add_routes([
+            web.get("/healthz", self._health),
+            web.get("/metrics", self._metrics),
+            web.get("/api/openapi.json", self._openapi_json),
+            *(web.get(f"/ws/{channel}", self._websocket(channel)) for channel in self.hubs),
+        ])
+        return app
+
+    async def _on_basis_point(self, msg: Msg) -> None:
+        self.view.add_basis_point(self._decode_point(msg.data))
+
+    async def _broadcast_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            for hub in self.hubs.values():
+                hub.broadcast()
+
+    def _websocket(self, channel: str) -> Any:
+        hub = self.hubs[channel]
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            assert self._limiter is not None
+            assert self._ctx is not None
+            address = request.remote or "unknown"
+            if not self._limiter.acquire(address):
+                WS_REFUSED.labels("per_ip_limit").inc()
+                return json_response(request, {"error": "too many connections from this address"}, 429)
+            try:
+                socket = web.WebSocketResponse(heartbeat=self._ctx.settings.ws_heartbeat_s, max_msg_size=4096)
+                await socket.prepare(request)
+                await hub.serve(socket)
+                return socket
+            finally:
+                self._limiter.release(address)
+
+        return handle
+
+    async def _health(self, request: web.Request) -> web.Response:
+        loaded = [str(w.bucket) for w in self._watches if w.loaded.is_set()]
+        ready = self.ready()
+        return json_response(request, {"live": True, "ready": ready, "loaded": loaded}, 200 if ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _openapi_json(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    def ready(self) -> bool:
+        return bool(self._watches) and all(watch.loaded.is_set() for watch in self._watches)
+
+    async def stop(self) -> None:
+        for hub in self.hubs.values():
+            await hub.close_all()
+        if self._broadcaster is not None:
+            self._broadcaster.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._broadcaster
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for watch in self._watches:
+            await watch.stop()
+        if self._basis is not None:
+            with contextlib.suppress(Exception):
+                await self._basis.unsubscribe()
+
+    def status(self) -> dict[str, Any]:
+        return {"port": self.port, "ready": self.ready(),
+                "clients": {name: len(hub.clients) for name, hub in self.hubs.items()},
+                "symbols": len(self.view.stats), "undecodable": self.view.undecodable,
+                "watch_loads": {str(w.bucket): w.loads for w in self._watches}}

@@ -1,0 +1,337 @@
+"""The gateway against a real nats-server, its KV filled by the real trackers from the recorded day: every REST
+endpoint's shape and values, bad parameters, the token, CORS and gzip, WebSocket snapshots and throttled deltas,
+the per-address limit (abrupt disconnects included), a slow client not holding back a fast one, and a resync after
+a NATS restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from conftest import _wipe_topology
+from helpers import REPLAY_DAY, eventually, expected_day, run_in_process
+from test_ingest import replay
+
+from services.classifier.service import ClassifierService
+from services.derivatives.service import DerivativesService
+from services.foreign.service import ForeignService
+from services.gateway.service import Gateway
+from services.index.service import IndexService
+from shared import bus, config
+from shared.local import NatsServer, free_port
+from shared.messages.domain import SessionStats
+from shared.subjects import Bucket
+
+pytestmark = pytest.mark.integration
+
+
+class Running:
+    def __init__(self, settings: config.Settings, gateway: Gateway, url: str) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.url = url
+
+
+async def fill(settings: config.Settings) -> None:
+    """The recorded day through ingest and every tracker, into a fresh topology."""
+    nc = await bus.connect(settings, "fill")
+    await _wipe_topology(nc)
+    await bus.ensure_topology(nc.jetstream(), settings)
+    await nc.close()
+    await replay(settings, REPLAY_DAY)
+    trackers = [ClassifierService(), ForeignService(), IndexService(), DerivativesService()]
+    running = [await run_in_process(actor, settings) for actor in trackers]
+    await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in trackers))
+    for task, stop in running:
+        stop.set()
+        assert await task == 0
+
+
+@contextlib.asynccontextmanager
+async def gateway(settings: config.Settings, **overrides: Any) -> AsyncIterator[Running]:
+    run = msgspec.structs.replace(settings, metrics_port=0, gateway_port=free_port(), **overrides)
+    actor = Gateway()
+    task, stop = await run_in_process(actor, run)
+    await eventually(actor.ready)
+    try:
+        yield Running(run, actor, f"http://127.0.0.1:{actor.port}")
+    finally:
+        stop.set()
+        assert await task == 0
+
+
+@pytest.fixture(scope="module")
+async def filled(nats_url: str, database_url: str) -> config.Settings:
+    settings = config.load({"NATS_URL": nats_url, "DATABASE_URL": database_url, "METRICS_PORT": "0",
+                            "VN30_SYMBOLS": ",".join(expected_day()["vn30_basket"])})
+    await fill(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+async def served(filled: config.Settings) -> AsyncIterator[Running]:
+    async with gateway(filled, ws_throttle_ms=50) as running:
+        yield running
+
+
+async def get(url: str, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+    async with aiohttp.ClientSession() as http, http.get(url, **kwargs) as response:
+        body = await response.read()
+        return response.status, json.loads(body) if body else None, response
+
+
+# --- REST --------------------------------------------------------------------------------------------------------
+
+
+async def test_snapshot(served: Running) -> None:
+    status, body, _ = await get(f"{served.url}/api/market/snapshot")
+    assert status == 200
+    expected = expected_day()
+    assert body["trading_date"] == expected["trading_date"]
+    assert set(body["quotes"]) == set(expected["quotes"])
+    for symbol, figures in expected["quotes"].items():
+        for field, value in figures.items():
+            assert body["quotes"][symbol][field] == (value if field == "symbol" else pytest.approx(value, abs=0.5))
+    for symbol, figures in expected["prices"].items():
+        for field, value in figures.items():
+            assert body["prices"][symbol][field] == pytest.approx(value, abs=1e-6)
+    for index_id, figures in expected["indices"].items():
+        for field, value in figures.items():
+            assert body["indices"][index_id][field] == (value if field == "index_id" else pytest.approx(value))
+    assert [d["symbol"] for d in body["foreign"]["top_buy"]] == expected["foreign"]["summary"]["top_buy"]
+    for field, value in expected["derivatives"].items():
+        assert body["derivatives"][field] == (value if isinstance(value, str | bool) else pytest.approx(value))
+
+
+async def test_foreign_detail_and_volume_stats(served: Running) -> None:
+    expected = expected_day()
+    status, body, _ = await get(f"{served.url}/api/market/foreign-detail")
+    assert status == 200
+    assert [s["symbol"] for s in body["stocks"]] == sorted(expected["foreign"]["stocks"])  # the basket, not HAG
+    assert body["summary"]["total_net_value"] == pytest.approx(expected["foreign"]["summary"]["total_net_value"])
+    status, body, _ = await get(f"{served.url}/api/market/volume-stats")
+    assert status == 200
+    assert [s["symbol"] for s in body["stats"]] == sorted(expected["quotes"])
+    assert body["stats"][0]["mua_chu_dong_volume"] == expected["quotes"]["ACB"]["mua_chu_dong_volume"]
+
+
+async def test_basis_trend_counts_back_from_the_latest_point(served: Running) -> None:
+    expected = [round(b, 2) for b in expected_day()["basis_points"]]
+    status, everything, _ = await get(f"{served.url}/api/market/basis-trend", params={"minutes": "120"})
+    assert status == 200
+    assert [round(p["basis"], 2) for p in everything] == expected[-len(everything):]
+    latest = everything[-1]["timestamp"]
+    status, recent, _ = await get(f"{served.url}/api/market/basis-trend")  # default: 30 minutes
+    assert status == 200
+    assert recent[-1]["timestamp"] == latest
+    assert 0 < len(recent) <= len(everything)
+    from datetime import datetime
+    span = datetime.fromisoformat(recent[-1]["timestamp"]) - datetime.fromisoformat(recent[0]["timestamp"])
+    assert span.total_seconds() <= 30 * 60
+    assert all(p["futures_symbol"] == "VN30F2612" for p in recent)
+
+
+@pytest.mark.parametrize(("value", "status"), [("abc", 400), ("1.5", 400), ("0", 422), ("121", 422), ("-3", 422)])
+async def test_bad_parameters_name_the_parameter(served: Running, value: str, status: int) -> None:
+    got, body, _ = await get(f"{served.url}/api/market/basis-trend", params={"minutes": value})
+    assert got == status
+    assert body["parameter"] == "minutes"
+    assert "minutes" in body["error"]
+
+
+async def test_unknown_paths_are_json_404(served: Running) -> None:
+    status, body, _ = await get(f"{served.url}/api/market/nothing-here")
+    assert status == 404
+    assert body == {"error": "Not Found", "parameter": None}
+
+
+async def test_health_openapi_metrics_and_gzip(served: Running) -> None:
+    status, body, _ = await get(f"{served.url}/healthz")
+    assert (status, body["ready"]) == (200, True)
+    status, document, _ = await get(f"{served.url}/api/openapi.json")
+    assert status == 200
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) >= {"/api/market/snapshot", "/api/market/foreign-detail",
+                                      "/api/market/volume-stats", "/api/market/basis-trend", "/healthz"}
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        async with http.get(f"{served.url}/api/market/snapshot", headers={"Accept-Encoding": "gzip"}) as response:
+            assert response.headers.get("Content-Encoding") == "gzip"
+        async with http.get(f"{served.url}/metrics") as response:
+            assert "stocktracker_gateway_requests_total" in await response.text()
+
+
+async def test_cors(filled: config.Settings) -> None:
+    async with gateway(filled, gateway_cors_origins=["https://board.example"]) as running:
+        _, _, response = await get(f"{running.url}/api/market/snapshot", headers={"Origin": "https://board.example"})
+        assert response.headers["Access-Control-Allow-Origin"] == "https://board.example"
+        _, _, response = await get(f"{running.url}/api/market/snapshot", headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in response.headers
+        async with aiohttp.ClientSession() as http, http.options(
+                f"{running.url}/api/market/snapshot",
+                headers={"Origin": "https://board.example", "Access-Control-Request-Method": "GET"}) as preflight:
+            assert preflight.status == 204
+            assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+
+
+# --- token -------------------------------------------------------------------------------------------------------
+
+
+async def test_token_on_websocket_and_optionally_rest(filled: config.Settings) -> None:
+    async with gateway(filled, gateway_token="s3cret") as running, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{running.url}/ws/foreign") as refused:
+            await refused.receive()
+            assert refused.close_code == 1008
+        async with http.ws_connect(f"{running.url}/ws/foreign?token=wrong") as refused:
+            await refused.receive()
+            assert refused.close_code == 1008
+        async with http.ws_connect(f"{running.url}/ws/foreign?token=s3cret") as accepted:
+            assert json.loads((await accepted.receive()).data)["type"] == "snapshot"
+        async with http.ws_connect(f"{running.url}/ws/foreign",
+                                   headers={"Authorization": "Bearer s3cret"}) as accepted:
+            assert json.loads((await accepted.receive()).data)["type"] == "snapshot"
+        assert (await get(f"{running.url}/api/market/snapshot"))[0] == 200  # REST stays open by default
+    async with gateway(filled, gateway_token="s3cret", gateway_token_rest=True) as running:
+        assert (await get(f"{running.url}/api/market/snapshot"))[0] == 401
+        assert (await get(f"{running.url}/api/market/snapshot", params={"token": "s3cret"}))[0] == 200
+        assert (await get(f"{running.url}/api/market/snapshot",
+                          headers={"Authorization": "Bearer s3cret"}))[0] == 200
+        assert (await get(f"{running.url}/healthz"))[0] == 200  # probes stay open
+
+
+# --- WebSocket ---------------------------------------------------------------------------------------------------
+
+
+async def put_stats(settings: config.Settings, symbol: str, volume: int) -> None:
+    nc = await bus.connect(settings, "writer")
+    kv = await nc.jetstream().key_value(str(Bucket.SESSION_STATS))
+    current = msgspec.json.decode((await kv.get(symbol)).value, type=SessionStats)
+    await kv.put(symbol, msgspec.json.encode(msgspec.structs.replace(current, total_volume=volume)))
+    await nc.close()
+
+
+async def test_snapshot_first_then_throttled_deltas_to_every_client(served: Running) -> None:
+    async with aiohttp.ClientSession() as http, \
+            http.ws_connect(f"{served.url}/ws/market") as first, http.ws_connect(f"{served.url}/ws/market") as second:
+        for client in (first, second):
+            message = json.loads((await client.receive(timeout=5)).data)
+            assert (message["type"], message["channel"]) == ("snapshot", "market")
+            assert set(message["data"]["quotes"]) == set(expected_day()["quotes"])
+        for volume in (900_001, 900_002, 900_003):  # a burst
+            await put_stats(served.settings, "ACB", volume)
+        for client in (first, second):
+            deltas = []
+            while not deltas or deltas[-1]["data"]["quotes"].get("ACB", {}).get("total_volume") != 900_003:
+                deltas.append(json.loads((await client.receive(timeout=5)).data))
+            assert all(d["type"] == "delta" for d in deltas)
+            assert len(deltas) <= 3
+            assert set(deltas[-1]["data"]["quotes"]) == {"ACB"}  # only what changed
+    await put_stats(served.settings, "ACB", int(expected_day()["quotes"]["ACB"]["total_volume"]))
+
+
+async def test_per_address_limit_holds_and_never_leaks(filled: config.Settings) -> None:
+    async with gateway(filled, ws_max_connections_per_ip=2, ws_heartbeat_s=0.5) as running:
+        async with aiohttp.ClientSession() as http:
+            first = await http.ws_connect(f"{running.url}/ws/index")
+            second = await http.ws_connect(f"{running.url}/ws/index")
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(f"{running.url}/ws/index")
+            assert refused.value.status == 429
+            await first.close()
+            third = await http.ws_connect(f"{running.url}/ws/index")  # a closed one frees its place
+            # An abrupt death: the socket vanishes without a close handshake.
+            second._response.connection.transport.abort()  # type: ignore[union-attr]
+            third._response.connection.transport.abort()  # type: ignore[union-attr]
+        await eventually(lambda: not running.gateway._limiter.open, timeout=10)  # type: ignore[union-attr]
+        async with aiohttp.ClientSession() as http:
+            clients = [await http.ws_connect(f"{running.url}/ws/index") for _ in range(2)]
+            for client in clients:
+                await client.close()
+
+
+async def test_a_slow_client_does_not_hold_back_a_fast_one(filled: config.Settings) -> None:
+    async with gateway(filled, ws_throttle_ms=20, ws_queue_size=4, ws_send_timeout_s=2.0) as running:
+        port = running.gateway.port
+        slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        slow.sendall(b"GET /ws/market HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        arrivals: list[float] = []
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"{running.url}/ws/market") as fast:
+            await fast.receive(timeout=5)
+            deadline = time.monotonic() + 4
+            volume = 1_000_000
+            while time.monotonic() < deadline:
+                volume += 1
+                await put_stats(running.settings, "ACB", volume)  # the slow client never reads any of it
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        message = await fast.receive(timeout=0.01)
+                        arrivals.append(time.monotonic())
+                        assert json.loads(message.data)["type"] in ("delta", "snapshot")
+            gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+        slow.close()
+        assert len(arrivals) > 20
+        assert max(gaps) < 1.0  # never stalled behind the slow one
+        assert all(client.queue.qsize() <= 4 for client in running.gateway.hubs["market"].clients)
+    await put_stats(filled, "ACB", int(expected_day()["quotes"]["ACB"]["total_volume"]))
+
+
+# --- resync after a NATS restart -----------------------------------------------------------------------------------
+
+
+async def test_the_view_resyncs_after_a_nats_restart(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "store")
+    server.start()
+    settings = config.load({"NATS_URL": server.url, "METRICS_PORT": "0"})
+    try:
+        nc = await bus.connect(settings, "seed")
+        await bus.ensure_topology(nc.jetstream(), settings)
+        stats = SessionStats(symbol="ACB", trading_date=expected_day_date(), total_volume=100,
+                             last_updated=expected_day_stamp())
+        kv = await nc.jetstream().key_value(str(Bucket.SESSION_STATS))
+        await kv.put("ACB", msgspec.json.encode(stats))
+        await nc.close()
+        async with gateway(settings) as running:
+            assert running.gateway.view.stats["ACB"].total_volume == 100
+            await asyncio.to_thread(server.stop)
+            await eventually(lambda: not running.gateway._ctx.nc.is_connected, timeout=10)  # type: ignore[union-attr]
+            await asyncio.to_thread(server.start)
+            writer = await bus.connect(settings, "writer")
+            kv = await writer.jetstream().key_value(str(Bucket.SESSION_STATS))
+            await kv.put("ACB", msgspec.json.encode(msgspec.structs.replace(stats, total_volume=200)))
+            await kv.put("FPT", msgspec.json.encode(msgspec.structs.replace(stats, symbol="FPT")))
+            await writer.close()
+            await eventually(lambda: running.gateway.view.stats.get("ACB") is not None
+                             and running.gateway.view.stats["ACB"].total_volume == 200
+                             and "FPT" in running.gateway.view.stats, timeout=40)
+            status, body, _ = await get(f"{running.url}/api/market/volume-stats")
+            assert status == 200
+            assert {s["symbol"]: s["total_volume"] for s in body["stats"]} == {"ACB": 200, "FPT": 100}
+    finally:
+        server.stop()
+
+
+def expected_day_date():  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    return date.fromisoformat(expected_day()["trading_date"])
+
+
+def expected_day_stamp():  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    from shared.market import EXCHANGE_TZ
+
+    day = expected_day_date()
+    return datetime(day.year, day.month, day.day, 14, 45, tzinfo=EXCHANGE_TZ)
