@@ -125,6 +125,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         list[Annotated[str, Meta(pattern=r"^[A-Z0-9_-]+=VN30F\d{4}$")]],
         Meta(description="Other futures codes as VN30F contracts, comma-separated `CODE=VN30FYYMM` (post-KRX codes)."),
     ] = msgspec.field(default_factory=list)
+    # --- recorder ---------------------------------------------------------------------------------------------------
+    recorder_batch: Annotated[
+        PositiveInt, Meta(description="The recorder writes at most this many messages per batch (one transaction).")
+    ] = 5000
+    recorder_flush_ms: Annotated[
+        PositiveInt, Meta(description="...or whatever arrived within this many ms, whichever comes first.")
+    ] = 250
+    recorder_retention_days: Annotated[
+        Annotated[int, Meta(ge=0)],
+        Meta(description="Drop history partitions older than this many trading-date days; 0 keeps everything."),
+    ] = 0
     # --- gateway ----------------------------------------------------------------------------------------------------
     gateway_host: Annotated[str, Meta(description="Address the gateway (REST, WebSocket, dashboard) listens on.")] = (
         "127.0.0.1"

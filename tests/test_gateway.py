@@ -42,12 +42,13 @@ class Running:
         self.url = url
 
 
-async def fill(settings: config.Settings) -> None:
-    """The recorded day through ingest and every tracker, into a fresh topology."""
-    nc = await bus.connect(settings, "fill")
-    await _wipe_topology(nc)
-    await bus.ensure_topology(nc.jetstream(), settings)
-    await nc.close()
+async def fill(settings: config.Settings, *, wipe: bool = True) -> None:
+    """The recorded day through ingest and every tracker (into a fresh topology, unless told to keep it)."""
+    if wipe:
+        nc = await bus.connect(settings, "fill")
+        await _wipe_topology(nc)
+        await bus.ensure_topology(nc.jetstream(), settings)
+        await nc.close()
     await replay(settings, REPLAY_DAY)
     trackers = [ClassifierService(), ForeignService(), IndexService(), DerivativesService()]
     running = [await run_in_process(actor, settings) for actor in trackers]

@@ -21,6 +21,7 @@ from services.gateway.api import (
     json_response,
     openapi_document,
 )
+from services.gateway.history import ROW_TYPES, HistoryApi, openapi_paths
 from services.gateway.hub import ChannelHub, IpLimiter
 from services.gateway.view import CHANNEL_BUCKETS, WATCHED, MarketView
 from shared import bus
@@ -39,6 +40,7 @@ class Gateway(Actor):
 
     def __init__(self) -> None:
         self.view = MarketView()
+        self.history: HistoryApi | None = None
         self.hubs: dict[str, ChannelHub] = {}
         self.port = 0
         self._watches: list[bus.BucketWatch] = []
@@ -68,7 +70,9 @@ class Gateway(Actor):
         self._basis = await bus.consume_from(ctx.js, DERIVED, [BASIS_POINT.wildcard], self._on_basis_point,
                                              start_time=exchange_now() - BASIS_HISTORY)
         self._broadcaster = asyncio.create_task(self._broadcast_every(settings.ws_throttle_ms / 1000))
-        self._openapi = msgspec.json.encode(openapi_document())
+        self.history = HistoryApi(settings.database_url)
+        self.history.start()
+        self._openapi = msgspec.json.encode(openapi_document(openapi_paths(), ROW_TYPES))
         app = self.make_app()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         await self._runner.setup()
@@ -85,6 +89,8 @@ class Gateway(Actor):
             auth_middleware(settings.gateway_token, settings.gateway_token_rest),
         ])
         app.add_routes(MarketApi(self.view).routes())
+        assert self.history is not None
+        app.add_routes(self.history.routes())
         app.add_routes([
             web.get("/healthz", self._health),
             web.get("/metrics", self._metrics),
@@ -134,7 +140,7 @@ class Gateway(Actor):
         return web.Response(body=self._openapi, content_type="application/json")
 
     def ready(self) -> bool:
-        return bool(self._watches) and all(watch.loaded.is_set() for watch in self._watches)
+        return self.port > 0 and bool(self._watches) and all(watch.loaded.is_set() for watch in self._watches)
 
     async def stop(self) -> None:
         for hub in self.hubs.values():
@@ -147,6 +153,8 @@ class Gateway(Actor):
             await self._runner.cleanup()
         for watch in self._watches:
             await watch.stop()
+        if self.history is not None:
+            await self.history.stop()
         if self._basis is not None:
             with contextlib.suppress(Exception):
                 await self._basis.unsubscribe()

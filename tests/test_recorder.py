@@ -1,0 +1,311 @@
+"""The recorder and the history API against a real nats-server and a real PostgreSQL: the recorded day ends with
+exactly one row per trade and candles equal to those computed from the ticks (and to the expected ones), every
+history endpoint answers the expected rows and refuses bad parameters; killed with SIGKILL mid-batch, or with
+PostgreSQL gone for a while, the recorder ends with no row missing and none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from conftest import _wipe_topology
+from helpers import eventually, expected_day, run_in_process
+from test_gateway import fill, gateway, get
+from test_ingest import replay
+
+from services.classifier.service import ClassifierService
+from services.derivatives.service import DerivativesService
+from services.foreign.service import ForeignService
+from services.index.service import IndexService
+from services.ingest.simulator import MarketSimulator
+from services.recorder.service import Recorder
+from shared import bus, config
+from shared.local import PostgresServer
+from shared.subjects import DERIVED
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parent.parent
+TABLES = {"ticks": "trade.classified.*", "foreign_flows": "foreign.flow.*", "index_points": "index.point.*",
+          "basis_points": "basis.point.*"}
+
+
+async def reset_database(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    await conn.execute("DROP TABLE IF EXISTS ticks, candles_1m, foreign_flows, index_points, basis_points, "
+                       "recorder_positions, schema_migrations CASCADE")
+    await conn.close()
+
+
+async def record_all(settings: config.Settings) -> Recorder:
+    recorder = Recorder()
+    task, stop = await run_in_process(recorder, settings)
+    await eventually(lambda: recorder.pool is not None)
+    await eventually(lambda: all(f.pending == 0 and f.buffer is not None and f.buffer.empty()
+                                 for f in recorder.families)
+                     and recorder.status()["ticks"]["recorded"] > 0, timeout=60)
+    await asyncio.sleep(0.5)  # one more empty fetch: nothing left
+    stop.set()
+    assert await task == 0
+    return recorder
+
+
+async def stream_counts(settings: config.Settings) -> dict[str, int]:
+    nc = await bus.connect(settings, "counts")
+    info = await nc.jetstream().stream_info(DERIVED.name, subjects_filter=">")
+    await nc.close()
+    subjects = info.state.subjects or {}
+    return {table: sum(n for s, n in subjects.items() if s.startswith(prefix[:-1])) for table, prefix in TABLES.items()}
+
+
+async def table_counts(url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(url)
+    counts = {table: await conn.fetchval(f"SELECT count(*) FROM {table}") for table in TABLES}
+    await conn.close()
+    return counts
+
+
+@pytest.fixture(scope="module")
+async def recorded(nats_url: str, database_url: str) -> config.Settings:
+    settings = config.load({"NATS_URL": nats_url, "DATABASE_URL": database_url, "METRICS_PORT": "0",
+                            "VN30_SYMBOLS": ",".join(expected_day()["vn30_basket"])})
+    await reset_database(database_url)
+    await fill(settings)
+    await record_all(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+async def history(recorded: config.Settings) -> AsyncIterator[str]:
+    async with gateway(recorded) as running:
+        await eventually(lambda: running.gateway.history is not None and running.gateway.history.pool is not None)
+        yield running.url
+
+
+async def test_one_row_per_trade_and_candles_from_the_ticks(recorded: config.Settings) -> None:
+    expected = expected_day()
+    conn = await asyncpg.connect(recorded.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM ticks") == len(expected["classes"])
+        stored = {f"{r['symbol']}:{r['total_volume']}": r["trade_type"]
+                  for r in await conn.fetch("SELECT symbol, total_volume, trade_type FROM ticks")}
+        assert stored == dict(expected["classes"].items())
+        mismatched = await conn.fetch("""
+            WITH direct AS (
+                SELECT symbol, trading_date, date_trunc('minute', ts) AS minute,
+                       (array_agg(price ORDER BY total_volume))[1] AS open, max(price) AS high, min(price) AS low,
+                       (array_agg(price ORDER BY total_volume DESC))[1] AS close, sum(volume) AS volume,
+                       sum(value) AS value, sum(unseen_volume) AS unseen, count(*) AS trades,
+                       sum(volume) FILTER (WHERE trade_type = 'mua_chu_dong') AS buy
+                FROM ticks GROUP BY 1, 2, 3)
+            SELECT * FROM direct d FULL JOIN candles_1m c USING (symbol, trading_date, minute)
+            WHERE c.open IS DISTINCT FROM d.open OR c.high IS DISTINCT FROM d.high OR c.low IS DISTINCT FROM d.low
+               OR c.close IS DISTINCT FROM d.close OR c.volume IS DISTINCT FROM d.volume
+               OR c.trades IS DISTINCT FROM d.trades OR c.unseen_volume IS DISTINCT FROM d.unseen
+               OR c.buy_volume IS DISTINCT FROM coalesce(d.buy, 0)""")
+        assert mismatched == []
+        by_table = await table_counts(recorded.database_url)
+        assert by_table == await stream_counts(recorded)
+    finally:
+        await conn.close()
+
+
+async def test_candles_endpoint_matches_the_expected_candles(history: str) -> None:
+    expected = expected_day()
+    for symbol, candles in expected["candles"].items():
+        status, body, _ = await get(f"{history}/api/history/{symbol.lower()}/candles")  # symbols in any case
+        assert status == 200
+        assert [c["time"] for c in body] == [c["time"] for c in candles]
+        for got, want in zip(body, candles, strict=True):
+            for field in ("open", "high", "low", "close", "volume", "trades"):
+                assert got[field] == pytest.approx(want[field]), (symbol, want["time"], field)
+        unseen = {c["time"]: c["unseen_volume"] for c in body if c["unseen_volume"]}
+        assert unseen == expected["unseen_by_minute"].get(symbol, {})
+
+
+async def test_candle_rollups_add_up(history: str) -> None:
+    _, minutes, _ = await get(f"{history}/api/history/ACB/candles", params={"start": "2026-11-24"})
+    for resolution in ("5m", "15m", "30m", "1h", "1d"):
+        status, rolled, _ = await get(f"{history}/api/history/ACB/candles",
+                                      params={"start": "2026-11-24", "end": "2026-11-24", "resolution": resolution})
+        assert status == 200
+        assert sum(c["volume"] for c in rolled) == sum(c["volume"] for c in minutes)
+        assert sum(c["buy_volume"] for c in rolled) == sum(c["buy_volume"] for c in minutes)
+        assert rolled[0]["open"] == minutes[0]["open"]
+        assert rolled[-1]["close"] == minutes[-1]["close"]
+        assert max(c["high"] for c in rolled) == max(c["high"] for c in minutes)
+    _, daily, _ = await get(f"{history}/api/history/ACB/candles", params={"resolution": "1d"})
+    assert [c["time"] for c in daily] == ["2026-11-24T00:00:00+07:00"]
+
+
+async def test_ticks_endpoint(history: str) -> None:
+    expected = expected_day()
+    status, ticks, _ = await get(f"{history}/api/history/ACB/ticks")
+    assert status == 200
+    assert len(ticks) == expected["ticks"]["ACB"]
+    assert [t["total_volume"] for t in ticks] == sorted(t["total_volume"] for t in ticks)  # oldest first
+    assert ticks[-1]["total_volume"] == expected["last_total_vol"]["ACB"]
+    first = ticks[0]
+    assert set(first) >= {"timestamp", "price", "volume", "value", "trade_type", "rule", "bid_price", "ask_price"}
+    assert first["timestamp"].endswith("+07:00")
+    assert {f"ACB:{t['total_volume']}": t["trade_type"] for t in ticks} == {
+        k: v for k, v in expected["classes"].items() if k.startswith("ACB:")}
+    _, five, _ = await get(f"{history}/api/history/ACB/ticks", params={"limit": "5"})
+    assert five == ticks[:5]
+    _, morning, _ = await get(f"{history}/api/history/ACB/ticks",
+                              params={"start": "2026-11-24T09:00:00", "end": "2026-11-24T10:00:00"})
+    assert morning
+    assert all("T09:" in t["timestamp"] for t in morning)
+    status, futures, _ = await get(f"{history}/api/history/VN30F2612/ticks")
+    assert (status, len(futures)) == (200, expected["ticks"]["VN30F2612"])
+
+
+async def test_foreign_index_and_derivatives_endpoints(history: str) -> None:
+    expected = expected_day()
+    status, flows, _ = await get(f"{history}/api/history/FPT/foreign")
+    assert status == 200
+    assert flows[-1]["cumulative_buy_volume"] == expected["foreign"]["stocks"]["FPT"]["buy_volume"]
+    status, daily, _ = await get(f"{history}/api/history/FPT/foreign/daily", params={"days": "5"})
+    assert status == 200
+    assert daily == [{"trading_date": "2026-11-24",
+                      "buy_volume": expected["foreign"]["stocks"]["FPT"]["buy_volume"],
+                      "sell_volume": expected["foreign"]["stocks"]["FPT"]["sell_volume"],
+                      "net_volume": expected["foreign"]["stocks"]["FPT"]["net_volume"],
+                      "buy_value": expected["foreign"]["stocks"]["FPT"]["buy_value"],
+                      "sell_value": expected["foreign"]["stocks"]["FPT"]["sell_value"],
+                      "net_value": expected["foreign"]["stocks"]["FPT"]["net_value"]}]
+    status, points, _ = await get(f"{history}/api/history/index/vnindex")
+    assert status == 200
+    assert points[-1]["value"] == expected["indices"]["VNINDEX"]["value"]
+    status, basis, _ = await get(f"{history}/api/history/derivatives/VN30F2612")
+    assert status == 200
+    assert [round(p["basis"], 2) for p in basis] == [round(b, 2) for b in expected["basis_points"]]
+
+
+@pytest.mark.parametrize(("path", "params", "status", "parameter"), [
+    ("ACB/candles", {"start": "2026-11-25", "end": "2026-11-24"}, 400, "end"),
+    ("ACB/candles", {"start": "2026-01-01", "end": "2026-11-24"}, 400, "end"),
+    ("ACB/candles", {"resolution": "2m"}, 400, "resolution"),
+    ("ACB/candles", {"start": "24/11/2026"}, 400, "start"),
+    ("ACB/ticks", {"limit": "0"}, 422, "limit"),
+    ("ACB/ticks", {"limit": "50001"}, 422, "limit"),
+    ("ACB/ticks", {"limit": "many"}, 400, "limit"),
+    ("ACB/foreign/daily", {"days": "366"}, 422, "days"),
+    ("A.C.B/ticks", {}, 400, "symbol"),
+])
+async def test_bad_history_parameters(history: str, path: str, params: dict[str, str], status: int,
+                                      parameter: str) -> None:
+    got, body, _ = await get(f"{history}/api/history/{path}", params=params)
+    assert got == status
+    assert body["parameter"] == parameter
+
+
+async def test_unknown_symbols_answer_an_empty_list(history: str) -> None:
+    for path in ("ZZZ/candles", "ZZZ/ticks", "ZZZ/foreign", "ZZZ/foreign/daily", "index/NOPE", "derivatives/XYZ"):
+        assert (await get(f"{history}/api/history/{path}"))[:2] == (200, []), path
+
+
+# --- faults ------------------------------------------------------------------------------------------------------
+
+
+async def fill_simulated(settings: config.Settings, tmp_path: Path) -> None:
+    """A simulated day through ingest and every tracker: tens of thousands of DERIVED events."""
+    nc = await bus.connect(settings, "fill")
+    await _wipe_topology(nc)
+    await bus.ensure_topology(nc.jetstream(), settings)
+    await nc.close()
+    path = tmp_path / "day.jsonl"
+    with path.open("wb") as out:
+        for frame in MarketSimulator(seed=9, trading_date=date(2026, 11, 24)).day():
+            out.write(frame.payload + b"\n")
+    await replay(settings, path)
+    trackers = [ClassifierService(), ForeignService(), IndexService(), DerivativesService()]
+    running = [await run_in_process(actor, settings) for actor in trackers]
+    await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in trackers), timeout=120)
+    for task, stop in running:
+        stop.set()
+        assert await task == 0
+
+
+async def recorder_status(settings: config.Settings) -> dict[str, Any] | None:
+    import json
+
+    nc = await bus.connect(settings, "probe")
+    try:
+        return json.loads((await nc.request("stocktracker.recorder.status", b"", timeout=1)).data)
+    except Exception:
+        return None
+    finally:
+        await nc.close()
+
+
+async def test_kill_9_mid_batch_then_restart_loses_and_doubles_nothing(nats_url: str, database_url: str,
+                                                                        tmp_path: Path) -> None:
+    settings = config.load({"NATS_URL": nats_url, "DATABASE_URL": database_url, "METRICS_PORT": "0"})
+    await reset_database(database_url)
+    await fill_simulated(settings, tmp_path)
+    env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, "METRICS_PORT": "0",
+           "RECORDER_BATCH": "400"}
+    command = [sys.executable, "-m", "services.recorder"]
+
+    async def some_recorded() -> bool:
+        current = await recorder_status(settings)
+        return current is not None and current["ticks"]["recorded"] > 1_000
+
+    first = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    await eventually(some_recorded, timeout=60, interval=0.02)
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+    partial = await table_counts(database_url)
+    expected = await stream_counts(settings)
+    assert partial["ticks"] < expected["ticks"]  # killed mid-stream
+
+    async def all_recorded() -> bool:
+        return await table_counts(database_url) == expected
+
+    second = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    await eventually(all_recorded, timeout=120, interval=0.5)
+    second.send_signal(signal.SIGTERM)
+    assert await second.wait() == 0
+    assert await table_counts(database_url) == expected  # still exact after the redelivered batch
+
+
+async def test_postgres_down_for_a_while_then_back(nats_url: str, tmp_path: Path) -> None:
+    postgres = PostgresServer(tmp_path / "pg", durable=False)
+    postgres.start()
+    settings = config.load({"NATS_URL": nats_url, "DATABASE_URL": postgres.url, "METRICS_PORT": "0",
+                            "VN30_SYMBOLS": ",".join(expected_day()["vn30_basket"])})
+    try:
+        nc = await bus.connect(settings, "wipe")
+        await _wipe_topology(nc)
+        await bus.ensure_topology(nc.jetstream(), settings)
+        await nc.close()
+        recorder = Recorder()
+        task, stop = await run_in_process(recorder, settings)
+        await eventually(lambda: all(family.subscription is not None for family in recorder.families))  # started
+        await asyncio.to_thread(postgres.stop)  # PostgreSQL goes away...
+        await fill(settings, wipe=False)  # ...while the day flows in
+        await eventually(lambda: recorder.status()["ticks"]["retries"] > 0, timeout=30)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(postgres.start)
+        expected = await stream_counts(settings)
+
+        async def caught_up() -> bool:
+            try:
+                return await table_counts(postgres.url) == expected
+            except (OSError, asyncpg.PostgresError):
+                return False
+
+        await eventually(caught_up, timeout=90, interval=0.5)
+        stop.set()
+        assert await task == 0
+        assert (await table_counts(postgres.url))["ticks"] == len(expected_day()["classes"])
+    finally:
+        postgres.stop()
