@@ -1,199 +1,272 @@
-"""`stocktracker`: run the whole system on this machine (`up`) and inspect its configuration (`config`)."""
+"""`stocktracker`: run the whole system here (`up`), look inside it (`status`, `tap`), feed it a file (`replay`),
+keep what the feed sends (`record`), and show the configuration (`config`)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
-import signal
-import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from shared import config
-from shared.catalog import SERVICES, ServiceSpec
-from shared.local import (
-    LocalServerError,
-    NatsServer,
-    PostgresServer,
-    nats_server_binary,
-    nats_server_version,
-    port_is_free,
-)
 
-RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
+DESCRIPTION = __doc__
 
 
-class UpState(msgspec.Struct):
-    """What `up` remembers in its state dir, so the next run reuses the same ports and data."""
-
-    nats_port: int = 0
-    postgres_port: int = 0
-
-
-@dataclass
-class ServiceProcess:
-    spec: ServiceSpec
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-    log_file: object = field(default=None, repr=False)
-
-    def start(self) -> None:
-        if self.log_file is None:
-            self.log_file = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.spec.module],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log_file,  # type: ignore[arg-type]
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _say(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def _load_state(path: Path) -> UpState:
+def _settings(command: str) -> config.Settings | None:
     try:
-        return msgspec.json.decode(path.read_bytes(), type=UpState)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-        return UpState()
-
-
-def _reuse_port(remembered: int) -> int:
-    return remembered if remembered and port_is_free(remembered) else 0
-
-
-def up(state_dir: Path | None) -> int:
-    try:
-        settings = config.load()
+        return config.load()
     except config.ConfigError as err:
-        print(f"stocktracker up: {err}", file=sys.stderr)
+        print(f"stocktracker {command}: {err}", file=sys.stderr)
+        return None
+
+
+def _nats_settings(settings: config.Settings, state_dir: Path | None) -> config.Settings:
+    """NATS_URL when set, else the server a running `up` started (remembered in its state dir)."""
+    from shared.stack import remembered_nats_url
+
+    if "NATS_URL" in os.environ:
+        return settings
+    remembered = remembered_nats_url(state_dir or Path(settings.state_dir))
+    return msgspec.structs.replace(settings, nats_url=[remembered]) if remembered else settings
+
+
+# --- up ----------------------------------------------------------------------------------------------------------
+
+
+def up(args: argparse.Namespace) -> int:
+    from shared.stack import Stack, UpOptions
+
+    settings = _settings("up")
+    if settings is None:
         return 2
-    state_dir = (state_dir or Path(settings.state_dir)).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    state_path = state_dir / "up.json"
-    state = _load_state(state_path)
-    logs = state_dir / "logs"
-    logs.mkdir(exist_ok=True)
+    options = UpOptions(state_dir=args.state_dir or Path(settings.state_dir), source=args.source,
+                        replay_file=args.replay_file, speed=args.speed)
+    if options.replay_file is not None and not options.replay_file.is_file():
+        print(f"stocktracker up: no such file {options.replay_file}", file=sys.stderr)
+        return 2
+    return Stack(settings, options).run()
 
-    nats: NatsServer | None = None
-    postgres: PostgresServer | None = None
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    services: list[ServiceProcess] = []
+
+# --- status ------------------------------------------------------------------------------------------------------
+
+
+async def _gather(nc: Any, subject: str, wait_s: float) -> list[dict[str, Any]]:
+    """Every answer to a `$SRV` request within `wait_s` (one per running service instance)."""
+    inbox = nc.new_inbox()
+    answers: list[dict[str, Any]] = []
+
+    async def collect(msg: Any) -> None:
+        answers.append(json.loads(msg.data))
+
+    sub = await nc.subscribe(inbox, cb=collect)
+    await nc.publish(subject, b"", reply=inbox)
+    await asyncio.sleep(wait_s)
+    await sub.unsubscribe()
+    return answers
+
+
+async def _status(settings: config.Settings) -> int:
+    from shared import bus
+    from shared.subjects import STREAMS
+
+    nc = await bus.connect(msgspec.structs.replace(settings, nats_connect_timeout_s=3), "stocktracker-status")
     try:
-        if "NATS_URL" in os.environ:
-            nats_url = os.environ["NATS_URL"]
-            _say(f"NATS        {nats_url} (from NATS_URL)")
-        else:
-            binary = nats_server_binary()
-            nats = NatsServer(state_dir / "nats", port=_reuse_port(state.nats_port), binary=binary)
-            nats_url = nats.start()
-            state.nats_port = nats.port
-            _say(f"NATS        {nats_url}  (nats-server {nats_server_version(binary)}, store {nats.store_dir})")
-        if os.environ.get("DATABASE_URL"):
-            database_url = os.environ["DATABASE_URL"]
-            _say(f"PostgreSQL  {database_url} (from DATABASE_URL)")
-        else:
-            postgres = PostgresServer(state_dir / "postgres", port=_reuse_port(state.postgres_port))
-            database_url = postgres.start()
-            state.postgres_port = postgres.port
-            _say(f"PostgreSQL  {database_url}  (data {postgres.data_dir})")
-        state_path.write_bytes(msgspec.json.encode(state))
-
-        base_env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, "LOG_FORMAT": "json"}
-        _say("Services (logs in " + str(logs) + "):")
-        for spec in SERVICES:
-            if not spec.is_built():
-                _say(f"  {spec.name:<12} not built yet")
-                continue
-            env = {**base_env, "METRICS_PORT": str(spec.metrics_port)}
-            service = ServiceProcess(spec, env, logs / f"{spec.name}.log")
-            service.start()
-            services.append(service)
-            _say(f"  {spec.name:<12} running, metrics http://127.0.0.1:{spec.metrics_port}/metrics")
-        _say("Ctrl-C stops everything.")
-        _supervise(services, stop)
-    except (LocalServerError, subprocess.CalledProcessError) as err:
-        print(f"stocktracker up: {err}", file=sys.stderr)
-        return 1
+        stats = await _gather(nc, "$SRV.STATS", 0.5)
+        infos = {info["id"]: info for info in await _gather(nc, "$SRV.INFO", 0.3)}
+        print(f"NATS {nc.connected_url.geturl() if nc.connected_url else ''}")
+        for spec in STREAMS:
+            info = await nc.jetstream().stream_info(spec.name)
+            print(f"  stream {spec.name:<8} {info.state.messages:>10,} messages  last seq {info.state.last_seq:,}")
+        print("Services:")
+        if not stats:
+            print("  none answered")
+        for stat in sorted(stats, key=lambda s: s["name"]):
+            data = next((endpoint.get("data") for endpoint in stat.get("endpoints", []) if endpoint.get("data")), {})
+            metrics_port = infos.get(stat["id"], {}).get("metadata", {}).get("metrics_port", "?")
+            print(f"  {stat['name']:<12} up since {stat.get('started', '?')[:19]}  metrics :{metrics_port}  "
+                  f"{_summary(data)}")
     finally:
-        for service in services:
-            service.stop()
-            _say(f"stopped {service.spec.name}")
-        if postgres:
-            postgres.stop()
-            _say("stopped PostgreSQL")
-        if nats:
-            nats.stop()
-            _say("stopped NATS")
+        await nc.close()
     return 0
 
 
-def _supervise(services: list[ServiceProcess], stop: threading.Event) -> None:
-    """Restart a service that exits, waiting longer after each crash."""
-    while not stop.wait(0.5):
-        for service in services:
-            assert service.process is not None
-            code = service.process.poll()
-            if code is None:
-                continue
-            now = time.monotonic()
-            if service.next_start == 0.0:
-                delay = RESTART_BACKOFF_S[min(service.restarts, len(RESTART_BACKOFF_S) - 1)]
-                service.next_start = now + delay
-                _say(f"{service.spec.name} exited with code {code}; restarting in {delay} s")
-            elif now >= service.next_start:
-                service.restarts += 1
-                service.next_start = 0.0
-                service.start()
-                _say(f"{service.spec.name} restarted (restart #{service.restarts})")
+def _summary(data: dict[str, Any]) -> str:
+    """The figures a status line shows: lag, throughput, errors."""
+    keys = ("pending", "processed", "frames_read", "frames_rejected", "messages_published", "classified", "flows",
+            "recorded", "clients", "ready")
+    parts = [f"{key}={data[key]}" for key in keys if key in data]
+    for table, figures in data.items():
+        if isinstance(figures, dict) and "recorded" in figures:
+            parts.append(f"{table}: recorded={figures['recorded']} pending={figures['pending']}")
+    return "  ".join(parts)
 
 
-def show_config() -> int:
+def status(args: argparse.Namespace) -> int:
+    from shared.bus import BusError
+
+    settings = _settings("status")
+    if settings is None:
+        return 2
     try:
-        settings = config.load()
-    except config.ConfigError as err:
-        print(f"stocktracker config: {err}", file=sys.stderr)
+        return asyncio.run(_status(_nats_settings(settings, args.state_dir)))
+    except BusError as err:
+        print(f"stocktracker status: {err}", file=sys.stderr)
+        return 1
+
+
+# --- tap ---------------------------------------------------------------------------------------------------------
+
+
+async def _tap(settings: config.Settings, subject: str, count: int | None) -> int:
+    from shared import bus
+
+    nc = await bus.connect(msgspec.structs.replace(settings, nats_connect_timeout_s=3), "stocktracker-tap")
+    done = asyncio.Event()
+    seen = 0
+
+    async def show(msg: Any) -> None:
+        nonlocal seen
+        try:
+            body = json.dumps(json.loads(msg.data), ensure_ascii=False)
+        except ValueError:
+            body = msg.data.decode(errors="replace")
+        print(f"{msg.subject} {body}", flush=True)
+        seen += 1
+        if count is not None and seen >= count:
+            done.set()
+
+    await nc.subscribe(subject, cb=show)
+    print(f"tapping {subject} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        await done.wait()
+    finally:
+        await nc.close()
+    return 0
+
+
+def tap(args: argparse.Namespace) -> int:
+    from shared.bus import BusError
+
+    settings = _settings("tap")
+    if settings is None:
+        return 2
+    try:
+        return asyncio.run(_tap(_nats_settings(settings, args.state_dir), args.subject, args.count))
+    except KeyboardInterrupt:
+        return 0
+    except BusError as err:
+        print(f"stocktracker tap: {err}", file=sys.stderr)
+        return 1
+
+
+# --- replay and record ---------------------------------------------------------------------------------------------
+
+
+async def _replay(settings: config.Settings) -> int:
+    from services.ingest.service import Ingest
+    from shared.runtime import serve
+
+    actor = Ingest()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(actor, settings, stop))
+    while not task.done():
+        source = actor.status()["source"]
+        if source and source.get("finished"):
+            stop.set()
+        await asyncio.sleep(0.1)
+    code = task.result()
+    print(f"replayed {actor.frames_read:,} frames: {actor.frames_published:,} published, "
+          f"{actor.frames_rejected:,} rejected {actor.rejections or ''}", file=sys.stderr)
+    return code
+
+
+def replay(args: argparse.Namespace) -> int:
+    from shared.runtime import configure_logging
+
+    settings = _settings("replay")
+    if settings is None:
+        return 2
+    if not args.file.is_file():
+        print(f"stocktracker replay: no such file {args.file}", file=sys.stderr)
+        return 2
+    settings = msgspec.structs.replace(_nats_settings(settings, args.state_dir), ingest_source="replay",
+                                       replay_file=str(args.file), replay_speed=args.speed, metrics_port=0)
+    configure_logging("replay", settings.log_level, "console")
+    return asyncio.run(_replay(settings))
+
+
+def record(args: argparse.Namespace) -> int:
+    """Run ingest from the configured source, also writing every frame to FILE (Ctrl-C stops)."""
+    from services.ingest.service import Ingest
+    from shared.runtime import configure_logging, serve
+
+    settings = _settings("record")
+    if settings is None:
+        return 2
+    settings = msgspec.structs.replace(_nats_settings(settings, args.state_dir), record_file=str(args.file),
+                                       metrics_port=0)
+    Ingest.check(settings)
+    configure_logging("record", settings.log_level, "console")
+    return asyncio.run(serve(Ingest(), settings))
+
+
+# --- config ------------------------------------------------------------------------------------------------------
+
+
+def show_config(_: argparse.Namespace) -> int:
+    settings = _settings("config")
+    if settings is None:
         return 2
     for name, (description, _default) in config.documented_settings().items():
         value = getattr(settings, name.lower())
         if isinstance(value, list):
             value = ",".join(value)
-        _say(f"{name}={value}    # {description}")
+        print(f"{name}={value}    # {description}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="stocktracker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="stocktracker", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
+    state_help = "the `up` state dir, to find its NATS when NATS_URL is unset (default: STATE_DIR)"
+
     run = commands.add_parser("up", help="run NATS, PostgreSQL and every service on this machine")
     run.add_argument("--state-dir", type=Path, help="where data and logs live (default: STATE_DIR)")
-    commands.add_parser("config", help="print every setting with its current value")
+    run.add_argument("--source", choices=["sim", "replay", "ssi"], help="the feed (default: INGEST_SOURCE)")
+    run.add_argument("--replay-file", type=Path, help="a recorded feed to replay (implies --source replay)")
+    run.add_argument("--speed", type=float, help="SIM_SPEED / REPLAY_SPEED: 1 real time, N faster, 0 flat out")
+    run.set_defaults(handler=up)
+
+    look = commands.add_parser("status", help="the running services, their lag and throughput, the streams")
+    look.add_argument("--state-dir", type=Path, help=state_help)
+    look.set_defaults(handler=status)
+
+    listen = commands.add_parser("tap", help="print the messages on a subject, decoded (e.g. 'md.trade.ACB')")
+    listen.add_argument("subject")
+    listen.add_argument("--count", type=int, help="stop after this many")
+    listen.add_argument("--state-dir", type=Path, help=state_help)
+    listen.set_defaults(handler=tap)
+
+    feed = commands.add_parser("replay", help="publish a recorded feed file into the running system, then exit")
+    feed.add_argument("file", type=Path)
+    feed.add_argument("--speed", type=float, default=0.0, help="1 real time, N times faster, 0 flat out (default)")
+    feed.add_argument("--state-dir", type=Path, help=state_help)
+    feed.set_defaults(handler=replay)
+
+    keep = commands.add_parser("record", help="run ingest from INGEST_SOURCE, also writing every frame to FILE")
+    keep.add_argument("file", type=Path)
+    keep.add_argument("--state-dir", type=Path, help=state_help)
+    keep.set_defaults(handler=record)
+
+    commands.add_parser("config", help="print every setting with its current value").set_defaults(handler=show_config)
     args = parser.parse_args(argv)
-    if args.command == "up":
-        sys.exit(up(args.state_dir))
-    sys.exit(show_config())
+    sys.exit(args.handler(args))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Annotated[float, Meta(ge=0)],
         Meta(description="Simulator pace: 1 = the wall clock (trades only in market hours), N = a day from 08:45 N "
                          "times faster, 0 = as fast as possible."),
-    ] = 30.0
+    ] = 100.0
     sim_intensity: Annotated[PositiveFloat, Meta(description="Simulator trading activity (1 = a realistic day).")] = 1.0
     sim_date: Annotated[
         str, Meta(pattern=r"^(\d{4}-\d{2}-\d{2})?$", description="First simulated trading date (YYYY-MM-DD); unset: "

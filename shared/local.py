@@ -8,6 +8,7 @@ needs nothing but pip. PostgreSQL refuses to run as root: as root, the server ru
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import shutil
@@ -28,6 +29,16 @@ PG_DATABASE = "stocktracker"
 
 class LocalServerError(RuntimeError):
     pass
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: SIGTERM when the parent dies (Linux), so a parent killed without cleaning up
+    leaves no orphan."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -72,6 +83,7 @@ class _ChildServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop the server in order
             user=user,
+            preexec_fn=die_with_parent,
         )
 
     def _wait_until(self, ready: callable, timeout: float) -> None:  # type: ignore[valid-type]

@@ -1,0 +1,180 @@
+"""`stocktracker up` end to end: its own NATS and PostgreSQL, every service as a process, the recorded day replayed;
+one service killed at random mid-run is restarted by the supervisor, and the REST snapshot and history still end
+exact. Ctrl-C stops every process; a second run continues on the same data and addresses. The tools (`status`,
+`tap`, `replay`) work against it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from helpers import REPLAY_DAY, eventually, expected_day
+from test_gateway import get
+
+from shared.local import free_port
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Up:
+    def __init__(self, state_dir: Path, port: int, *args: str) -> None:
+        env = {key: value for key, value in os.environ.items() if key not in ("NATS_URL", "DATABASE_URL")}
+        env.update({"GATEWAY_PORT": str(port), "VN30_SYMBOLS": ",".join(expected_day()["vn30_basket"]),
+                    "CHECKPOINT_INTERVAL_S": "0.2"})
+        self.env = env
+        self.state_dir = state_dir
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "up", "--state-dir", str(state_dir), *args],
+            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+
+    async def read_until(self, marker: str, timeout: float = 120.0) -> str:
+        def read() -> str:
+            assert self.process.stdout is not None
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                line = self.process.stdout.readline()
+                if not line:
+                    raise AssertionError(f"up ended before {marker!r}: {self.lines}")
+                self.lines.append(line.rstrip())
+                if marker in line:
+                    return line
+            raise AssertionError(f"no {marker!r} within {timeout} s: {self.lines}")
+
+        return await asyncio.to_thread(read)
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def service_pids(self) -> dict[str, int]:
+        return {match[1]: int(match[2]) for match in re.finditer(r"^  (\w+)\s+pid (\d+)", self.output(), re.M)} | {
+            match[1]: int(match[2]) for match in re.finditer(r"^(\w+) restarted \(pid (\d+)", self.output(), re.M)}
+
+    def tree(self) -> list[int]:
+        return [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
+
+    async def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.to_thread(self.process.communicate, timeout=90)
+        self.lines += rest.splitlines()
+        return self.process.returncode
+
+
+def snapshot_is_exact(body: dict[str, Any]) -> bool:
+    expected = expected_day()
+    try:
+        for symbol, figures in expected["quotes"].items():
+            for field, value in figures.items():
+                if field != "symbol" and abs(body["quotes"][symbol][field] - value) > 0.5:
+                    return False
+        derivatives = body["derivatives"]
+        return (derivatives["symbol"] == expected["derivatives"]["symbol"]
+                and abs(derivatives["basis"] - expected["derivatives"]["basis"]) < 1e-6
+                and body["foreign"] is not None
+                and [d["symbol"] for d in body["foreign"]["top_buy"]] == expected["foreign"]["summary"]["top_buy"]
+                and abs(body["indices"]["VN30"]["value"] - expected["indices"]["VN30"]["value"]) < 1e-6)
+    except (KeyError, TypeError):
+        return False
+
+
+async def exact(url: str) -> bool:
+    try:
+        status, body, _ = await get(f"{url}/api/market/snapshot")
+    except OSError:
+        return False
+    return status == 200 and snapshot_is_exact(body)
+
+
+async def history_complete(url: str) -> bool:
+    expected = expected_day()
+    try:
+        status, ticks, _ = await get(f"{url}/api/history/ACB/ticks")
+        _, futures, _ = await get(f"{url}/api/history/VN30F2612/ticks")
+        _, basis, _ = await get(f"{url}/api/history/derivatives/VN30F2612")
+    except OSError:
+        return False
+    return (status == 200 and len(ticks) == expected["ticks"]["ACB"]
+            and len(futures) == expected["ticks"]["VN30F2612"] and len(basis) == len(expected["basis_points"]))
+
+
+async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_path: Path) -> None:
+    port = free_port()
+    first = Up(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "1500")
+    await first.read_until("Ready:")
+    everything = set(first.tree())
+    victim = random.choice(sorted(first.service_pids()))
+    os.kill(first.service_pids()[victim], signal.SIGKILL)
+    await first.read_until(f"{victim} restarted", timeout=30)
+    everything |= set(first.tree())
+
+    await eventually(lambda: exact(first.url), timeout=120, interval=0.5)
+    await eventually(lambda: history_complete(first.url), timeout=60, interval=0.5)
+    status, candles, _ = await get(f"{first.url}/api/history/BID/candles")
+    assert status == 200
+    assert [c["volume"] for c in candles] == [c["volume"] for c in expected_day()["candles"]["BID"]]
+
+    tools = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared.cli", "status", "--state-dir",
+                                                     str(tmp_path)], env=first.env, cwd=REPO, capture_output=True,
+                                    text=True, timeout=30)
+    assert tools.returncode == 0, tools.stderr
+    for name in ("ingest", "classifier", "foreign", "index", "derivatives", "recorder", "gateway"):
+        assert f"  {name} " in tools.stdout
+    again = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared.cli", "replay", str(REPLAY_DAY),
+                                                     "--state-dir", str(tmp_path)], env=first.env, cwd=REPO,
+                                    capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "replayed 1,173 frames" in again.stderr
+    assert await exact(first.url)  # the same day again changed nothing
+
+    assert await first.stop() == 0
+    assert f"{victim} exited with code -9" in first.output()
+    stopping = [line.split()[1] for line in first.lines if line.startswith("stopped ")]
+    assert stopping == ["ingest", "classifier", "foreign", "index", "derivatives", "recorder", "gateway",
+                        "PostgreSQL", "NATS"]
+    await asyncio.sleep(0.5)
+    assert [pid for pid in everything if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
+
+    nats_line = next(line for line in first.lines if line.strip().startswith("NATS"))
+    second = Up(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "0")
+    await second.read_until("Ready:")
+    assert nats_line in second.lines  # same server address, same store
+    assert await exact(second.url)  # the state survived, and replaying the day again counted nothing twice
+    await eventually(lambda: history_complete(second.url), timeout=30, interval=0.5)
+    assert await second.stop() == 0
+
+
+async def test_a_second_up_on_a_running_state_dir_refuses(tmp_path: Path) -> None:
+    first = Up(tmp_path, free_port(), "--source", "sim")
+    await first.read_until("Ready:")
+    second = Up(tmp_path, free_port(), "--source", "sim")
+    rest, _ = await asyncio.to_thread(second.process.communicate, timeout=30)
+    assert second.process.returncode == 1
+    assert "already running" in rest
+    assert await first.stop() == 0
+
+
+async def test_up_killed_outright_leaves_no_orphans(tmp_path: Path) -> None:
+    up = Up(tmp_path, free_port(), "--source", "sim")
+    await up.read_until("Ready:")
+    children = up.tree()
+    assert len(children) >= 9  # NATS, PostgreSQL (and its workers), seven services
+    up.process.kill()
+    up.process.wait()
+
+    def gone() -> bool:
+        return all(not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie" for pid in children)
+
+    await eventually(gone, timeout=30)
