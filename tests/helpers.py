@@ -47,3 +47,22 @@ async def eventually(predicate: Any, timeout: float = 20.0, interval: float = 0.
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+async def kv_entries(js: Any, bucket: str) -> dict[str, bytes]:
+    """Every live entry of a KV bucket. Read from the bucket's stream rather than with `kv.keys()`, which nats-py
+    can end early with a spurious NoKeysError (nats.py #842)."""
+    import nats.js.errors
+
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=">")
+    kv = await js.key_value(bucket)
+    entries = {}
+    for subject in info.state.subjects or {}:
+        key = subject.removeprefix(f"$KV.{bucket}.")
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            continue  # deleted
+        if entry.value is not None:
+            entries[key] = entry.value
+    return entries

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from helpers import REPLAY_DAY, eventually, expected_day, run_in_process
+from helpers import REPLAY_DAY, eventually, expected_day, kv_entries, run_in_process
 from nats.aio.client import Client
 from test_ingest import replay
 
@@ -35,11 +35,10 @@ async def stream_last_sequence(nc: Client) -> int:
 
 async def kv_state(nc: Client) -> tuple[dict[str, SessionStats], dict[str, PriceData]]:
     js = nc.jetstream()
-    stats, prices = {}, {}
-    for bucket, into, kind in ((Bucket.SESSION_STATS, stats, SessionStats), (Bucket.PRICES, prices, PriceData)):
-        kv = await js.key_value(str(bucket))
-        for key in await kv.keys():
-            into[key] = msgspec.json.decode((await kv.get(key)).value, type=kind)
+    stats = {key: msgspec.json.decode(value, type=SessionStats)
+             for key, value in (await kv_entries(js, str(Bucket.SESSION_STATS))).items()}
+    prices = {key: msgspec.json.decode(value, type=PriceData)
+              for key, value in (await kv_entries(js, str(Bucket.PRICES))).items()}
     return stats, prices
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers import REPLAY_DAY, eventually, expected_day, run_in_process
+from helpers import REPLAY_DAY, eventually, expected_day, kv_entries, run_in_process
 from nats.aio.client import Client
 from test_ingest import replay
 
@@ -56,13 +56,9 @@ def foreign_kind(key: str) -> type:
 
 
 async def kv_values(nc: Client, bucket: Bucket, kind: type | Callable[[str], type]) -> dict[str, Any]:
-    kv = await nc.jetstream().key_value(str(bucket))
-    try:
-        keys = await kv.keys()
-    except Exception:
-        return {}
-    return {key: msgspec.json.decode((await kv.get(key)).value,
-                                     type=kind if isinstance(kind, type) else kind(key)) for key in keys}
+    entries = await kv_entries(nc.jetstream(), str(bucket))
+    return {key: msgspec.json.decode(value, type=kind if isinstance(kind, type) else kind(key))
+            for key, value in entries.items()}
 
 
 async def events(nc: Client, subject: str, kind: type) -> list[Any]:
