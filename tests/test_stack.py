@@ -22,16 +22,19 @@ from helpers import REPLAY_DAY, eventually, expected_day
 from test_gateway import get
 
 from shared.local import free_port
+from shared.market import DEFAULT_VN30_BASKET
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 
 
 class Up:
-    def __init__(self, state_dir: Path, port: int, *args: str) -> None:
-        env = {key: value for key, value in os.environ.items() if key not in ("NATS_URL", "DATABASE_URL")}
-        env.update({"GATEWAY_PORT": str(port), "VN30_SYMBOLS": ",".join(expected_day()["vn30_basket"]),
-                    "CHECKPOINT_INTERVAL_S": "0.2"})
+    def __init__(self, state_dir: Path, port: int, *args: str, basket: list[str] | None = None) -> None:
+        env = {key: value for key, value in os.environ.items()
+               if key not in ("NATS_URL", "DATABASE_URL", "VN30_SYMBOLS", "INGEST_SOURCE", "SIM_SPEED")}
+        env.update({"GATEWAY_PORT": str(port), "CHECKPOINT_INTERVAL_S": "0.2"})
+        if basket:
+            env["VN30_SYMBOLS"] = ",".join(basket)
         self.env = env
         self.state_dir = state_dir
         self.url = f"http://127.0.0.1:{port}"
@@ -112,7 +115,8 @@ async def history_complete(url: str) -> bool:
 
 async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_path: Path) -> None:
     port = free_port()
-    first = Up(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "1500")
+    first = Up(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "1500",
+               basket=expected_day()["vn30_basket"])
     await first.read_until("Ready:")
     everything = set(first.tree())
     victim = random.choice(sorted(first.service_pids()))
@@ -148,12 +152,37 @@ async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_
     assert [pid for pid in everything if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
 
     nats_line = next(line for line in first.lines if line.strip().startswith("NATS"))
-    second = Up(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "0")
+    second = Up(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "0",
+                basket=expected_day()["vn30_basket"])
     await second.read_until("Ready:")
     assert nats_line in second.lines  # same server address, same store
     assert await exact(second.url)  # the state survived, and replaying the day again counted nothing twice
     await eventually(lambda: history_complete(second.url), timeout=30, interval=0.5)
     assert await second.stop() == 0
+
+
+async def test_the_default_run_shows_a_whole_market_within_30_seconds(tmp_path: Path) -> None:
+    """What `make run` does: the simulator at its default pace; within 30 s of the command, every VN30 symbol has
+    stats and a price, and the indices, the foreign summary and the futures basis are there."""
+    started = time.monotonic()
+    up = Up(tmp_path, free_port())
+
+    async def whole_market() -> bool:
+        try:
+            status, body, _ = await get(f"{up.url}/api/market/snapshot")
+        except OSError:
+            return False
+        basket = set(DEFAULT_VN30_BASKET)
+        return (status == 200 and basket <= set(body["quotes"]) and basket <= set(body["prices"])
+                and {"VN30", "VNINDEX"} <= set(body["indices"]) and body["foreign"] is not None
+                and body["derivatives"] is not None and body["derivatives"]["basis"] is not None)
+
+    await up.read_until("Ready:")
+    await eventually(whole_market, timeout=max(1.0, 30 - (time.monotonic() - started)), interval=0.5)
+    everything = up.tree()
+    assert await up.stop() == 0
+    await asyncio.sleep(0.5)
+    assert [pid for pid in everything if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
 
 
 async def test_a_second_up_on_a_running_state_dir_refuses(tmp_path: Path) -> None:
