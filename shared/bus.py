@@ -160,12 +160,29 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     service runs it at start and whichever starts first creates them."""
     for spec in STREAMS:
         config = stream_config(spec, settings)
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await js.update_stream(config)
+        await _retrying_server_errors(lambda c=config: _add_or_update(js, c))
     for bucket in Bucket:
-        await ensure_bucket(js, bucket, settings)
+        await _retrying_server_errors(lambda b=bucket: ensure_bucket(js, b, settings))
+
+
+async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.update_stream(config)
+
+
+async def _retrying_server_errors(create: Callable[[], Awaitable[Any]], attempts: int = 10) -> Any:
+    """A stream created right after one of the same name was deleted can fail while the server still removes the
+    old store ("error creating store for stream"): a transient server error, worth a few more tries."""
+    for attempt in range(attempts):
+        try:
+            return await create()
+        except nats.js.errors.ServerError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    return None
 
 
 async def ensure_bucket(js: JetStreamContext, bucket: Bucket, settings: Settings) -> KeyValue:
