@@ -6,6 +6,7 @@ exact. Ctrl-C stops every process; a second run continues on the same data and a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -29,10 +30,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class Up:
-    def __init__(self, state_dir: Path, port: int, *args: str, basket: list[str] | None = None) -> None:
+    def __init__(self, state_dir: Path, port: int, *args: str, basket: list[str] | None = None,
+                 servers: dict[str, str] | None = None) -> None:
+        """`servers`: NATS_URL / DATABASE_URL of servers the test runs itself; by default `up` starts its own."""
         env = {key: value for key, value in os.environ.items()
                if key not in ("NATS_URL", "DATABASE_URL", "VN30_SYMBOLS", "INGEST_SOURCE", "SIM_SPEED")}
-        env.update({"GATEWAY_PORT": str(port), "CHECKPOINT_INTERVAL_S": "0.2"})
+        env.update({"GATEWAY_PORT": str(port), "CHECKPOINT_INTERVAL_S": "0.2", **(servers or {})})
         if basket:
             env["VN30_SYMBOLS"] = ",".join(basket)
         self.env = env
@@ -65,6 +68,14 @@ class Up:
     def service_pids(self) -> dict[str, int]:
         return {match[1]: int(match[2]) for match in re.finditer(r"^  (\w+)\s+pid (\d+)", self.output(), re.M)} | {
             match[1]: int(match[2]) for match in re.finditer(r"^(\w+) restarted \(pid (\d+)", self.output(), re.M)}
+
+    def pid_of(self, service: str) -> int:
+        """The service's current process (it may have been restarted since the output was read)."""
+        for child in psutil.Process(self.process.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if f"services.{service}" in child.cmdline():
+                    return child.pid
+        raise AssertionError(f"{service} is not running")
 
     def tree(self) -> list[int]:
         return [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
@@ -120,7 +131,7 @@ async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_
     await first.read_until("Ready:")
     everything = set(first.tree())
     victim = random.choice(sorted(first.service_pids()))
-    os.kill(first.service_pids()[victim], signal.SIGKILL)
+    os.kill(first.pid_of(victim), signal.SIGKILL)
     await first.read_until(f"{victim} restarted", timeout=30)
     everything |= set(first.tree())
 
