@@ -261,15 +261,24 @@ async def serve(actor: Actor, settings: config.Settings, stop: asyncio.Event | N
         await runner.cleanup()
 
 
+SHUTDOWN_STEP_S = 10.0  # each step of a shutdown gets this long: a service told to stop stops, NATS or not
+
+
 async def _shutdown(actor: Actor, publisher: bus.Publisher, micro: Service, nc: Client, log: Any) -> None:
-    await actor.stop()
-    flushed = await publisher.stop(timeout=10.0)
+    try:
+        await asyncio.wait_for(actor.stop(), 3 * SHUTDOWN_STEP_S)
+    except TimeoutError:
+        log.warning("in-flight work not finished in time")
+    flushed = await publisher.stop(timeout=SHUTDOWN_STEP_S)
     if not flushed:
         log.warning("stopped with unacknowledged publishes", pending=publisher.pending)
     with contextlib.suppress(Exception):
-        await micro.stop()
-    with contextlib.suppress(Exception):
-        await nc.drain()
+        await asyncio.wait_for(micro.stop(), SHUTDOWN_STEP_S)
+    try:
+        await asyncio.wait_for(nc.drain(), SHUTDOWN_STEP_S)
+    except Exception:  # NATS unreachable: nothing left to drain to
+        with contextlib.suppress(Exception):
+            await nc.close()
     log.info("stopped")
 
 

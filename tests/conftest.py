@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -94,3 +95,42 @@ async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+def reap() -> Iterator[Any]:
+    """`reap(process)` registers a child process (Popen or asyncio) to be stopped when the test ends, passed or
+    failed: a failing assertion must not leave a service running."""
+    import signal
+    import subprocess
+
+    processes: list[Any] = []
+    yield processes.append
+    for process in processes:
+        running = process.poll() is None if isinstance(process, subprocess.Popen) else process.returncode is None
+        if not running:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
+        deadline = 30
+        if isinstance(process, subprocess.Popen):
+            try:
+                process.wait(deadline)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
+
+@pytest.fixture
+def launch(reap: Any) -> Any:
+    """Start `stocktracker up` (tests/stack.py: Up); it is stopped when the test ends, whatever happens."""
+    from stack import Up
+
+    def start(*args: Any, **kwargs: Any) -> Up:
+        up = Up(*args, **kwargs)
+        reap(up.process)
+        return up
+
+    return start

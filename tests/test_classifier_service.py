@@ -11,6 +11,7 @@ import signal
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -101,7 +102,7 @@ async def status(nc: Client) -> dict:
 
 
 async def test_kill_9_mid_stream_and_restart_ends_identical(nc: Client, settings: config.Settings,
-                                                            nats_url: str, tmp_path: Path) -> None:
+                                                            nats_url: str, tmp_path: Path, reap: Any) -> None:
     path = tmp_path / "day.jsonl"
     with path.open("wb") as out:
         for frame in MarketSimulator(seed=11, trading_date=date(2026, 11, 24)).day():
@@ -112,12 +113,14 @@ async def test_kill_9_mid_stream_and_restart_ends_identical(nc: Client, settings
     env = {**os.environ, "NATS_URL": nats_url, "METRICS_PORT": "0", "CHECKPOINT_INTERVAL_S": "0.1"}
     command = [sys.executable, "-m", "services.classifier"]
     first = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    reap(first)
     await eventually(lambda: _processed_beyond(nc, last // 4), timeout=60)
     first.send_signal(signal.SIGKILL)
     await first.wait()
     assert await _safe_status(nc) is None  # really gone
 
     second = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    reap(second)
     await eventually(lambda: _caught_up(nc), timeout=120)
     resumed = await status(nc)
     assert 0 < resumed["restored_from"] < last  # it resumed from its checkpoint, not from scratch

@@ -20,6 +20,7 @@ import msgspec
 import pytest
 from conftest import _wipe_topology
 from helpers import REPLAY_DAY, eventually, expected_day, run_in_process
+from stack import get
 from test_ingest import replay
 
 from services.classifier.service import ClassifierService
@@ -83,12 +84,6 @@ async def filled(nats_url: str, database_url: str) -> config.Settings:
 async def served(filled: config.Settings) -> AsyncIterator[Running]:
     async with gateway(filled, ws_throttle_ms=50) as running:
         yield running
-
-
-async def get(url: str, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
-    async with aiohttp.ClientSession() as http, http.get(url, **kwargs) as response:
-        body = await response.read()
-        return response.status, json.loads(body) if body else None, response
 
 
 # --- REST --------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -129,7 +130,7 @@ async def test_bad_credentials_stop_the_service_with_a_clear_error(nats_url: str
     assert fake.connections_total == 0  # never streamed without a token
 
 
-async def test_the_bearer_token_stays_out_of_the_output(nats_url: str) -> None:
+async def test_the_bearer_token_stays_out_of_the_output(nats_url: str, reap: Any) -> None:
     async with FakeSsi() as fake:
         fake.index_components = {"VN30": BASKET}
         env = {**os.environ, "NATS_URL": nats_url, "METRICS_PORT": "0", "INGEST_SOURCE": "ssi",
@@ -139,6 +140,7 @@ async def test_the_bearer_token_stays_out_of_the_output(nats_url: str) -> None:
             sys.executable, "-m", "services.ingest", env=env, cwd=REPO,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
+        reap(process)
         await fake.wait_for_clients(1, timeout=30)
         process.terminate()
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)

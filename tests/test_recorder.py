@@ -18,7 +18,8 @@ import asyncpg
 import pytest
 from conftest import _wipe_topology
 from helpers import eventually, expected_day, run_in_process
-from test_gateway import fill, gateway, get
+from stack import get
+from test_gateway import fill, gateway
 from test_ingest import replay
 
 from services.classifier.service import ClassifierService
@@ -247,7 +248,7 @@ async def recorder_status(settings: config.Settings) -> dict[str, Any] | None:
 
 
 async def test_kill_9_mid_batch_then_restart_loses_and_doubles_nothing(nats_url: str, database_url: str,
-                                                                        tmp_path: Path) -> None:
+                                                                        tmp_path: Path, reap: Any) -> None:
     settings = config.load({"NATS_URL": nats_url, "DATABASE_URL": database_url, "METRICS_PORT": "0"})
     await reset_database(database_url)
     await fill_simulated(settings, tmp_path)
@@ -260,6 +261,7 @@ async def test_kill_9_mid_batch_then_restart_loses_and_doubles_nothing(nats_url:
         return current is not None and current["ticks"]["recorded"] > 1_000
 
     first = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    reap(first)
     await eventually(some_recorded, timeout=60, interval=0.02)
     first.send_signal(signal.SIGKILL)
     await first.wait()
@@ -271,6 +273,7 @@ async def test_kill_9_mid_batch_then_restart_loses_and_doubles_nothing(nats_url:
         return await table_counts(database_url) == expected
 
     second = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    reap(second)
     await eventually(all_recorded, timeout=120, interval=0.5)
     second.send_signal(signal.SIGTERM)
     assert await second.wait() == 0

@@ -6,10 +6,8 @@ exact. Ctrl-C stops every process; a second run continues on the same data and a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -20,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 from helpers import REPLAY_DAY, eventually, expected_day
-from test_gateway import get
+from stack import exact, get, history_complete
 
 from shared.local import free_port
 from shared.market import DEFAULT_VN30_BASKET
@@ -29,104 +27,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 
 
-class Up:
-    def __init__(self, state_dir: Path, port: int, *args: str, basket: list[str] | None = None,
-                 servers: dict[str, str] | None = None) -> None:
-        """`servers`: NATS_URL / DATABASE_URL of servers the test runs itself; by default `up` starts its own."""
-        env = {key: value for key, value in os.environ.items()
-               if key not in ("NATS_URL", "DATABASE_URL", "VN30_SYMBOLS", "INGEST_SOURCE", "SIM_SPEED")}
-        env.update({"GATEWAY_PORT": str(port), "CHECKPOINT_INTERVAL_S": "0.2", **(servers or {})})
-        if basket:
-            env["VN30_SYMBOLS"] = ",".join(basket)
-        self.env = env
-        self.state_dir = state_dir
-        self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "up", "--state-dir", str(state_dir), *args],
-            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.lines: list[str] = []
-
-    async def read_until(self, marker: str, timeout: float = 120.0) -> str:
-        def read() -> str:
-            assert self.process.stdout is not None
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                line = self.process.stdout.readline()
-                if not line:
-                    raise AssertionError(f"up ended before {marker!r}: {self.lines}")
-                self.lines.append(line.rstrip())
-                if marker in line:
-                    return line
-            raise AssertionError(f"no {marker!r} within {timeout} s: {self.lines}")
-
-        return await asyncio.to_thread(read)
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def service_pids(self) -> dict[str, int]:
-        return {match[1]: int(match[2]) for match in re.finditer(r"^  (\w+)\s+pid (\d+)", self.output(), re.M)} | {
-            match[1]: int(match[2]) for match in re.finditer(r"^(\w+) restarted \(pid (\d+)", self.output(), re.M)}
-
-    def pid_of(self, service: str) -> int:
-        """The service's current process (it may have been restarted since the output was read)."""
-        for child in psutil.Process(self.process.pid).children():
-            with contextlib.suppress(psutil.Error):
-                if f"services.{service}" in child.cmdline():
-                    return child.pid
-        raise AssertionError(f"{service} is not running")
-
-    def tree(self) -> list[int]:
-        return [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
-
-    async def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        rest, _ = await asyncio.to_thread(self.process.communicate, timeout=90)
-        self.lines += rest.splitlines()
-        return self.process.returncode
-
-
-def snapshot_is_exact(body: dict[str, Any]) -> bool:
-    expected = expected_day()
-    try:
-        for symbol, figures in expected["quotes"].items():
-            for field, value in figures.items():
-                if field != "symbol" and abs(body["quotes"][symbol][field] - value) > 0.5:
-                    return False
-        derivatives = body["derivatives"]
-        return (derivatives["symbol"] == expected["derivatives"]["symbol"]
-                and abs(derivatives["basis"] - expected["derivatives"]["basis"]) < 1e-6
-                and body["foreign"] is not None
-                and [d["symbol"] for d in body["foreign"]["top_buy"]] == expected["foreign"]["summary"]["top_buy"]
-                and abs(body["indices"]["VN30"]["value"] - expected["indices"]["VN30"]["value"]) < 1e-6)
-    except (KeyError, TypeError):
-        return False
-
-
-async def exact(url: str) -> bool:
-    try:
-        status, body, _ = await get(f"{url}/api/market/snapshot")
-    except OSError:
-        return False
-    return status == 200 and snapshot_is_exact(body)
-
-
-async def history_complete(url: str) -> bool:
-    expected = expected_day()
-    try:
-        status, ticks, _ = await get(f"{url}/api/history/ACB/ticks")
-        _, futures, _ = await get(f"{url}/api/history/VN30F2612/ticks")
-        _, basis, _ = await get(f"{url}/api/history/derivatives/VN30F2612")
-    except OSError:
-        return False
-    return (status == 200 and len(ticks) == expected["ticks"]["ACB"]
-            and len(futures) == expected["ticks"]["VN30F2612"] and len(basis) == len(expected["basis_points"]))
-
-
-async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_path: Path) -> None:
+async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_path: Path, launch: Any) -> None:
     port = free_port()
-    first = Up(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "1500",
+    first = launch(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "1500",
                basket=expected_day()["vn30_basket"])
     await first.read_until("Ready:")
     everything = set(first.tree())
@@ -163,7 +66,7 @@ async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_
     assert [pid for pid in everything if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
 
     nats_line = next(line for line in first.lines if line.strip().startswith("NATS"))
-    second = Up(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "0",
+    second = launch(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "0",
                 basket=expected_day()["vn30_basket"])
     await second.read_until("Ready:")
     assert nats_line in second.lines  # same server address, same store
@@ -172,11 +75,11 @@ async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_
     assert await second.stop() == 0
 
 
-async def test_the_default_run_shows_a_whole_market_within_30_seconds(tmp_path: Path) -> None:
+async def test_the_default_run_shows_a_whole_market_within_30_seconds(tmp_path: Path, launch: Any) -> None:
     """What `make run` does: the simulator at its default pace; within 30 s of the command, every VN30 symbol has
     stats and a price, and the indices, the foreign summary and the futures basis are there."""
     started = time.monotonic()
-    up = Up(tmp_path, free_port())
+    up = launch(tmp_path, free_port())
 
     async def whole_market() -> bool:
         try:
@@ -196,18 +99,18 @@ async def test_the_default_run_shows_a_whole_market_within_30_seconds(tmp_path: 
     assert [pid for pid in everything if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
 
 
-async def test_a_second_up_on_a_running_state_dir_refuses(tmp_path: Path) -> None:
-    first = Up(tmp_path, free_port(), "--source", "sim")
+async def test_a_second_up_on_a_running_state_dir_refuses(tmp_path: Path, launch: Any) -> None:
+    first = launch(tmp_path, free_port(), "--source", "sim")
     await first.read_until("Ready:")
-    second = Up(tmp_path, free_port(), "--source", "sim")
+    second = launch(tmp_path, free_port(), "--source", "sim")
     rest, _ = await asyncio.to_thread(second.process.communicate, timeout=30)
     assert second.process.returncode == 1
     assert "already running" in rest
     assert await first.stop() == 0
 
 
-async def test_up_killed_outright_leaves_no_orphans(tmp_path: Path) -> None:
-    up = Up(tmp_path, free_port(), "--source", "sim")
+async def test_up_killed_outright_leaves_no_orphans(tmp_path: Path, launch: Any) -> None:
+    up = launch(tmp_path, free_port(), "--source", "sim")
     await up.read_until("Ready:")
     children = up.tree()
     assert len(children) >= 9  # NATS, PostgreSQL (and its workers), seven services

@@ -190,7 +190,7 @@ CASES = [
 async def test_kill_9_mid_stream_and_restart(nc: Client, settings: config.Settings, nats_url: str, tmp_path: Path,
                                              name: str, bucket: Bucket, kind: Any,
                                              matches: Callable[[tuple, dict], int], subject: str,
-                                             event: type) -> None:
+                                             event: type, reap: Any) -> None:
     path = tmp_path / "day.jsonl"
     with path.open("wb") as out:
         for frame in MarketSimulator(seed=5, trading_date=date(2026, 11, 24)).day():
@@ -208,12 +208,14 @@ async def test_kill_9_mid_stream_and_restart(nc: Client, settings: config.Settin
         return current is not None and current["checkpointed"] > 0
 
     first = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    reap(first)
     await eventually(checkpointed_some, timeout=60, interval=0.01)
     first.send_signal(signal.SIGKILL)
     await first.wait()
     assert not (ingest.status()["source"] or {}).get("finished")  # really mid-stream
 
     second = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+    reap(second)
     await eventually(lambda: (ingest.status()["source"] or {}).get("finished"), timeout=60)
     ingest_stop.set()
     assert await ingesting == 0

@@ -41,6 +41,10 @@ class VolumeStats(msgspec.Struct):
     stats: list[SessionStats]
 
 
+class Basket(msgspec.Struct):
+    symbols: list[str]  # the VN30 basket (reference data); every tracked symbol while none is known
+
+
 class ApiError(msgspec.Struct):
     error: str
     parameter: str | None = None
@@ -95,6 +99,9 @@ class MarketApi:
     async def volume_stats(self, request: web.Request) -> web.Response:
         return json_response(request, VolumeStats(stats=[self.view.stats[s] for s in sorted(self.view.stats)]))
 
+    async def basket(self, request: web.Request) -> web.Response:
+        return json_response(request, Basket(symbols=list(self.view.basket) or sorted(self.view.prices)))
+
     async def basis_trend(self, request: web.Request) -> web.Response:
         minutes = int_parameter(request, "minutes", 30, 1, 120)
         if isinstance(minutes, web.Response):
@@ -107,6 +114,7 @@ class MarketApi:
             web.get("/api/market/foreign-detail", self.foreign_detail),
             web.get("/api/market/volume-stats", self.volume_stats),
             web.get("/api/market/basis-trend", self.basis_trend),
+            web.get("/api/market/basket", self.basket),
         ]
 
 
@@ -193,7 +201,7 @@ def openapi_document(extra_paths: dict[str, Any] | None = None,
                      extra_types: tuple[type, ...] = ()) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the REST API; its schemas are generated from the very Structs the handlers
     encode, so the document and the responses cannot drift apart."""
-    types = (MarketSnapshot, ForeignDetail, VolumeStats, BasisPoint, ApiError, *extra_types)
+    types = (MarketSnapshot, ForeignDetail, VolumeStats, Basket, BasisPoint, ApiError, *extra_types)
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     ref = dict(zip(types, schemas, strict=True))
     error = {"$ref": "#/components/schemas/ApiError"}
@@ -212,6 +220,10 @@ def openapi_document(extra_paths: dict[str, Any] | None = None,
             "summary": "Active buy / active sell split of every symbol, by symbol",
             "operationId": "volumeStats",
             "responses": {"200": _json(ref[VolumeStats], "Session stats"), "401": unauthorized}}},
+        "/api/market/basket": {"get": {
+            "summary": "The VN30 basket's symbols",
+            "operationId": "basket",
+            "responses": {"200": _json(ref[Basket], "The basket"), "401": unauthorized}}},
         "/api/market/basis-trend": {"get": {
             "summary": "The active contract's basis points over the last N minutes of market time",
             "operationId": "basisTrend",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -32,6 +33,7 @@ from shared.subjects import BASIS_POINT, DERIVED
 
 WS_REFUSED = Counter("stocktracker_gateway_ws_refused_total", "WebSocket connections refused, by reason", ["reason"])
 BASIS_HISTORY = timedelta(hours=26)  # reach back to the start of the latest trading day, whatever the hour
+STATIC = Path(__file__).resolve().parent / "static"  # the dashboard: plain HTML, CSS and JS modules
 
 
 class Gateway(Actor):
@@ -95,6 +97,8 @@ class Gateway(Actor):
             web.get("/healthz", self._health),
             web.get("/metrics", self._metrics),
             web.get("/api/openapi.json", self._openapi_json),
+            web.get("/", self._dashboard),
+            web.static("/static", STATIC),
             *(web.get(f"/ws/{channel}", self._websocket(channel)) for channel in self.hubs),
         ])
         return app
@@ -135,6 +139,9 @@ class Gateway(Actor):
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _dashboard(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
 
     async def _openapi_json(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")

@@ -10,13 +10,13 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 from helpers import REPLAY_DAY, eventually, expected_day
-from test_gateway import get
-from test_stack import Up, exact, history_complete
+from stack import Up, exact, get, history_complete
 
 from shared.catalog import SERVICES
 from shared.local import NatsServer, PostgresServer, free_port
@@ -53,15 +53,15 @@ def database_url_of(up: Up) -> str:
     return next(line.split()[1] for line in up.lines if line.strip().startswith("PostgreSQL"))
 
 
-async def replaying(tmp_path: Path, speed: str, **servers: str) -> Up:
-    up = Up(tmp_path / "state", free_port(), "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed",
-            speed, basket=expected_day()["vn30_basket"], servers=servers)
+async def replaying(launch: Any, tmp_path: Path, speed: str, **servers: str) -> Up:
+    up = launch(tmp_path / "state", free_port(), "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed",
+                speed, basket=expected_day()["vn30_basket"], servers=servers)
     await up.read_until("Ready:")
     return up
 
 
-async def test_each_service_killed_in_turn(tmp_path: Path) -> None:
-    up = await replaying(tmp_path, "800")  # the day takes about 27 s
+async def test_each_service_killed_in_turn(tmp_path: Path, launch: Any) -> None:
+    up = await replaying(launch, tmp_path, "800")  # the day takes about 27 s
     try:
         for spec in SERVICES:
             await asyncio.sleep(1.5)
@@ -75,12 +75,12 @@ async def test_each_service_killed_in_turn(tmp_path: Path) -> None:
         assert await up.stop() == 0
 
 
-async def test_nats_restarted_mid_replay(tmp_path: Path) -> None:
+async def test_nats_restarted_mid_replay(tmp_path: Path, launch: Any) -> None:
     nats = NatsServer(tmp_path / "nats")
     nats.start()
-    up = await replaying(tmp_path, "1500", NATS_URL=nats.url)
-    assert f"  NATS          {nats.url}  (from NATS_URL)" in up.lines
+    up = await replaying(launch, tmp_path, "1500", NATS_URL=nats.url)
     try:
+        assert f"  NATS          {nats.url}  (from NATS_URL)" in up.lines
         await asyncio.sleep(4)
         await asyncio.to_thread(nats.stop)
         await asyncio.sleep(2)
@@ -92,12 +92,12 @@ async def test_nats_restarted_mid_replay(tmp_path: Path) -> None:
         nats.stop()
 
 
-async def test_postgres_unavailable_for_20_seconds(tmp_path: Path) -> None:
+async def test_postgres_unavailable_for_20_seconds(tmp_path: Path, launch: Any) -> None:
     postgres = PostgresServer(tmp_path / "pg", durable=False)
     postgres.start()
-    up = await replaying(tmp_path, "1500", DATABASE_URL=postgres.url)
-    assert database_url_of(up) == postgres.url
+    up = await replaying(launch, tmp_path, "1500", DATABASE_URL=postgres.url)
     try:
+        assert database_url_of(up) == postgres.url
         await asyncio.sleep(3)
         await asyncio.to_thread(postgres.stop)
         await asyncio.sleep(20)
@@ -108,8 +108,8 @@ async def test_postgres_unavailable_for_20_seconds(tmp_path: Path) -> None:
         postgres.stop()
 
 
-async def test_slow_client_and_flood_from_one_address(tmp_path: Path) -> None:
-    up = await replaying(tmp_path, "1500")
+async def test_slow_client_and_flood_from_one_address(tmp_path: Path, launch: Any) -> None:
+    up = await replaying(launch, tmp_path, "1500")
     port = int(up.url.rsplit(":", 1)[1])
     slow = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

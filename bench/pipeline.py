@@ -1,0 +1,338 @@
+"""The whole pipeline, end to end: a simulated day through `stocktracker up` (every service its own process).
+
+Throughput: a day of at least --frames SSI frames (trades, quotes, foreign, indices, bars, futures) replayed as fast
+as possible; timed from the first frame ingest reads to the last row the recorder commits. Per-stage rates from the
+services' own status (NATS micro). Peak RSS of every process.
+
+Latency, at a fixed --rate frames/s (not saturation): a second stretch of the day replayed at the pace that gives
+that rate. The bench watches the subjects itself: from a trade's publication by ingest (md.trade) to (a) its
+classified trade (trade.classified), (b) the KV update carrying its symbol's new total volume, (c) the arrival at a
+WebSocket client of the delta carrying it (throttled by WS_THROTTLE_MS, default 500 ms): p50, p99, max.
+
+Baseline, same run: the same frames through a bare nats-py chain: publish, subscribe, decode both JSON layers.
+
+Writes the figures as JSON (--out, default bench/results/pipeline.json) and prints a one-line summary.
+
+    python bench/pipeline.py [--frames 500000] [--rate 2000] [--latency-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import nats
+import psutil
+
+from services.ingest.simulator import MarketSimulator
+from shared.local import NatsServer, free_port
+from shared.market import exchange_datetime, parse_clock, parse_trading_date
+from shared.messages.domain import ClassifiedTrade, SessionStats, Trade
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def generate(path: Path, frames: int, day: date) -> tuple[int, int]:
+    """A day of simulated frames (intensity raised until there are enough); (frames, trades of stocks)."""
+    intensity = max(1.0, frames / 65_000)
+    written = trades = 0
+    with path.open("wb") as out:
+        for frame in MarketSimulator(seed=2026, trading_date=day, intensity=intensity).day():
+            out.write(frame.payload + b"\n")
+            written += 1
+            trades += b'"X-TRADE"' in frame.payload[:30] and b"VN30F" not in frame.payload
+    return written, trades
+
+
+def window(source: Path, target: Path, start: str, seconds: int) -> tuple[int, float]:
+    """The frames of `seconds` of exchange time from `start` (HH:MM:SS): (frames, span in seconds)."""
+    begin = parse_clock(start)
+    count = 0
+    first = last = None
+    with source.open("rb") as lines, target.open("wb") as out:
+        for line in lines:
+            content = json.loads(json.loads(line)["Content"])
+            moment = exchange_datetime(parse_trading_date(content["TradingDate"]), parse_clock(content["Time"]))
+            if moment.time() < begin:
+                continue
+            first = first or moment
+            if (moment - first).total_seconds() > seconds:
+                break
+            last = moment
+            out.write(line)
+            count += 1
+    if first is None or last is None:
+        raise ValueError(f"no frames after {start}")
+    return count, max(1.0, (last - first).total_seconds())
+
+
+class System:
+    """`stocktracker up` on free ports, with a NATS server of ours (so the bench can watch its subjects)."""
+
+    def __init__(self, workdir: Path, nats_url: str, replay: Path, speed: float) -> None:
+        self.gateway_port = free_port()
+        env = {**os.environ, "NATS_URL": nats_url, "GATEWAY_PORT": str(self.gateway_port), "LOG_LEVEL": "warning"}
+        env.pop("DATABASE_URL", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "up", "--state-dir", str(workdir / "state"), "--source", "replay",
+             "--replay-file", str(replay), "--speed", str(speed)],
+            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.peak_rss: dict[str, int] = {}
+
+    def wait_ready(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith("Ready:"):
+                return
+        raise RuntimeError("up ended early:\n" + "\n".join(self.lines))
+
+    def pids(self) -> dict[str, int]:
+        found = {}
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                cmdline = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            match = re.search(r"services\.(\w+)", cmdline)
+            if match:
+                found[match[1]] = child.pid
+            elif "postgres" in cmdline and "-D" in cmdline:
+                found["postgres"] = child.pid
+        return found
+
+    def sample_rss(self) -> None:
+        for name, pid in self.pids().items():
+            try:
+                rss = psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                continue
+            self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def statuses(nc: Any) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for name in ("ingest", "classifier", "foreign", "index", "derivatives", "recorder", "gateway"):
+        try:
+            reply = await nc.request(f"stocktracker.{name}.status", b"", timeout=1)
+            found[name] = json.loads(reply.data)
+        except Exception:
+            found[name] = {}
+    return found
+
+
+async def throughput(workdir: Path, nats_url: str, path: Path, frames: int, stock_trades: int) -> dict[str, Any]:
+    system = System(workdir / "throughput", nats_url, path, 0)
+    await asyncio.to_thread(system.wait_ready)
+    nc = await nats.connect(nats_url)
+    started = None
+    stages: dict[str, float] = {}
+    try:
+        while True:
+            system.sample_rss()
+            status = await statuses(nc)
+            ingest, recorder = status["ingest"], status["recorder"]
+            now = time.perf_counter()
+            if started is None and ingest.get("frames_read"):
+                started = now
+            if ingest.get("frames_read") == frames and "ingest" not in stages:
+                stages["ingest"] = now
+            classifier = status["classifier"]
+            if classifier.get("classified", 0) >= stock_trades and "classifier" not in stages:
+                stages["classifier"] = now
+            ticks = recorder.get("ticks", {})
+            if ticks.get("recorded", 0) >= stock_trades and ticks.get("pending", 1) == 0 and "ingest" in stages:
+                stages["recorder"] = now
+                break
+            await asyncio.sleep(0.05)
+        final = await statuses(nc)
+    finally:
+        await nc.close()
+        system.stop()
+    assert started is not None
+    elapsed = stages["recorder"] - started
+    recorded = sum(family["recorded"] for family in final["recorder"].values() if isinstance(family, dict))
+    return {
+        "frames": frames, "seconds": elapsed, "frames_per_s": frames / elapsed,
+        "stages": {
+            "ingest_frames_per_s": frames / (stages["ingest"] - started),
+            "classifier_trades_per_s": stock_trades / (stages.get("classifier", stages["recorder"]) - started),
+            "recorder_rows_per_s": recorded / elapsed,
+        },
+        "messages_published_by_ingest": final["ingest"].get("messages_published"),
+        "rows_recorded": recorded,
+        "peak_rss_mb": {name: round(rss / 1e6, 1) for name, rss in sorted(system.peak_rss.items())},
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    pick = lambda share: ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000  # noqa: E731
+    return {"count": len(values), "p50_ms": round(pick(0.5), 2), "p99_ms": round(pick(0.99), 2),
+            "max_ms": round(ordered[-1] * 1000, 2)}
+
+
+async def latency(workdir: Path, nats_url: str, path: Path, speed: float) -> dict[str, Any]:
+    nc = await nats.connect(nats_url)
+    published: dict[str, float] = {}  # "SYM:TotalVol" -> when ingest's trade appeared
+    latest_total: dict[str, tuple[int, float]] = {}
+    to_event: list[float] = []
+    to_kv: list[float] = []
+    to_ws: list[float] = []
+    trade, classified, stats = (msgspec.json.Decoder(Trade), msgspec.json.Decoder(ClassifiedTrade),
+                                msgspec.json.Decoder(SessionStats))
+
+    async def on_trade(msg: Any) -> None:
+        item = trade.decode(msg.data)
+        published[f"{item.symbol}:{item.total_volume}"] = time.perf_counter()
+
+    async def on_classified(msg: Any) -> None:
+        item = classified.decode(msg.data)
+        at = published.get(f"{item.symbol}:{item.total_volume}")
+        if at is not None:
+            to_event.append(time.perf_counter() - at)
+
+    async def on_kv(msg: Any) -> None:
+        item = stats.decode(msg.data)
+        at = published.get(f"{item.symbol}:{item.total_volume}")
+        if at is not None:
+            to_kv.append(time.perf_counter() - at)
+
+    await nc.subscribe("md.trade.*", cb=on_trade)
+    await nc.subscribe("trade.classified.*", cb=on_classified)
+    await nc.subscribe("$KV.session_stats.*", cb=on_kv)
+    system = System(workdir / "latency", nats_url, path, speed)
+    await asyncio.to_thread(system.wait_ready)
+
+    async def websocket() -> None:
+        async with aiohttp.ClientSession() as http, \
+                http.ws_connect(f"http://127.0.0.1:{system.gateway_port}/ws/market", max_msg_size=0) as socket:
+            async for message in socket:
+                body = json.loads(message.data)
+                if body["type"] != "delta":
+                    continue
+                now = time.perf_counter()
+                for symbol, item in body["data"].get("quotes", {}).items():
+                    if item:
+                        at = published.get(f"{symbol}:{item['total_volume']}")
+                        if at is not None:
+                            to_ws.append(now - at)
+                            latest_total[symbol] = (item["total_volume"], now)
+
+    watcher = asyncio.create_task(websocket())
+    try:
+        idle_since = time.perf_counter()
+        seen = 0
+        while time.perf_counter() - idle_since < 5:  # until the replay has been quiet for 5 s
+            system.sample_rss()
+            await asyncio.sleep(0.5)
+            if len(published) != seen:
+                seen, idle_since = len(published), time.perf_counter()
+    finally:
+        watcher.cancel()
+        await nc.close()
+        system.stop()
+    return {"trades": len(published), "publish_to_classified": percentiles(to_event),
+            "publish_to_kv": percentiles(to_kv), "publish_to_websocket": percentiles(to_ws)}
+
+
+async def baseline(nats_url: str, path: Path) -> float:
+    """Bare nats-py: publish every frame, a subscriber decodes both JSON layers."""
+    lines = path.read_bytes().splitlines()
+    pub, sub = await nats.connect(nats_url), await nats.connect(nats_url)
+    done = asyncio.Event()
+    received = 0
+
+    async def decode(msg: Any) -> None:
+        nonlocal received
+        envelope = json.loads(msg.data)
+        if isinstance(envelope, dict) and isinstance(envelope.get("Content"), str):
+            json.loads(envelope["Content"])
+        received += 1
+        if received == len(lines):
+            done.set()
+
+    await sub.subscribe("bench.frames", cb=decode, pending_msgs_limit=-1, pending_bytes_limit=-1)
+    await sub.flush()
+    started = time.perf_counter()
+    for line in lines:
+        await pub.publish("bench.frames", line)
+    await pub.flush()
+    await asyncio.wait_for(done.wait(), 300)
+    elapsed = time.perf_counter() - started
+    await pub.close()
+    await sub.close()
+    return len(lines) / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=500_000)
+    parser.add_argument("--rate", type=float, default=2000.0, help="frames/s for the latency stretch")
+    parser.add_argument("--latency-seconds", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    day = date(2026, 11, 24)
+    path = workdir / "day.jsonl"
+    frames, stock_trades = generate(path, args.frames, day)
+    stretch = workdir / "stretch.jsonl"
+    stretch_frames, span = window(path, stretch, "10:00:00", 3600)
+    speed = max(1.0, args.rate * span / stretch_frames)
+    budget = int(args.rate * args.latency_seconds)
+    if stretch_frames > budget:  # keep the stretch to --latency-seconds at that pace
+        with stretch.open("rb") as source:
+            kept = source.readlines()[:budget]
+        stretch.write_bytes(b"".join(kept))
+    results: dict[str, Any] = {"cores": os.cpu_count()}
+    for phase in ("throughput", "latency"):  # each on a NATS of its own: the same day twice would be deduplicated
+        nats_server = NatsServer(workdir / f"nats-{phase}")
+        nats_url = nats_server.start()
+        try:
+            if phase == "throughput":
+                base = await baseline(nats_url, path)
+                results["baseline_frames_per_s"] = base
+                results["throughput"] = await throughput(workdir, nats_url, path, frames, stock_trades)
+            else:
+                results["latency"] = {"rate_frames_per_s": args.rate, "speed": round(speed, 1),
+                                      **await latency(workdir, nats_url, stretch, speed)}
+        finally:
+            nats_server.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    run = results["throughput"]
+    lat = results["latency"]
+    print(json.dumps(results, indent=2))
+    print(f"SUMMARY {results['cores']} cores: {run['frames']:,} frames in {run['seconds']:.1f} s "
+          f"({run['frames_per_s']:,.0f} frames/s end to end, {run['frames_per_s'] / base:.2f} of the bare chain's "
+          f"{base:,.0f}); at {args.rate:,.0f} frames/s p99 publish->classified "
+          f"{lat['publish_to_classified'].get('p99_ms')} ms, ->KV {lat['publish_to_kv'].get('p99_ms')} ms, "
+          f"->WebSocket {lat['publish_to_websocket'].get('p99_ms')} ms; peak RSS max "
+          f"{max(run['peak_rss_mb'].values()):.0f} MB")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,69 @@
+// The dashboard's entry point: builds the page parts, opens the four gateway channels and loads the basket.
+
+import { apiGet } from './auth.js';
+import { initBoard, selectRow } from './board.js';
+import { closeDetail, initDetail, noteMarketChange, openDetail } from './detail.js';
+import { initForeign, refreshForeignDetail } from './foreign.js';
+import { initFutures } from './futures.js';
+import { initHeader } from './header.js';
+import { initIndices } from './indices.js';
+import { Channel } from './socket.js';
+import {
+  applyDerivatives, applyForeign, applyIndex, applyMarket, setBasket, setChannelState, store,
+} from './store.js';
+
+const BASKET_RETRY_MS = 5000;
+let basketTimer = 0;
+
+/** The VN30 basket; retried while the gateway cannot answer or does not know it yet. */
+async function loadBasket() {
+  clearTimeout(basketTimer);
+  basketTimer = 0;
+  const res = await apiGet('/api/market/basket');
+  const symbols = res.ok && res.data && Array.isArray(res.data.symbols) ? res.data.symbols : null;
+  if (symbols) setBasket(symbols);
+  if ((!symbols || !symbols.length) && !basketTimer) basketTimer = setTimeout(loadBasket, BASKET_RETRY_MS);
+}
+
+const isMessage = (msg) => msg.type === 'snapshot' || msg.type === 'delta';
+
+const handlers = {
+  market(msg) {
+    applyMarket(msg);
+    const data = msg.data || {};
+    noteMarketChange(data.quotes);
+    noteMarketChange(data.prices);
+    if (msg.type === 'snapshot') loadBasket(); // a (re)connect: the basket may have changed meanwhile
+  },
+  index: applyIndex,
+  foreign(msg) {
+    applyForeign(msg);
+    refreshForeignDetail();
+  },
+  derivatives: applyDerivatives,
+};
+
+function start() {
+  initHeader();
+  initIndices();
+  initBoard({
+    onSelect(symbol) {
+      openDetail(symbol);
+      selectRow(symbol);
+    },
+  });
+  initForeign();
+  initFutures();
+  initDetail({ onClosed: () => selectRow(null) });
+
+  for (const [name, handle] of Object.entries(handlers)) {
+    const channel = new Channel(name, (msg) => isMessage(msg) && handle(msg), (state) => setChannelState(name, state));
+    channel.start();
+  }
+  loadBasket();
+
+  // Exposed for debugging from the console only.
+  window.stockTracker = { store, closeDetail };
+}
+
+start();

@@ -1,0 +1,85 @@
+// VN30 index futures: the active (front-month) contract, its basis to VN30 and the basis over the last 30 minutes.
+
+import { drawLineChart, watchSize } from './charts.js';
+import { changeTrend, fmtClock, fmtInt, fmtPct, fmtPoints, fmtSigned, isNum, parseTime } from './format.js';
+import { invalidate, onRender } from './scheduler.js';
+import { store } from './store.js';
+
+let els;
+
+function set(node, text, value, trend) {
+  node.textContent = text;
+  node.dataset.value = isNum(value) ? String(value) : '';
+  if (trend !== undefined) node.dataset.trend = trend;
+}
+
+function contractRows() {
+  const rows = [...store.contracts.values()].sort((a, b) => (a.symbol < b.symbol ? -1 : 1)).map((c) => {
+    const tr = document.createElement('tr');
+    tr.dataset.symbol = c.symbol;
+    if (store.contract && c.symbol === store.contract.symbol) tr.className = 'active';
+    const cells = [
+      [c.symbol, null],
+      [fmtPoints(c.last_price), changeTrend(c.change)],
+      [fmtSigned(c.change, fmtPoints), changeTrend(c.change)],
+      [fmtSigned(c.basis, fmtPoints), changeTrend(c.basis)],
+      [fmtInt(c.volume), null],
+    ];
+    for (const [text, trend] of cells) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      if (trend) td.dataset.trend = trend;
+      tr.append(td);
+    }
+    return tr;
+  });
+  els.contracts.tBodies[0].replaceChildren(...rows);
+  els.contracts.hidden = rows.length < 2;
+}
+
+function render() {
+  const c = store.contract;
+  const f = els.fields;
+  const trend = c ? changeTrend(c.change) : 'none';
+  els.root.dataset.symbol = c ? c.symbol : '';
+  set(f.symbol, c ? c.symbol : 'Chưa có hợp đồng', null);
+  set(f.last_price, fmtPoints(c?.last_price), c?.last_price, trend);
+  set(f.change, fmtSigned(c?.change, fmtPoints), c?.change, trend);
+  set(f.change_pct, fmtPct(c?.change_pct), c?.change_pct, trend);
+  set(f.spot_value, fmtPoints(c?.spot_value), c?.spot_value);
+  set(f.volume, fmtInt(c?.volume), c?.volume);
+  f.bid_ask.textContent = c ? `${fmtPoints(c.bid_price)} / ${fmtPoints(c.ask_price)}` : '—';
+  els.time.textContent = c ? fmtClock(parseTime(c.last_updated)) : '';
+
+  const basis = c && isNum(c.basis) ? c.basis : null;
+  set(els.basis, fmtSigned(basis, fmtPoints), basis, changeTrend(basis));
+  set(els.basisPct, fmtPct(c?.basis_pct), c?.basis_pct, changeTrend(basis));
+  const premium = basis === null ? null : typeof c.is_premium === 'boolean' ? c.is_premium : basis > 0;
+  els.side.textContent = premium === null ? '—' : premium ? 'premium' : 'discount';
+  els.side.dataset.side = premium === null ? '' : premium ? 'premium' : 'discount';
+
+  const series = (c && store.basis.get(c.symbol)) || [];
+  drawLineChart(els.chart, series.filter((p) => isNum(p.basis)).map((p) => ({ t: p.t, v: p.basis })),
+    (v) => v.toFixed(1));
+  els.chart.dataset.points = String(series.length);
+  contractRows();
+}
+
+export function initFutures() {
+  const root = document.getElementById('futures');
+  const fields = {};
+  for (const node of root.querySelectorAll('[data-field]')) fields[node.dataset.field] = node;
+  els = {
+    root,
+    fields,
+    time: document.getElementById('futures-time'),
+    basis: document.getElementById('basis-value'),
+    basisPct: document.getElementById('basis-pct'),
+    side: document.getElementById('basis-side'),
+    chart: document.getElementById('basis-chart'),
+    contracts: document.getElementById('futures-contracts'),
+  };
+  watchSize(els.chart, () => invalidate('futures'));
+  onRender('futures', render);
+  invalidate('futures');
+}

@@ -1,0 +1,79 @@
+// One gateway WebSocket channel that keeps itself connected: backoff from 0.5 s doubling to 10 s, reset once a
+// message arrives; a close with 1008 (policy: missing or wrong token) waits for a token instead.
+
+import { getToken, tokenRejected } from './auth.js';
+
+const MIN_DELAY_MS = 500;
+const MAX_DELAY_MS = 10000;
+const POLICY_VIOLATION = 1008;
+
+export class Channel {
+  /**
+   * @param {string} name        the channel: market, foreign, index or derivatives
+   * @param {(msg: object) => void} onMessage   each decoded {type, channel, seq, data}
+   * @param {(state: string) => void} onState  'connecting' | 'live' | 'reconnecting'
+   */
+  constructor(name, onMessage, onState) {
+    this.name = name;
+    this.onMessage = onMessage;
+    this.onState = onState;
+    this.delay = MIN_DELAY_MS;
+    this.everLive = false;
+    this.socket = null;
+    this.timer = 0;
+  }
+
+  start() {
+    this.setState('connecting');
+    this.connect();
+  }
+
+  setState(state) {
+    if (state !== this.state) {
+      this.state = state;
+      this.onState(state);
+    }
+  }
+
+  connect() {
+    this.timer = 0;
+    const token = getToken();
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const query = token ? `?token=${encodeURIComponent(token)}` : '';
+    const socket = new WebSocket(`${scheme}//${location.host}/ws/${this.name}${query}`);
+    this.socket = socket;
+    let gotMessage = false;
+
+    socket.onmessage = (event) => {
+      if (!gotMessage) {
+        // Live only once the gateway has spoken: a refused token is accepted, then closed.
+        gotMessage = true;
+        this.everLive = true;
+        this.delay = MIN_DELAY_MS;
+        this.setState('live');
+      }
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (msg && typeof msg === 'object') this.onMessage(msg);
+    };
+
+    socket.onclose = (event) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      if (event.code === POLICY_VIOLATION) {
+        this.setState('connecting');
+        tokenRejected(token).then(() => this.connect());
+        return;
+      }
+      this.setState(this.everLive ? 'reconnecting' : 'connecting');
+      this.timer = setTimeout(() => this.connect(), this.delay);
+      this.delay = Math.min(this.delay * 2, MAX_DELAY_MS);
+    };
+    // An error is always followed by a close, which does the work.
+    socket.onerror = () => {};
+  }
+}
