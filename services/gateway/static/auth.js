@@ -57,7 +57,7 @@ function askToken(wasRejected) {
 }
 
 /** Headers for a REST call. */
-export function authHeaders() {
+function authHeaders() {
   const token = getToken();
   return token ? { Authorization: `Bearer ${token}` } : {};
 }

@@ -61,13 +61,12 @@ function createRow(symbol) {
 /** Write a cell only when what it shows changed. */
 function setCell(row, field, text, value, trend) {
   const key = `${text}|${value}|${trend}`;
-  if (row.shown[field] === key) return false;
+  if (row.shown[field] === key) return;
   row.shown[field] = key;
   const td = row.cells[field];
   td.textContent = text;
   if (value !== null) td.dataset.value = isNum(value) ? String(value) : '';
   if (trend) td.dataset.trend = trend;
-  return true;
 }
 
 function setSplit(row, q) {
@@ -231,6 +230,13 @@ export function initBoard({ onSelect }) {
   table.tHead.addEventListener('click', (event) => {
     const th = event.target.closest('th[data-sort]');
     if (th) setSort(th.dataset.sort);
+  });
+  table.tHead.addEventListener('keydown', (event) => {
+    const th = event.target.closest('th[data-sort]');
+    if (th && (event.key === 'Enter' || event.key === ' ')) {
+      event.preventDefault();
+      setSort(th.dataset.sort);
+    }
   });
   tbody.addEventListener('click', (event) => {
     const tr = event.target.closest('tr[data-symbol]');

@@ -3,7 +3,7 @@
 
 import { fmtClock, fmtPrice, fmtShort, isNum } from './format.js';
 
-export const COLORS = {
+const COLORS = {
   up: '#1fd17a',
   down: '#ff4d5e',
   ref: '#f5c542',
@@ -15,7 +15,7 @@ export const COLORS = {
 const FONT = '10px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace';
 
 /** Size the canvas backing store to its CSS box; null while it has no size (hidden). */
-export function prepare(canvas) {
+function prepare(canvas) {
   const w = canvas.clientWidth;
   const h = canvas.clientHeight;
   if (!w || !h) return null;

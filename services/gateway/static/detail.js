@@ -133,8 +133,6 @@ export function noteMarketChange(changed) {
   }
 }
 
-export const detailSymbol = () => symbol;
-
 function renderSummary() {
   const p = store.prices.get(symbol);
   const q = store.quotes.get(symbol);

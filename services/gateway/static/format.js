@@ -8,7 +8,7 @@ const dec1 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 1, maximumF
 const dec2 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const upTo2 = new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 });
 
-export const DASH = '—';
+const DASH = '—';
 
 export const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
 
@@ -67,7 +67,7 @@ export function parseTime(text) {
 }
 
 /** The wall-clock fields of a moment in exchange time. */
-export function exchangeParts(ms) {
+function exchangeParts(ms) {
   const d = new Date(ms + EXCHANGE_OFFSET_MS);
   return { h: d.getUTCHours(), m: d.getUTCMinutes(), s: d.getUTCSeconds(), dow: d.getUTCDay() };
 }
