@@ -1,7 +1,9 @@
 // The price board: one row per VN30 symbol (every priced symbol with "show all"). Rows are created once and
 // only the cells whose text changed are written; rows move only when the sort order really changed.
 
-import { fmtInt, fmtPct, fmtPrice, fmtSigned, isNum, priceTrend } from './format.js';
+import {
+  fmtInt, fmtPct, fmtPrice, fmtSigned, isNum, priceTrend, setRaw,
+} from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 import { store } from './store.js';
 
@@ -65,7 +67,7 @@ function setCell(row, field, text, value, trend) {
   row.shown[field] = key;
   const td = row.cells[field];
   td.textContent = text;
-  if (value !== null) td.dataset.value = isNum(value) ? String(value) : '';
+  if (value !== null) setRaw(td, value);
   if (trend) td.dataset.trend = trend;
 }
 
@@ -78,7 +80,7 @@ function setSplit(row, q) {
   row.shown.split = key;
   const td = row.cells.split;
   const ratio = buyRatio(q);
-  td.dataset.value = isNum(ratio) ? ratio.toFixed(4) : '';
+  setRaw(td, isNum(ratio) ? Number(ratio.toFixed(4)) : undefined);
   td.dataset.buy = buy;
   td.dataset.sell = sell;
   td.dataset.neutral = neutral;

@@ -53,8 +53,22 @@ function extent(values, extra = []) {
   for (const v of values) if (isNum(v)) { if (v < lo) lo = v; if (v > hi) hi = v; }
   for (const v of extra) if (isNum(v)) { if (v < lo) lo = v; if (v > hi) hi = v; }
   if (lo === Infinity) return null;
-  if (lo === hi) { lo -= 1; hi += 1; }
+  if (lo === hi) {
+    const pad = Math.abs(lo) * 0.005 || 1; // a flat series sits mid-height
+    lo -= pad;
+    hi += pad;
+  }
   return { lo, hi };
+}
+
+/** Round gridline values (1, 2, 2.5 or 5 × 10^k apart) inside [lo, hi]: prices read 45,400 not 45,412.5. */
+function niceTicks(lo, hi, count) {
+  const raw = (hi - lo) / count;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((candidate) => candidate >= raw);
+  const ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(Math.round(v * 1e6) / 1e6);
+  return ticks;
 }
 
 function hline(ctx, y, x0, x1, color, dash = []) {
@@ -188,13 +202,12 @@ export function drawCandles(canvas, candles, hover = -1) {
   for (const c of candles) maxVol = Math.max(maxVol, c.buy_volume || 0, c.sell_volume || 0);
   const vy = (v) => ((v || 0) / maxVol) * (volH / 2);
 
-  for (let i = 0; i <= 4; i += 1) {
-    const v = range.lo + ((range.hi - range.lo) * i) / 4;
+  for (const v of niceTicks(range.lo, range.hi, 4)) {
     hline(ctx, y(v), 0, plotW, COLORS.grid);
     ctx.fillStyle = COLORS.text;
     ctx.textAlign = 'left';
     ctx.textBaseline = 'middle';
-    ctx.fillText(fmtPrice(Math.round(v * 100) / 100), plotW + 4, y(v));
+    ctx.fillText(fmtPrice(v), plotW + 4, y(v));
   }
   hline(ctx, mid, 0, plotW, COLORS.grid);
   ctx.fillStyle = COLORS.axis;

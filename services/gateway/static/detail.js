@@ -4,7 +4,7 @@
 import { apiGet } from './auth.js';
 import { drawCandles, watchSize } from './charts.js';
 import {
-  changeTrend, fmtClock, fmtInt, fmtPct, fmtPrice, fmtSigned, isNum, parseTime, priceTrend,
+  changeTrend, fmtClock, fmtInt, fmtPct, fmtPrice, fmtSigned, isNum, parseTime, priceTrend, setRaw,
 } from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 import { store } from './store.js';
@@ -140,7 +140,7 @@ function renderSummary() {
   const f = els.fields;
   const put = (node, text, value, t) => {
     node.textContent = text;
-    node.dataset.value = isNum(value) ? String(value) : '';
+    setRaw(node, value);
     if (t) node.dataset.trend = t;
   };
   put(f.last_price, fmtPrice(p?.last_price), p?.last_price, trend);
@@ -179,7 +179,7 @@ function renderTicks() {
       const td = document.createElement('td');
       td.dataset.field = field;
       td.textContent = text;
-      if (value !== null) td.dataset.value = String(value);
+      if (value !== null) setRaw(td, value);
       if (trend) td.dataset.trend = trend;
       tr.append(td);
     }

@@ -2,7 +2,9 @@
 // flow bars from /api/market/foreign-detail, re-read when /ws/foreign speaks (at most every 2 s).
 
 import { apiGet } from './auth.js';
-import { changeTrend, fmtClock, fmtVnd, isNum, parseTime } from './format.js';
+import {
+  changeTrend, fmtClock, fmtVnd, isNum, parseTime, setRaw,
+} from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 import { applyForeign, setForeignStocks, store } from './store.js';
 
@@ -43,7 +45,7 @@ let els;
 
 function setValue(node, value) {
   node.textContent = fmtVnd(value, node.dataset.field === 'total_net_value');
-  node.dataset.value = isNum(value) ? String(value) : '';
+  setRaw(node, value);
   node.dataset.trend = node.dataset.field === 'total_net_value' ? changeTrend(value) : node.dataset.trend || '';
 }
 
@@ -51,7 +53,7 @@ function listItems(list, stocks) {
   const items = stocks.map((s) => {
     const li = document.createElement('li');
     li.dataset.symbol = s.symbol;
-    li.dataset.value = String(s.net_value);
+    setRaw(li, s.net_value);
     const name = document.createElement('b');
     name.textContent = s.symbol;
     const value = document.createElement('span');
@@ -76,7 +78,7 @@ function flowBars(stocks) {
     const row = document.createElement('div');
     row.className = 'flow-row';
     row.dataset.symbol = s.symbol;
-    row.dataset.value = String(s.net_value);
+    setRaw(row, s.net_value);
     row.title = `${s.symbol}: mua ${fmtVnd(s.buy_value)} · bán ${fmtVnd(s.sell_value)}`;
     const name = document.createElement('b');
     name.textContent = s.symbol;

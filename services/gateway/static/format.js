@@ -12,6 +12,12 @@ const DASH = '—';
 
 export const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
 
+/** Put a raw number in data-value; no attribute at all while the number is unknown. */
+export function setRaw(node, value) {
+  if (isNum(value)) node.dataset.value = String(value);
+  else delete node.dataset.value;
+}
+
 /** Whole numbers (volumes, VND prices) with thousands separators. */
 export const fmtInt = (v) => (isNum(v) ? intFmt.format(v) : DASH);
 

@@ -1,7 +1,9 @@
 // VN30 index futures: the active (front-month) contract, its basis to VN30 and the basis over the last 30 minutes.
 
 import { drawLineChart, watchSize } from './charts.js';
-import { changeTrend, fmtClock, fmtInt, fmtPct, fmtPoints, fmtSigned, isNum, parseTime } from './format.js';
+import {
+  changeTrend, fmtClock, fmtInt, fmtPct, fmtPoints, fmtSigned, isNum, parseTime, setRaw,
+} from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 import { store } from './store.js';
 
@@ -9,7 +11,7 @@ let els;
 
 function set(node, text, value, trend) {
   node.textContent = text;
-  node.dataset.value = isNum(value) ? String(value) : '';
+  setRaw(node, value);
   if (trend !== undefined) node.dataset.trend = trend;
 }
 

@@ -40,11 +40,11 @@ export function initHeader() {
 
   onRender('header', () => {
     put(date, fmtDate(store.tradingDate));
-    date.dataset.value = store.tradingDate || '';
+    if (store.tradingDate) date.dataset.value = store.tradingDate;
 
     const hasTime = Number.isFinite(store.lastUpdate);
     put(last, hasTime ? fmtClock(store.lastUpdate) : '—');
-    last.dataset.value = store.lastUpdateText || '';
+    if (store.lastUpdateText) last.dataset.value = store.lastUpdateText;
 
     const current = hasTime ? phaseAt(exchangeClock()) : null;
     if (phase.dataset.phase !== (current || '')) phase.dataset.phase = current || '';

@@ -2,7 +2,9 @@
 // and an intraday sparkline.
 
 import { drawSparkline, watchSize } from './charts.js';
-import { changeTrend, fmtClock, fmtInt, fmtPct, fmtPoints, fmtSigned, isNum, parseTime } from './format.js';
+import {
+  changeTrend, fmtClock, fmtInt, fmtPct, fmtPoints, fmtSigned, isNum, parseTime, setRaw,
+} from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 import { store } from './store.js';
 
@@ -40,7 +42,7 @@ function createCard(id) {
 
 function setField(node, text, value) {
   node.textContent = text;
-  node.dataset.value = isNum(value) ? String(value) : '';
+  setRaw(node, value);
 }
 
 function updateCard(card, data) {

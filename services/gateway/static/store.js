@@ -79,7 +79,8 @@ const rowChanged = (symbol, membership) => {
 function applyIndices(entries, replace) {
   const merge = {};
   for (const [id, value] of Object.entries(entries || {})) {
-    if (value === null || isNewer(value, store.indices.get(id))) merge[id] = value;
+    const current = store.indices.get(id);
+    merge[id] = value === null || isNewer(value, current) ? value : current;
   }
   if (replace) replaceMap(store.indices, merge, () => {});
   else applyEntries(store.indices, merge, () => {});
