@@ -61,3 +61,30 @@ async def test_dashboard_in_a_real_browser(tmp_path: Path, launch: Any) -> None:
             assert browser.problems == []
     finally:
         await up.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found: install Debian's chromium (.ci/run does)")
+async def test_dashboard_during_a_simulated_session(tmp_path: Path, launch: Any) -> None:
+    """The default `up` (the simulator as the feed): every panel fills in, the page stays quiet, and the screenshot
+    saved is the kind the README shows."""
+    assert CHROMIUM is not None
+    up = launch(tmp_path, free_port())
+    try:
+        await up.read_until("Ready:")
+        async with Browser(CHROMIUM) as browser:
+            await browser.goto(f"{up.url}/")
+            await browser.wait_for("document.querySelector('#connection')?.dataset.state === 'live'")
+            _, basket, _ = await get(f"{up.url}/api/market/basket")
+            await browser.wait_for(
+                f"document.querySelectorAll('#board tr[data-symbol] [data-field=last_price][data-value]').length"
+                f" === {len(basket['symbols'])}", timeout=60)
+            await browser.wait_for("document.querySelector('#basis-value')?.dataset.value !== undefined", timeout=60)
+            await browser.wait_for(
+                "document.querySelector('#indices [data-index=VN30] [data-field=value]')?.dataset.value !== undefined")
+            await browser.wait_for("document.querySelectorAll('#foreign-flows [data-symbol]').length > 0", timeout=60)
+            phase = await browser.evaluate("document.querySelector('#phase')?.dataset.phase")
+            assert phase in ("pre-open", "ato", "continuous", "lunch", "atc", "closed")
+            await browser.screenshot(ARTIFACTS / "dashboard-simulated.png")
+            assert browser.problems == []
+    finally:
+        await up.stop()
