@@ -82,7 +82,7 @@ def window(source: Path, target: Path, start: str, seconds: int) -> tuple[int, f
 class System:
     """`stocktracker up` on free ports, with a NATS server of ours (so the bench can watch its subjects)."""
 
-    def __init__(self, workdir: Path, nats_url: str, replay: Path, speed: float) -> None:
+    def __init__(self, workdir: Path, nats_url: str, replay: Path, speed: float, nats_pid: int) -> None:
         self.gateway_port = free_port()
         env = {**os.environ, "NATS_URL": nats_url, "GATEWAY_PORT": str(self.gateway_port), "LOG_LEVEL": "warning"}
         env.pop("DATABASE_URL", None)
@@ -92,6 +92,9 @@ class System:
             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.peak_rss: dict[str, int] = {}
+        self.cpu_seconds: dict[str, float] = {}  # user + system, so far: where the machine's two cores went
+        self.nats_pid = nats_pid
+        self.nats_cpu_before = sum(psutil.Process(nats_pid).cpu_times()[:2])  # the baseline ran on this server too
 
     def wait_ready(self) -> None:
         assert self.process.stdout is not None
@@ -115,13 +118,21 @@ class System:
                 found["postgres"] = child.pid
         return found
 
-    def sample_rss(self) -> None:
-        for name, pid in self.pids().items():
+    def sample(self) -> None:
+        """Peak RSS of each process, and the CPU seconds each has used (PostgreSQL's with its backends')."""
+        for name, pid in {**self.pids(), "nats-server": self.nats_pid}.items():
             try:
-                rss = psutil.Process(pid).memory_info().rss
+                process = psutil.Process(pid)
+                rss = process.memory_info().rss
+                family = [process, *process.children()] if name == "postgres" else [process]
+                cpu = sum(sum(member.cpu_times()[:2]) for member in family)
             except psutil.Error:
                 continue
-            self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
+            if name != "nats-server":
+                self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
+            if name == "nats-server":
+                cpu -= self.nats_cpu_before
+            self.cpu_seconds[name] = max(self.cpu_seconds.get(name, 0.0), cpu)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
@@ -142,15 +153,16 @@ async def statuses(nc: Any) -> dict[str, dict[str, Any]]:
     return found
 
 
-async def throughput(workdir: Path, nats_url: str, path: Path, frames: int, stock_trades: int) -> dict[str, Any]:
-    system = System(workdir / "throughput", nats_url, path, 0)
+async def throughput(workdir: Path, nats_url: str, nats_pid: int, path: Path, frames: int,
+                     stock_trades: int) -> dict[str, Any]:
+    system = System(workdir / "throughput", nats_url, path, 0, nats_pid)
     await asyncio.to_thread(system.wait_ready)
     nc = await nats.connect(nats_url)
     started = None
     stages: dict[str, float] = {}
     try:
         while True:
-            system.sample_rss()
+            system.sample()
             status = await statuses(nc)
             ingest, recorder = status["ingest"], status["recorder"]
             now = time.perf_counter()
@@ -183,6 +195,7 @@ async def throughput(workdir: Path, nats_url: str, path: Path, frames: int, stoc
         "messages_published_by_ingest": final["ingest"].get("messages_published"),
         "rows_recorded": recorded,
         "peak_rss_mb": {name: round(rss / 1e6, 1) for name, rss in sorted(system.peak_rss.items())},
+        "cpu_seconds": {name: round(cpu, 1) for name, cpu in sorted(system.cpu_seconds.items())},
     }
 
 
@@ -195,7 +208,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1] * 1000, 2)}
 
 
-async def latency(workdir: Path, nats_url: str, path: Path, speed: float) -> dict[str, Any]:
+async def latency(workdir: Path, nats_url: str, nats_pid: int, path: Path, speed: float) -> dict[str, Any]:
     nc = await nats.connect(nats_url)
     published: dict[str, float] = {}  # "SYM:TotalVol" -> when ingest's trade appeared
     latest_total: dict[str, tuple[int, float]] = {}
@@ -224,7 +237,7 @@ async def latency(workdir: Path, nats_url: str, path: Path, speed: float) -> dic
     await nc.subscribe("md.trade.*", cb=on_trade)
     await nc.subscribe("trade.classified.*", cb=on_classified)
     await nc.subscribe("$KV.session_stats.*", cb=on_kv)
-    system = System(workdir / "latency", nats_url, path, speed)
+    system = System(workdir / "latency", nats_url, path, speed, nats_pid)
     await asyncio.to_thread(system.wait_ready)
 
     async def websocket() -> None:
@@ -247,7 +260,7 @@ async def latency(workdir: Path, nats_url: str, path: Path, speed: float) -> dic
         idle_since = time.perf_counter()
         seen = 0
         while time.perf_counter() - idle_since < 5:  # until the replay has been quiet for 5 s
-            system.sample_rss()
+            system.sample()
             await asyncio.sleep(0.5)
             if len(published) != seen:
                 seen, idle_since = len(published), time.perf_counter()
@@ -315,10 +328,11 @@ async def main() -> None:
             if phase == "throughput":
                 base = await baseline(nats_url, path)
                 results["baseline_frames_per_s"] = base
-                results["throughput"] = await throughput(workdir, nats_url, path, frames, stock_trades)
+                results["throughput"] = await throughput(workdir, nats_url, nats_server.process.pid, path, frames,
+                                                         stock_trades)
             else:
                 results["latency"] = {"rate_frames_per_s": args.rate, "speed": round(speed, 1),
-                                      **await latency(workdir, nats_url, stretch, speed)}
+                                      **await latency(workdir, nats_url, nats_server.process.pid, stretch, speed)}
         finally:
             nats_server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
