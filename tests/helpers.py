@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,59 @@ REPLAY_DAY_EXPECTED = DATA / "replay-day.expected.json"  # its exact expected re
 
 def expected_day() -> dict[str, Any]:
     return json.loads(REPLAY_DAY_EXPECTED.read_text())
+
+
+def recorded_messages(path: Path) -> Iterator[Any]:
+    """Every domain message of a recorded feed file, in file order (rejected frames skipped)."""
+    from shared.messages.ssi import Decoded, decode_frame
+
+    with path.open("rb") as lines:
+        for line in lines:
+            result = decode_frame(line)
+            if isinstance(result, Decoded):
+                yield from result.messages
+
+
+def classify_recorded(path: Path) -> Any:
+    """The pure classifier core fed a recorded file's stock quotes and trades, uninterrupted: the reference result."""
+    from services.classifier.core import Classifier
+    from services.classifier.service import is_stock
+    from shared.messages.domain import Quote, Trade
+
+    core = Classifier()
+    for message in recorded_messages(path):
+        if isinstance(message, Quote) and is_stock(message.symbol, message.exchange):
+            core.on_quote(message)
+        elif isinstance(message, Trade) and is_stock(message.symbol, message.exchange):
+            core.on_trade(message)
+    return core
+
+
+def track_recorded(path: Path) -> tuple[Any, Any, Any, list[Any]]:
+    """The foreign, index and derivatives cores fed a recorded file in order, each futures trade once (as the
+    stream's deduplication delivers it): (foreign, indices, derivatives, every basis point released)."""
+    from services.derivatives.core import DerivativesCore
+    from services.foreign.core import ForeignCore
+    from services.index.core import IndexCore
+    from shared.market import is_vn30_future
+    from shared.messages.domain import ForeignRoom, IndexUpdate, Quote, Trade
+
+    foreign, indices, derivatives = ForeignCore(), IndexCore(), DerivativesCore()
+    points: list[Any] = []
+    seen: set[str] = set()
+    for message in recorded_messages(path):
+        if isinstance(message, ForeignRoom):
+            foreign.on_room(message)
+        elif isinstance(message, IndexUpdate):
+            indices.on_update(message)
+            derivatives.on_index(message)
+        elif isinstance(message, Quote) and is_vn30_future(message.symbol):
+            derivatives.on_quote(message)
+        elif isinstance(message, Trade) and is_vn30_future(message.symbol) and message.natural_key() not in seen:
+            seen.add(message.natural_key())
+            _, released = derivatives.on_trade(message)
+            points += [released] if released else []
+    return foreign, indices, derivatives, points + derivatives.held_points()
 
 
 def frame(data_type: str, content: dict[str, Any] | str, *, encode_content: bool = True) -> bytes:

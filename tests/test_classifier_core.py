@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
-from helpers import REPLAY_DAY, expected_day
+from helpers import REPLAY_DAY, classify_recorded, expected_day, recorded_messages
 
 from services.classifier.core import Classifier, Decision, classify_by_book, phase_key
 from services.classifier.service import is_stock
 from shared.market import EXCHANGE_TZ
 from shared.messages.domain import ClassificationRule, PriceLevel, Quote, Trade, TradeType
-from shared.messages.ssi import Decoded, decode_frame
 
 DAY = date(2026, 11, 24)
 BUY, SELL, NEUTRAL = TradeType.MUA_CHU_DONG, TradeType.BAN_CHU_DONG, TradeType.NEUTRAL
@@ -218,24 +217,9 @@ def test_futures_are_not_stocks() -> None:
 # --- the recorded day ----------------------------------------------------------------------------------------------
 
 
-def run_day() -> Classifier:
-    core = Classifier()
-    with REPLAY_DAY.open("rb") as lines:
-        for line in lines:
-            result = decode_frame(line)
-            if not isinstance(result, Decoded):
-                continue
-            for message in result.messages:
-                if isinstance(message, Quote) and is_stock(message.symbol, message.exchange):
-                    core.on_quote(message)
-                elif isinstance(message, Trade) and is_stock(message.symbol, message.exchange):
-                    core.on_trade(message)
-    return core
-
-
 def test_recorded_day_to_the_share() -> None:
     expected = expected_day()
-    core = run_day()
+    core = classify_recorded(REPLAY_DAY)
     assert set(core.days) == set(expected["quotes"])
     for symbol, figures in expected["quotes"].items():
         stats = core.days[symbol].stats
@@ -259,19 +243,14 @@ def test_recorded_day_classes_and_rules() -> None:
     expected = expected_day()
     core = Classifier()
     classes, rules = {}, {}
-    with REPLAY_DAY.open("rb") as lines:
-        for line in lines:
-            result = decode_frame(line)
-            if not isinstance(result, Decoded):
-                continue
-            for message in result.messages:
-                if isinstance(message, Quote) and is_stock(message.symbol, message.exchange):
-                    core.on_quote(message)
-                elif isinstance(message, Trade) and is_stock(message.symbol, message.exchange):
-                    outcome = core.on_trade(message)
-                    if outcome.classified is not None:
-                        classes[f"{message.symbol}:{message.total_volume}"] = outcome.classified.trade_type.value
-                        rules[outcome.decision] = rules.get(outcome.decision, 0) + 1
+    for message in recorded_messages(REPLAY_DAY):
+        if isinstance(message, Quote) and is_stock(message.symbol, message.exchange):
+            core.on_quote(message)
+        elif isinstance(message, Trade) and is_stock(message.symbol, message.exchange):
+            outcome = core.on_trade(message)
+            if outcome.classified is not None:
+                classes[f"{message.symbol}:{message.total_volume}"] = outcome.classified.trade_type.value
+                rules[outcome.decision] = rules.get(outcome.decision, 0) + 1
     stock_classes = {key: value for key, value in expected["classes"].items() if not key.startswith("VN30F")}
     assert classes == stock_classes
     assert sum(rules.values()) == len(stock_classes)

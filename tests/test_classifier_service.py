@@ -15,15 +15,22 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers import REPLAY_DAY, eventually, expected_day, kv_entries, run_in_process
+from helpers import (
+    REPLAY_DAY,
+    classify_recorded,
+    eventually,
+    expected_day,
+    kv_entries,
+    recorded_messages,
+    run_in_process,
+)
 from nats.aio.client import Client
 from test_ingest import replay
 
-from services.classifier.core import Classifier
 from services.classifier.service import ClassifierService, is_stock
 from services.ingest.simulator import MarketSimulator
 from shared import config
-from shared.messages.domain import ClassifiedTrade, PriceData, Quote, SessionStats, Trade
+from shared.messages.domain import ClassifiedTrade, PriceData, SessionStats, Trade
 from shared.subjects import DERIVED, MARKET, Bucket
 
 pytestmark = pytest.mark.integration
@@ -79,24 +86,6 @@ async def test_recorded_day_ends_in_the_expected_state(nc: Client, settings: con
     assert actor.status()["duplicates"] == 0  # JetStream already dropped the repeated frames
 
 
-def expected_from_stream_messages(path: Path) -> Classifier:
-    """The reference result: the pure core over the same trades and quotes, in file order, uninterrupted."""
-    from shared.messages.ssi import Decoded, decode_frame
-
-    core = Classifier()
-    with path.open("rb") as lines:
-        for line in lines:
-            result = decode_frame(line)
-            if not isinstance(result, Decoded):
-                continue
-            for message in result.messages:
-                if isinstance(message, Quote) and is_stock(message.symbol, message.exchange):
-                    core.on_quote(message)
-                elif isinstance(message, Trade) and is_stock(message.symbol, message.exchange):
-                    core.on_trade(message)
-    return core
-
-
 async def status(nc: Client) -> dict:
     return json.loads((await nc.request("stocktracker.classifier.status", b"", timeout=2)).data)
 
@@ -127,7 +116,7 @@ async def test_kill_9_mid_stream_and_restart_ends_identical(nc: Client, settings
     second.send_signal(signal.SIGTERM)
     assert await second.wait() == 0
 
-    reference = expected_from_stream_messages(path)
+    reference = classify_recorded(path)
     stats, prices = await kv_state(nc)
     assert set(stats) == set(reference.days)
     for symbol, day in reference.days.items():
@@ -140,18 +129,12 @@ async def test_kill_9_mid_stream_and_restart_ends_identical(nc: Client, settings
 
 
 def _stock_trades(path: Path):  # type: ignore[no-untyped-def]
-    from shared.messages.ssi import Decoded, decode_frame
-
     seen: set[str] = set()
-    with path.open("rb") as lines:
-        for line in lines:
-            result = decode_frame(line)
-            if isinstance(result, Decoded):
-                for message in result.messages:
-                    if (isinstance(message, Trade) and is_stock(message.symbol, message.exchange)
-                            and message.natural_key() not in seen):
-                        seen.add(message.natural_key())
-                        yield message
+    for message in recorded_messages(path):
+        if (isinstance(message, Trade) and is_stock(message.symbol, message.exchange)
+                and message.natural_key() not in seen):
+            seen.add(message.natural_key())
+            yield message
 
 
 async def _safe_status(nc: Client) -> dict | None:

@@ -6,14 +6,13 @@ from datetime import date, datetime, timedelta
 
 import msgspec
 import pytest
-from helpers import REPLAY_DAY, expected_day
+from helpers import REPLAY_DAY, expected_day, track_recorded
 
 from services.derivatives.core import DerivativesCore
 from services.foreign.core import ForeignCore
 from services.index.core import IndexCore
-from shared.market import EXCHANGE_TZ, is_vn30_future
+from shared.market import EXCHANGE_TZ
 from shared.messages.domain import ForeignRoom, IndexUpdate, PriceLevel, Quote, Trade, TradeType
-from shared.messages.ssi import Decoded, decode_frame
 
 DAY = date(2026, 11, 24)
 OPEN = datetime(2026, 11, 24, 9, 15, tzinfo=EXCHANGE_TZ)
@@ -229,25 +228,7 @@ def test_futures_trades_are_classified_against_their_book() -> None:
 
 def test_recorded_day_foreign_index_and_derivatives() -> None:
     expected = expected_day()
-    foreign, indices, derivatives = ForeignCore(), IndexCore(), DerivativesCore()
-    points = []
-    with REPLAY_DAY.open("rb") as lines:
-        for line in lines:
-            result = decode_frame(line)
-            if not isinstance(result, Decoded):
-                continue
-            for message in result.messages:
-                if isinstance(message, ForeignRoom):
-                    foreign.on_room(message)
-                elif isinstance(message, IndexUpdate):
-                    indices.on_update(message)
-                    derivatives.on_index(message)
-                elif isinstance(message, Quote) and is_vn30_future(message.symbol):
-                    derivatives.on_quote(message)
-                elif isinstance(message, Trade) and is_vn30_future(message.symbol):
-                    _, released = derivatives.on_trade(message)
-                    points += [released] if released else []
-    points += derivatives.held_points()
+    foreign, indices, derivatives, points = track_recorded(REPLAY_DAY)
 
     for symbol, figures in expected["foreign"]["stocks"].items():
         data = foreign.symbols[symbol].data

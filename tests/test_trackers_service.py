@@ -16,35 +16,26 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers import REPLAY_DAY, eventually, expected_day, kv_entries, run_in_process
+from helpers import REPLAY_DAY, eventually, expected_day, kv_entries, run_in_process, track_recorded
 from nats.aio.client import Client
 from test_ingest import replay
 
-from services.derivatives.core import DerivativesCore
 from services.derivatives.service import DerivativesService
-from services.foreign.core import ForeignCore
 from services.foreign.service import ForeignService
-from services.index.core import IndexCore
 from services.index.service import IndexService
 from services.ingest.service import Ingest
 from services.ingest.simulator import MarketSimulator
 from shared import config
-from shared.market import is_vn30_future
 from shared.messages.domain import (
     BasisPoint,
     ClassifiedTrade,
     DerivativesData,
     ForeignFlow,
     ForeignInvestorData,
-    ForeignRoom,
     ForeignSummary,
     IndexData,
     IndexPoint,
-    IndexUpdate,
-    Quote,
-    Trade,
 )
-from shared.messages.ssi import Decoded, decode_frame
 from shared.subjects import DERIVED, FOREIGN_SUMMARY_KEY, Bucket, foreign_stock_key
 
 pytestmark = pytest.mark.integration
@@ -128,30 +119,6 @@ async def test_recorded_day_ends_in_the_expected_state(nc: Client, settings: con
 # --- kill -9 mid-stream -----------------------------------------------------------------------------------------
 
 
-def reference_run(path: Path) -> tuple[ForeignCore, IndexCore, DerivativesCore]:
-    """The state an undisturbed run reaches: the pure cores over the same frames, in order."""
-    foreign, indices, derivatives = ForeignCore(), IndexCore(), DerivativesCore()
-    seen: set[str] = set()
-    with path.open("rb") as lines:
-        for line in lines:
-            result = decode_frame(line)
-            if not isinstance(result, Decoded):
-                continue
-            for message in result.messages:
-                if isinstance(message, ForeignRoom):
-                    foreign.on_room(message)
-                elif isinstance(message, IndexUpdate):
-                    indices.on_update(message)
-                    derivatives.on_index(message)
-                elif isinstance(message, Quote) and is_vn30_future(message.symbol):
-                    derivatives.on_quote(message)
-                elif isinstance(message, Trade) and is_vn30_future(message.symbol) \
-                        and message.natural_key() not in seen:
-                    seen.add(message.natural_key())
-                    derivatives.on_trade(message)
-    return foreign, indices, derivatives
-
-
 async def status(nc: Client, name: str) -> dict | None:
     try:
         return json.loads((await nc.request(f"stocktracker.{name}.status", b"", timeout=1)).data)
@@ -231,7 +198,7 @@ async def test_kill_9_mid_stream_and_restart(nc: Client, settings: config.Settin
     second.send_signal(signal.SIGTERM)
     assert await second.wait() == 0
 
-    cores = reference_run(path)
+    *cores, _ = track_recorded(path)
     assert matches(cores, await kv_values(nc, bucket, kind)) > 0
     published = await events(nc, subject, event)
     keys = [msgspec.json.encode(e) for e in published]
