@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 DATA = Path(__file__).resolve().parent / "data"
 REPLAY_DAY = DATA / "replay-day.jsonl"  # a recorded HOSE day full of real-feed edge cases (see data/README.md)
@@ -84,6 +86,18 @@ async def run_in_process(actor: Any, settings: Any) -> tuple[Any, Any]:
     stop = asyncio.Event()
     task = asyncio.create_task(serve(actor, settings, stop))
     return task, stop
+
+
+def running(pids: Iterable[int]) -> list[int]:
+    """The pids still running (a zombie, or a process that exits while we look, is not)."""
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 async def eventually(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> None:

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-from helpers import REPLAY_DAY, eventually, expected_day
+from helpers import REPLAY_DAY, eventually, expected_day, running
 from stack import exact, get, history_complete
 
 from shared.local import free_port
@@ -63,7 +62,7 @@ async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_
     assert stopping == ["ingest", "classifier", "foreign", "index", "derivatives", "recorder", "gateway",
                         "PostgreSQL", "NATS"]
     await asyncio.sleep(0.5)
-    assert [pid for pid in everything if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
+    assert running(everything) == []
 
     nats_line = next(line for line in first.lines if line.strip().startswith("NATS"))
     second = launch(tmp_path, port, "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "0",
@@ -96,7 +95,7 @@ async def test_the_default_run_shows_a_whole_market_within_30_seconds(tmp_path: 
     everything = up.tree()
     assert await up.stop() == 0
     await asyncio.sleep(0.5)
-    assert [pid for pid in everything if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"] == []
+    assert running(everything) == []
 
 
 async def test_a_second_up_on_a_running_state_dir_refuses(tmp_path: Path, launch: Any) -> None:
@@ -117,7 +116,4 @@ async def test_up_killed_outright_leaves_no_orphans(tmp_path: Path, launch: Any)
     up.process.kill()
     up.process.wait()
 
-    def gone() -> bool:
-        return all(not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie" for pid in children)
-
-    await eventually(gone, timeout=30)
+    await eventually(lambda: running(children) == [], timeout=30)
