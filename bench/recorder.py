@@ -1,6 +1,7 @@
 """Recorder throughput and history latency.
 
-1. --ticks classified trades of 30 symbols are published to DERIVED (not timed).
+1. --ticks classified trades of 30 symbols, spread over a trading day's continuous sessions, are published to
+   DERIVED in time order (not timed).
 2. Baseline, same run, same server: the same rows with a bare asyncpg `copy_records_to_table` into a table like
    `ticks` (same primary key), in batches of RECORDER_BATCH.
 3. The recorder from its durable consumer: fetch, COPY into staging, insert skipping duplicates, fold into 1-minute
@@ -42,7 +43,12 @@ SYMBOLS = [f"S{n:02d}" for n in range(30)]
 TYPES = (TradeType.MUA_CHU_DONG, TradeType.BAN_CHU_DONG, TradeType.NEUTRAL)
 
 
+MORNING_S, LUNCH_S, AFTERNOON_S = 8_100, 5_400, 5_400  # 09:15-11:30 continuous, lunch to 13:00, then to 14:30
+
+
 def synthetic_day(day: date, per_symbol: int, rng: random.Random) -> list[ClassifiedTrade]:
+    """Each symbol's trades spread evenly over the continuous sessions, all symbols interleaved in time as the
+    stream carries them."""
     trades = []
     open_at = datetime(day.year, day.month, day.day, 9, 15, tzinfo=EXCHANGE_TZ)
     for symbol in SYMBOLS:
@@ -51,10 +57,13 @@ def synthetic_day(day: date, per_symbol: int, rng: random.Random) -> list[Classi
             volume = rng.randrange(1, 50) * 100
             total += volume
             price = max(1000.0, price + rng.choice((-50.0, 0.0, 50.0)))
+            offset = n * (MORNING_S + AFTERNOON_S) / per_symbol
+            offset += LUNCH_S if offset >= MORNING_S else 0
             trades.append(ClassifiedTrade(
-                symbol=symbol, trading_date=day, timestamp=open_at + timedelta(seconds=n * 60), price=price,
+                symbol=symbol, trading_date=day, timestamp=open_at + timedelta(seconds=offset), price=price,
                 volume=volume, value=price * volume, trade_type=rng.choice(TYPES), rule=ClassificationRule.QUOTE,
                 bid_price=price - 50, ask_price=price, total_volume=total, session="LO"))
+    trades.sort(key=lambda trade: trade.timestamp)
     return trades
 
 

@@ -66,6 +66,12 @@ def _scratch_database(url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def scratch_database_url(database_url: str) -> Iterator[str]:
+    """A database of the test's own on the same server, dropped afterwards."""
+    yield from _scratch_database(database_url)
+
+
+@pytest.fixture
 def settings(nats_url: str, database_url: str) -> config.Settings:
     return config.load({"NATS_URL": nats_url, "DATABASE_URL": database_url, "NATS_CONNECT_TIMEOUT_S": "10"})
 

@@ -1,12 +1,17 @@
-"""Batch writes: each batch is COPYed into a session-local staging table, then inserted with ON CONFLICT DO NOTHING,
-so a redelivered message (after a crash, before its ack) writes nothing twice. Classified trades also roll up into
-1-minute candles in the same statement, from the rows actually inserted: a redelivery cannot count a share twice
-in a candle either."""
+"""Batch writes that insert nothing twice. A batch is COPYed straight into its table inside a savepoint: the common
+case, a batch of messages never stored before, costs one COPY. If any row is stored already (a message read twice:
+a second recorder, or a republish outside JetStream's duplicate window), the savepoint is rolled back and the batch
+goes through a session-local staging table and INSERT ... ON CONFLICT DO NOTHING instead.
+
+Classified trades also fold into 1-minute candles in the same transaction, from the trades actually inserted: a
+message read twice cannot count a share twice in a candle either. Each candle's open and close belong to the trades
+with the lowest and highest TotalVol, so batches may arrive in any order."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -31,7 +36,29 @@ class Table:
         return ["ts" if f.name == "timestamp" else f.name for f in msgspec.structs.fields(self.message)]
 
 
+class CandleDelta(msgspec.Struct, array_like=True):
+    """One minute of one symbol, from one batch of trades: the columns of `candles_1m`, in order."""
+
+    symbol: str
+    trading_date: date
+    minute: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    value: float
+    buy_volume: int
+    sell_volume: int
+    neutral_volume: int
+    unseen_volume: int
+    trades: int
+    first_total: int
+    last_total: int
+
+
 TICKS = Table("ticks", ClassifiedTrade)
+CANDLES = Table("candles_1m", CandleDelta)
 FOREIGN_FLOWS = Table("foreign_flows", ForeignFlow)
 INDEX_POINTS = Table("index_points", IndexPoint)
 BASIS_POINTS = Table("basis_points", BasisPoint)
@@ -40,37 +67,20 @@ BASIS_POINTS = Table("basis_points", BasisPoint)
 # str enums, which asyncpg writes as text).
 as_row = msgspec.structs.astuple
 
+_BUY, _SELL = TradeType.MUA_CHU_DONG, TradeType.BAN_CHU_DONG
 
-_BUY, _SELL, _NEUTRAL = TradeType.MUA_CHU_DONG.value, TradeType.BAN_CHU_DONG.value, TradeType.NEUTRAL.value
-
-_INSERT_TICKS_AND_CANDLES = f"""
-WITH new AS (
-    INSERT INTO ticks SELECT * FROM stage_ticks ON CONFLICT DO NOTHING RETURNING *
-), candles AS (
-    INSERT INTO candles_1m AS c (symbol, trading_date, minute, open, high, low, close, volume, value, buy_volume,
-                                 sell_volume, neutral_volume, unseen_volume, trades, first_total, last_total)
-    SELECT symbol, trading_date, date_trunc('minute', ts),
-           (array_agg(price ORDER BY total_volume))[1], max(price), min(price),
-           (array_agg(price ORDER BY total_volume DESC))[1],
-           sum(volume), sum(value),
-           coalesce(sum(volume) FILTER (WHERE trade_type = '{_BUY}'), 0),
-           coalesce(sum(volume) FILTER (WHERE trade_type = '{_SELL}'), 0),
-           coalesce(sum(volume) FILTER (WHERE trade_type = '{_NEUTRAL}'), 0),
-           sum(unseen_volume), count(*), min(total_volume), max(total_volume)
-    FROM new GROUP BY symbol, trading_date, date_trunc('minute', ts)
-    ON CONFLICT (symbol, trading_date, minute) DO UPDATE SET
-        open = CASE WHEN excluded.first_total < c.first_total THEN excluded.open ELSE c.open END,
-        close = CASE WHEN excluded.last_total > c.last_total THEN excluded.close ELSE c.close END,
-        first_total = least(c.first_total, excluded.first_total),
-        last_total = greatest(c.last_total, excluded.last_total),
-        high = greatest(c.high, excluded.high), low = least(c.low, excluded.low),
-        volume = c.volume + excluded.volume, value = c.value + excluded.value,
-        buy_volume = c.buy_volume + excluded.buy_volume, sell_volume = c.sell_volume + excluded.sell_volume,
-        neutral_volume = c.neutral_volume + excluded.neutral_volume,
-        unseen_volume = c.unseen_volume + excluded.unseen_volume, trades = c.trades + excluded.trades
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM candles)
+_MERGE_CANDLES = """
+INSERT INTO candles_1m AS c SELECT * FROM stage_candles_1m
+ON CONFLICT (symbol, trading_date, minute) DO UPDATE SET
+    open = CASE WHEN excluded.first_total < c.first_total THEN excluded.open ELSE c.open END,
+    close = CASE WHEN excluded.last_total > c.last_total THEN excluded.close ELSE c.close END,
+    first_total = least(c.first_total, excluded.first_total),
+    last_total = greatest(c.last_total, excluded.last_total),
+    high = greatest(c.high, excluded.high), low = least(c.low, excluded.low),
+    volume = c.volume + excluded.volume, value = c.value + excluded.value,
+    buy_volume = c.buy_volume + excluded.buy_volume, sell_volume = c.sell_volume + excluded.sell_volume,
+    neutral_volume = c.neutral_volume + excluded.neutral_volume,
+    unseen_volume = c.unseen_volume + excluded.unseen_volume, trades = c.trades + excluded.trades
 """
 
 
@@ -81,15 +91,79 @@ async def _stage(conn: asyncpg.Connection, table: Table, rows: Sequence[tuple[An
     await conn.copy_records_to_table(table.stage, records=rows, columns=table.columns)
 
 
+async def insert_new(conn: asyncpg.Connection, table: Table, rows: Sequence[tuple[Any, ...]],
+                     returning: str = "1") -> list[asyncpg.Record] | None:
+    """Insert the rows not stored yet (by the table's natural key). None when every row was inserted; otherwise
+    the inserted rows' `returning` columns. Must run inside a transaction."""
+    try:
+        async with conn.transaction():  # a savepoint: a row stored already undoes this COPY only
+            await conn.copy_records_to_table(table.name, records=rows, columns=table.columns)
+        return None
+    except asyncpg.UniqueViolationError:
+        pass
+    await _stage(conn, table, rows)
+    return await conn.fetch(
+        f"INSERT INTO {table.name} SELECT * FROM {table.stage} ON CONFLICT DO NOTHING RETURNING {returning}")
+
+
+def minute_candles(trades: Sequence[ClassifiedTrade]) -> list[CandleDelta]:
+    """The trades folded into 1-minute candles, one per symbol, trading date and minute."""
+    candles: dict[tuple[str, date, float], CandleDelta] = {}
+    for trade in trades:
+        price, volume, total = trade.price, trade.volume, trade.total_volume
+        key = (trade.symbol, trade.trading_date, trade.timestamp.timestamp() // 60)
+        candle = candles.get(key)
+        if candle is None:
+            candle = candles[key] = CandleDelta(
+                trade.symbol, trade.trading_date, trade.timestamp.replace(second=0, microsecond=0), price, price,
+                price, price, 0, 0.0, 0, 0, 0, 0, 0, total, total)
+        else:
+            if total < candle.first_total:
+                candle.open, candle.first_total = price, total
+            elif total > candle.last_total:
+                candle.close, candle.last_total = price, total
+            if price > candle.high:
+                candle.high = price
+            elif price < candle.low:
+                candle.low = price
+        candle.volume += volume
+        candle.value += trade.value
+        candle.unseen_volume += trade.unseen_volume
+        candle.trades += 1
+        side = trade.trade_type
+        if side is _BUY:
+            candle.buy_volume += volume
+        elif side is _SELL:
+            candle.sell_volume += volume
+        else:
+            candle.neutral_volume += volume
+    return list(candles.values())
+
+
 async def write_ticks(conn: asyncpg.Connection, trades: Sequence[ClassifiedTrade]) -> tuple[int, int]:
-    """Insert the trades not stored yet and fold them into their candles; (ticks inserted, candles touched)."""
-    await _stage(conn, TICKS, [as_row(trade) for trade in trades])
-    row = await conn.fetchrow(_INSERT_TICKS_AND_CANDLES)
-    return int(row[0]), int(row[1])
+    """Insert the trades not stored yet and fold them into their candles; (ticks inserted, candles touched).
+    Must run inside a transaction."""
+    inserted = await insert_new(conn, TICKS, [as_row(trade) for trade in trades],
+                                returning="symbol, trading_date, total_volume")
+    new = list(trades) if inserted is None else _only_inserted(trades, {tuple(row) for row in inserted})
+    candles = minute_candles(new)
+    if candles:
+        await _stage(conn, CANDLES, [as_row(candle) for candle in candles])
+        await conn.execute(_MERGE_CANDLES)
+    return len(new), len(candles)
+
+
+def _only_inserted(trades: Sequence[ClassifiedTrade], keys: set[tuple[Any, ...]]) -> list[ClassifiedTrade]:
+    new = []
+    for trade in trades:
+        key = (trade.symbol, trade.trading_date, trade.total_volume)
+        if key in keys:
+            keys.discard(key)  # a trade twice in one batch is inserted once
+            new.append(trade)
+    return new
 
 
 async def write_rows(conn: asyncpg.Connection, table: Table, messages: Sequence[Any]) -> int:
-    """Insert the messages not stored yet; returns how many were."""
-    await _stage(conn, table, [as_row(message) for message in messages])
-    status = await conn.execute(f"INSERT INTO {table.name} SELECT * FROM {table.stage} ON CONFLICT DO NOTHING")
-    return int(status.rsplit(" ", 1)[1])
+    """Insert the messages not stored yet; returns how many were. Must run inside a transaction."""
+    inserted = await insert_new(conn, table, [as_row(message) for message in messages])
+    return len(messages) if inserted is None else len(inserted)
