@@ -4,8 +4,8 @@
    DERIVED in time order (not timed).
 2. Baseline, same run, same server: the same rows with a bare asyncpg `copy_records_to_table` into a table like
    `ticks` (same primary key), in batches of RECORDER_BATCH.
-3. The recorder from its durable consumer: fetch, COPY into staging, insert skipping duplicates, fold into 1-minute
-   candles, commit, acknowledge. Timed from start to the last row.
+3. The recorder from its position: read the stream, COPY each batch into `ticks` (through staging only when a row
+   is stored already), fold into 1-minute candles, move the position, commit. Timed from start to the last row.
 4. History: --days trading days of 30 symbols loaded (about 350 trades per symbol-day, with their candles); then
    the gateway's /api/history/<symbol>/ticks and /candles for one symbol-day, --queries times each: p50 and p99.
 
@@ -178,7 +178,7 @@ async def main() -> None:
         nats.stop()
     print(f"{len(trades):,} classified trades, batches of {settings.recorder_batch} ({os.cpu_count()} cores)")
     print(f"baseline bare copy_records_to_table (same primary key): {base_rate:,.0f} rows/s")
-    print(f"recorder (stream -> staging COPY -> insert skipping duplicates -> candles + position -> commit): "
+    print(f"recorder (stream -> COPY skipping stored rows -> candles + position -> commit): "
           f"{rate:,.0f} ticks/s; ratio {rate / base_rate:.2f}")
     for kind, values in timings.items():
         print(f"history {kind} for one symbol-day, {args.days} days of 30 symbols loaded: p50 {p(values, 0.5):.1f} ms, "
