@@ -36,7 +36,7 @@ class Table:
         return ["ts" if f.name == "timestamp" else f.name for f in msgspec.structs.fields(self.message)]
 
 
-class CandleDelta(msgspec.Struct, array_like=True):
+class CandleDelta(msgspec.Struct):
     """One minute of one symbol, from one batch of trades: the columns of `candles_1m`, in order."""
 
     symbol: str
