@@ -119,7 +119,7 @@ async def main() -> None:
         if server:
             server.stop()
     tally = actor.core.tally()
-    print(f"stream: {all_trades:,} trades (futures included) with their quotes ({os.cpu_count()} cores)")
+    print(f"stream: {all_trades:,} stock trades with their quotes ({os.cpu_count()} cores)")
     print(f"baseline ordered consume + decode: {base_rate:,.0f} trades/s")
     print(f"classifier service (classify, publish, KV): {rate:,.0f} trades/s over {actor.classified:,} stock "
           f"trades, {actor.kv.writes if actor.kv else 0:,} KV writes, {len(actor.core.days)} symbols, "

@@ -283,6 +283,12 @@ def is_vn30_future(symbol: str) -> bool:
     return parse_contract(symbol) is not None or _VN30F_ALIAS.match(symbol.strip().upper()) is not None
 
 
+@lru_cache(maxsize=65536)
+def is_futures(symbol: str, exchange: str | None) -> bool:
+    """A futures contract, by its code or by the exchange SSI names (DERIVATIVES: whatever the code's format)."""
+    return is_vn30_future(symbol) or parse_exchange(exchange) is Exchange.DER
+
+
 def contract_expiry(code: str, holidays: frozenset[date] = frozenset()) -> date | None:
     parsed = parse_contract(code)
     return last_trading_day(*parsed, holidays) if parsed else None

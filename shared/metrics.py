@@ -50,7 +50,7 @@ PUBLISH_SECONDS = Histogram(
 
 
 def family_of(subject: str) -> str:
-    """The subject's first two tokens (md.trade.ACB -> md.trade, md.rejected): bounded label values."""
-    first, _, rest = subject.partition(".")
-    second = rest.partition(".")[0]
-    return f"{first}.{second}" if second else first
+    """The subject without its instrument (md.trade.ACB -> md.trade, md.futures.quote.VN30F2612 -> md.futures.quote;
+    md.rejected stays whole): bounded label values."""
+    family, _, _ = subject.rpartition(".")
+    return family if "." in family else subject

@@ -1,11 +1,15 @@
 """Every subject, stream and KV bucket: the system's public interface, named in this one module.
 
 Subjects go from broad to narrow, the last token being the instrument (symbol, index id or contract) exactly as
-normalized by ingest (upper case, [A-Z0-9_-]), so `nats sub 'md.trade.*'` or `nats sub '*.*.VN30F2612'` line up.
+normalized by ingest (upper case, [A-Z0-9_-]), so `nats sub 'md.trade.*'` or `nats sub 'md.futures.>'` line up.
+Futures have their own trade and quote subjects so that the classifier reads only stocks and the derivatives service
+only futures, each without the other's traffic.
 
 Stream MARKET (normalized feed, written by ingest only):
-    md.trade.<SYMBOL>      Trade           every matched trade, futures contracts included
-    md.quote.<SYMBOL>      Quote           the book's best levels
+    md.trade.<SYMBOL>              Trade           every matched trade of a stock (or fund, warrant...)
+    md.quote.<SYMBOL>              Quote           the book's best levels
+    md.futures.trade.<CONTRACT>    Trade           every matched trade of a futures contract
+    md.futures.quote.<CONTRACT>    Quote           the contract's book
     md.foreign.<SYMBOL>    ForeignRoom     cumulative foreign buy/sell and room
     md.index.<INDEX_ID>    IndexUpdate     index value and breadth
     md.bar.<SYMBOL>        Bar             SSI's realtime bars
@@ -60,6 +64,8 @@ class Family:
 
 MD_TRADE = Family("md.trade")
 MD_QUOTE = Family("md.quote")
+MD_FUTURES_TRADE = Family("md.futures.trade")
+MD_FUTURES_QUOTE = Family("md.futures.quote")
 MD_FOREIGN = Family("md.foreign")
 MD_INDEX = Family("md.index")
 MD_BAR = Family("md.bar")
@@ -133,15 +139,18 @@ _MARKET_SUBJECTS: dict[type[Message], Family] = {
     Bar: MD_BAR,
     SecurityStatus: MD_STATUS,
 }
+_FUTURES_SUBJECTS: dict[type[Message], Family] = {Trade: MD_FUTURES_TRADE, Quote: MD_FUTURES_QUOTE}
 
 
-def market_subject(message: Message) -> str:
-    """The MARKET subject a normalized message is published on."""
+def market_subject(message: Message, *, futures: bool = False) -> str:
+    """The MARKET subject a normalized message is published on; `futures`: the message is a futures contract's (its
+    trades and quotes have subjects of their own; its bars and status share the stocks')."""
     if isinstance(message, IndexUpdate):
         return MD_INDEX(message.index_id)
     if isinstance(message, Rejection):
         return MD_REJECTED
-    return _MARKET_SUBJECTS[type(message)](message.symbol)  # type: ignore[attr-defined]
+    family = (futures and _FUTURES_SUBJECTS.get(type(message))) or _MARKET_SUBJECTS[type(message)]
+    return family(message.symbol)  # type: ignore[attr-defined]
 
 
 _DERIVED_SUBJECTS: dict[type[Message], Family] = {

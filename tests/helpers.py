@@ -32,14 +32,14 @@ def recorded_messages(path: Path) -> Iterator[Any]:
 def classify_recorded(path: Path) -> Any:
     """The pure classifier core fed a recorded file's stock quotes and trades, uninterrupted: the reference result."""
     from services.classifier.core import Classifier
-    from services.classifier.service import is_stock
+    from shared.market import is_futures
     from shared.messages.domain import Quote, Trade
 
     core = Classifier()
     for message in recorded_messages(path):
-        if isinstance(message, Quote) and is_stock(message.symbol, message.exchange):
+        if isinstance(message, Quote) and not is_futures(message.symbol, message.exchange):
             core.on_quote(message)
-        elif isinstance(message, Trade) and is_stock(message.symbol, message.exchange):
+        elif isinstance(message, Trade) and not is_futures(message.symbol, message.exchange):
             core.on_trade(message)
     return core
 

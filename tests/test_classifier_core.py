@@ -8,8 +8,7 @@ import pytest
 from helpers import REPLAY_DAY, classify_recorded, expected_day, recorded_messages
 
 from services.classifier.core import Classifier, Decision, classify_by_book, phase_key
-from services.classifier.service import is_stock
-from shared.market import EXCHANGE_TZ
+from shared.market import EXCHANGE_TZ, is_futures
 from shared.messages.domain import ClassificationRule, PriceLevel, Quote, Trade, TradeType
 
 DAY = date(2026, 11, 24)
@@ -207,13 +206,6 @@ def test_a_new_trading_date_resets_the_day() -> None:
     assert core.on_trade(trade(24_550, 100, 95_000)).ignored == "out_of_order"  # yesterday's, late
 
 
-def test_futures_are_not_stocks() -> None:
-    assert is_stock("ACB", "HOSE")
-    assert not is_stock("VN30F2612", "DERIVATIVES")
-    assert not is_stock("41I1G3000", "DERIVATIVES")
-    assert not is_stock("VN30F1M", None)
-
-
 # --- the recorded day ----------------------------------------------------------------------------------------------
 
 
@@ -244,9 +236,9 @@ def test_recorded_day_classes_and_rules() -> None:
     core = Classifier()
     classes, rules = {}, {}
     for message in recorded_messages(REPLAY_DAY):
-        if isinstance(message, Quote) and is_stock(message.symbol, message.exchange):
+        if isinstance(message, Quote) and not is_futures(message.symbol, message.exchange):
             core.on_quote(message)
-        elif isinstance(message, Trade) and is_stock(message.symbol, message.exchange):
+        elif isinstance(message, Trade) and not is_futures(message.symbol, message.exchange):
             outcome = core.on_trade(message)
             if outcome.classified is not None:
                 classes[f"{message.symbol}:{message.total_volume}"] = outcome.classified.trade_type.value

@@ -49,6 +49,21 @@ def test_combined_frame_publishes_its_trade_once_then_only_book_changes() -> Non
     assert book_change.trade_verdict is TradeVerdict.REPEAT
 
 
+def test_futures_trades_and_quotes_have_subjects_of_their_own() -> None:
+    combined = {**TRADE, **_book([(1902.0, 10.0)], [(1902.5, 20.0)]), "RType": "X", "LastPrice": 1902.5}
+    by_code = accepted(Normalizer().normalize(frame("X", {**combined, "Symbol": "VN30F2612", "Exchange": None,
+                                                           "MarketId": None})))
+    assert [m.subject for m in by_code.messages] == ["md.futures.trade.VN30F2612", "md.futures.quote.VN30F2612"]
+    by_exchange = accepted(Normalizer().normalize(frame("X", {**combined, "Symbol": "41I1G3000",
+                                                               "Exchange": "DERIVATIVES"})))
+    assert [m.subject for m in by_exchange.messages] == ["md.futures.trade.41I1G3000", "md.futures.quote.41I1G3000"]
+    unnamed = {**combined, "Symbol": "41I1G3000", "Exchange": None, "MarketId": None}
+    assert accepted(Normalizer().normalize(frame("X", unnamed))).messages[0].subject == "md.trade.41I1G3000"
+    told = Normalizer()
+    told.futures.add("41I1G3000")  # from FUTURES_ALIASES or reference data (SecType FU)
+    assert accepted(told.normalize(frame("X", unnamed))).messages[0].subject == "md.futures.trade.41I1G3000"
+
+
 def test_message_ids_tell_apart_same_second_updates_and_repeat_on_a_second_read() -> None:
     quote_a = frame("X-QUOTE", QUOTE)
     quote_b = frame("X-QUOTE", {**QUOTE, **_book([(61000.0, 100.0)], [(61100.0, 9900.0)])})

@@ -16,6 +16,7 @@ from shared.market import (
     contract_expiry,
     exchange_datetime,
     front_month,
+    is_futures,
     is_odd_lot,
     is_on_tick,
     is_trading,
@@ -299,6 +300,15 @@ def test_contract_codes() -> None:
     assert is_vn30_future("VN30F2612")
     assert is_vn30_future("VN30F1M")
     assert not is_vn30_future("VN30")
+
+
+def test_futures_by_code_or_by_exchange() -> None:
+    assert not is_futures("ACB", "HOSE")
+    assert not is_futures("E1VFVN30", "HOSE")  # an ETF on VN30 is a stock
+    assert is_futures("VN30F2612", "DERIVATIVES")
+    assert is_futures("41I1G3000", "DERIVATIVES")  # a post-KRX code: only the exchange tells
+    assert is_futures("VN30F1M", None)
+    assert not is_futures("41I1G3000", None)  # unknown: ingest's FUTURES_ALIASES and reference data add such codes
 
 
 # --- index ids -------------------------------------------------------------------------------------------------------

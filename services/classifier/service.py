@@ -1,5 +1,6 @@
-"""The classifier service: stock trades and quotes from MARKET, in stream order, through the pure core; classified
-trades to DERIVED, each symbol's session stats and price to KV."""
+"""The classifier service: stock trades and quotes from MARKET (md.trade.*, md.quote.*: futures have subjects of their
+own), in stream order, through the pure core; classified trades to DERIVED, each symbol's session stats and price
+to KV."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from prometheus_client import Counter
 
 from services.classifier.core import Classifier, SymbolDay
 from shared.config import Settings
-from shared.market import Exchange, is_vn30_future, parse_exchange
 from shared.messages.domain import Quote, Trade
 from shared.subjects import MD_QUOTE, MD_TRADE, Bucket, derived_subject
 from shared.tracker import Tracker
@@ -30,12 +30,6 @@ class ClassifierState(msgspec.Struct):
 @functools.cache
 def _labelled(metric: Counter, *labels: str) -> Any:
     return metric.labels(*labels)
-
-
-@functools.lru_cache(maxsize=65536)
-def is_stock(symbol: str, exchange: str | None) -> bool:
-    """Futures are the derivatives service's: by contract code, or by the exchange SSI names."""
-    return not is_vn30_future(symbol) and parse_exchange(exchange) is not Exchange.DER
 
 
 class ClassifierService(Tracker[ClassifierState]):
@@ -63,16 +57,12 @@ class ClassifierService(Tracker[ClassifierState]):
         return ClassifierState(days=self.core.days)
 
     async def handle(self, subject: str, payload: bytes) -> None:
-        if is_vn30_future(subject.rpartition(".")[2]):
-            return  # the derivatives service's; skipped before decoding (futures books are ten levels deep)
+        if not self.partition.owns(subject.rpartition(".")[2]):
+            return  # another instance's symbol: skipped before decoding
         if subject.startswith(MD_QUOTE.prefix):
-            quote = self._quote.decode(payload)
-            if is_stock(quote.symbol, quote.exchange) and self.partition.owns(quote.symbol):
-                self.core.on_quote(quote)
+            self.core.on_quote(self._quote.decode(payload))
             return
         trade = self._trade.decode(payload)
-        if not (is_stock(trade.symbol, trade.exchange) and self.partition.owns(trade.symbol)):
-            return
         outcome = self.core.on_trade(trade)
         if outcome.classified is None:
             _labelled(IGNORED, outcome.ignored or "ignored").inc()

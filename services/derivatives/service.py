@@ -1,5 +1,5 @@
-"""The derivatives service: VN30F trades and quotes and the VN30 index from MARKET; classified futures trades and
-basis points to DERIVED, each contract's state to KV."""
+"""The derivatives service: futures trades and quotes (md.futures.trade.*, md.futures.quote.*) and the VN30 index
+from MARKET; classified futures trades and basis points to DERIVED, each contract's state to KV."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from prometheus_client import Counter
 
 from services.derivatives.core import SPOT_INDEX, DerivativesCore, DerivativesState
 from shared.bus import BucketWatch
-from shared.market import Exchange, contract_expiry, is_vn30_future, parse_exchange
+from shared.market import contract_expiry
 from shared.messages.domain import BasisPoint, IndexUpdate, Quote, SecurityInfo, Trade
 from shared.runtime import Context
-from shared.subjects import MD_INDEX, MD_QUOTE, MD_TRADE, Bucket, derived_subject
+from shared.subjects import MD_FUTURES_QUOTE, MD_FUTURES_TRADE, MD_INDEX, Bucket, derived_subject
 from shared.tracker import Tracker
 
 BASIS_POINTS = Counter("stocktracker_derivatives_basis_points_total", "Basis points published")
@@ -28,7 +28,7 @@ IDLE_RELEASE_S = 1.0  # a second's basis point goes out when no futures trade ca
 class DerivativesService(Tracker[DerivativesState]):
     name = "derivatives"
     description = "VN30F futures and their basis to the VN30 index"
-    subjects = (MD_TRADE.wildcard, MD_QUOTE.wildcard, MD_INDEX(SPOT_INDEX))
+    subjects = (MD_FUTURES_TRADE.wildcard, MD_FUTURES_QUOTE.wildcard, MD_INDEX(SPOT_INDEX))
     state_type = DerivativesState
     buckets = (Bucket.DERIVATIVES,)
     partitionable = False
@@ -38,7 +38,6 @@ class DerivativesService(Tracker[DerivativesState]):
         self.core = DerivativesCore()
         self.aliases: dict[str, str] = {}
         self.expiries: dict[str, date] = {}
-        self._futures: dict[str, bool] = {}
         self._last_trade_at = 0.0
         self._trade = msgspec.json.Decoder(Trade).decode
         self._quote = msgspec.json.Decoder(Quote).decode
@@ -72,30 +71,17 @@ class DerivativesService(Tracker[DerivativesState]):
     def snapshot(self) -> DerivativesState:
         return self.core.state
 
-    def _is_future(self, symbol: str, exchange: str | None) -> bool:
-        known = self._futures.get(symbol)
-        if known is None:
-            known = self._futures[symbol] = (is_vn30_future(symbol) or symbol in self.aliases
-                                             or symbol in self.expiries or parse_exchange(exchange) is Exchange.DER)
-        return known
-
     async def handle(self, subject: str, payload: bytes) -> None:
         if subject.startswith(MD_INDEX.prefix):
             for symbol in self.core.on_index(self._index(payload)):
                 self._changed(symbol)
             return
-        symbol = subject.rpartition(".")[2]
-        if self._futures.get(symbol) is False:
-            return  # a stock: the classifier's
-        if subject.startswith(MD_QUOTE.prefix):
+        if subject.startswith(MD_FUTURES_QUOTE.prefix):
             quote = self._quote(payload)
-            if self._is_future(quote.symbol, quote.exchange):
-                self.core.on_quote(quote)
-                self._changed(quote.symbol)
+            self.core.on_quote(quote)
+            self._changed(quote.symbol)
             return
         trade = self._trade(payload)
-        if not self._is_future(trade.symbol, trade.exchange):
-            return
         outcome, released = self.core.on_trade(trade)
         if outcome.classified is None:
             return

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from shared.market import is_futures
 from shared.messages.domain import Message, Quote, Rejection, Trade
 from shared.messages.ssi import Decoded, decode_frame
 from shared.subjects import MD_REJECTED, market_subject
@@ -64,10 +65,14 @@ class Normalizer:
     message's key is its content (foreign and index figures are cumulative, so a repeat carries nothing new).
     A trade from X-TRADE is published whatever its verdict (downstream keeps the exact tallies); the trade part of an
     X frame is published only when TotalVol grew, since X repeats it with every book change.
+
+    Futures trades and quotes go to the futures subjects: a contract is known by its code (VN30FYYMM, VN30F1M), by
+    the exchange the frame names (DERIVATIVES), or as one of `futures` (FUTURES_ALIASES, reference data's FU).
     """
 
     def __init__(self) -> None:
         self._encoder = msgspec.json.Encoder()
+        self.futures: set[str] = set()  # codes that are futures though neither their format nor exchange says so
         self._last_total: dict[str, tuple[date, int]] = {}
         self._ordinals: dict[str, tuple[datetime, int]] = {}
 
@@ -88,11 +93,17 @@ class Normalizer:
                 verdict = self._judge(message, combined=decoded.data_type == "X")
                 if verdict is TradeVerdict.REPEAT:
                     continue
-            subject = market_subject(message)
+            subject = market_subject(message, futures=self._is_futures(message))
             payload = self._encoder.encode(message)
             outgoing.append(Outgoing(subject, payload, self._message_id(subject, message, payload)))
         timestamp = decoded.messages[0].timestamp  # type: ignore[attr-defined]
         return Normalized(decoded.data_type, tuple(outgoing), verdict, timestamp)
+
+    def _is_futures(self, message: Message) -> bool:
+        symbol: str | None = getattr(message, "symbol", None)
+        if symbol is None:
+            return False
+        return symbol in self.futures or is_futures(symbol, getattr(message, "exchange", None))
 
     def _judge(self, trade: Trade, *, combined: bool) -> TradeVerdict:
         last = self._last_total.get(trade.symbol)

@@ -95,6 +95,8 @@ class Ingest(Actor):
         self._source = self._source or make_source(ctx.settings)
         reference = await self._source.reference()
         await self._store_reference(ctx, reference)
+        self.normalizer.futures |= {alias.split("=", 1)[0] for alias in ctx.settings.futures_aliases}
+        self.normalizer.futures |= {security.symbol for security in reference.securities if security.sec_type == "FU"}
         if ctx.settings.record_file:
             self._recorder = FrameRecorder(Path(ctx.settings.record_file))
         self._pump = asyncio.create_task(self._run(self._source, make_pacer(ctx.settings)), name="ingest-pump")
