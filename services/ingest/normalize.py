@@ -100,10 +100,10 @@ class Normalizer:
         return Normalized(decoded.data_type, tuple(outgoing), verdict, timestamp)
 
     def _is_futures(self, message: Message) -> bool:
-        symbol: str | None = getattr(message, "symbol", None)
-        if symbol is None:
+        """Only trades and quotes have futures subjects of their own."""
+        if not isinstance(message, Trade | Quote):
             return False
-        return symbol in self.futures or is_futures(symbol, getattr(message, "exchange", None))
+        return message.symbol in self.futures or is_futures(message.symbol, message.exchange)
 
     def _judge(self, trade: Trade, *, combined: bool) -> TradeVerdict:
         last = self._last_total.get(trade.symbol)
