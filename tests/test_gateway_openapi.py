@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 
 
-async def test_schemathesis_finds_nothing(nats_url: str, database_url: str) -> None:
+async def test_schemathesis_finds_nothing(nats_url: str, database_url: str, tmp_path: Path) -> None:
     settings = config.load({"NATS_URL": nats_url, "DATABASE_URL": database_url, "METRICS_PORT": "0",
                             "VN30_SYMBOLS": ",".join(expected_day()["vn30_basket"])})
     await fill(settings)
@@ -51,7 +51,7 @@ async def test_schemathesis_finds_nothing(nats_url: str, database_url: str) -> N
             command, "run", f"http://127.0.0.1:{port}/api/openapi.json", "--checks", "all",
             "--exclude-checks", "positive_data_acceptance", "--max-examples", "100",
             "--seed", "20261124", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "NO_COLOR": "1"},
+            env={**os.environ, "NO_COLOR": "1"}, cwd=tmp_path,  # its .schemathesis cache stays out of the repository
         )
         output = (await asyncio.wait_for(run.communicate(), 300))[0].decode()
     finally:
