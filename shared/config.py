@@ -169,6 +169,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str, Meta(description="Where `stocktracker up` keeps its NATS store, PostgreSQL data and process state.")
     ] = ".stocktracker"
 
+    @property
+    def futures_codes(self) -> dict[str, str]:
+        """FUTURES_ALIASES as {the feed's code: its VN30FYYMM contract}."""
+        return dict(alias.split("=", 1) for alias in self.futures_aliases)
+
 
 class ConfigError(ValueError):
     """A setting has a bad value; the message is one line that names the environment variable."""

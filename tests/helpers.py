@@ -29,17 +29,27 @@ def recorded_messages(path: Path) -> Iterator[Any]:
                 yield from result.messages
 
 
-def classify_recorded(path: Path) -> Any:
-    """The pure classifier core fed a recorded file's stock quotes and trades, uninterrupted: the reference result."""
-    from services.classifier.core import Classifier
+def stock_feed(path: Path) -> Iterator[Any]:
+    """A recorded file's stock quotes and trades in file order: what the classifier reads (ingest puts futures on
+    subjects of their own)."""
     from shared.market import is_futures
     from shared.messages.domain import Quote, Trade
 
-    core = Classifier()
     for message in recorded_messages(path):
-        if isinstance(message, Quote) and not is_futures(message.symbol, message.exchange):
+        if isinstance(message, Quote | Trade) and not is_futures(message.symbol, message.exchange):
+            yield message
+
+
+def classify_recorded(path: Path) -> Any:
+    """The pure classifier core fed a recorded file's stock quotes and trades, uninterrupted: the reference result."""
+    from services.classifier.core import Classifier
+    from shared.messages.domain import Quote
+
+    core = Classifier()
+    for message in stock_feed(path):
+        if isinstance(message, Quote):
             core.on_quote(message)
-        elif isinstance(message, Trade) and not is_futures(message.symbol, message.exchange):
+        else:
             core.on_trade(message)
     return core
 
@@ -50,7 +60,7 @@ def track_recorded(path: Path) -> tuple[Any, Any, Any, list[Any]]:
     from services.derivatives.core import DerivativesCore
     from services.foreign.core import ForeignCore
     from services.index.core import IndexCore
-    from shared.market import is_vn30_future
+    from shared.market import is_futures
     from shared.messages.domain import ForeignRoom, IndexUpdate, Quote, Trade
 
     foreign, indices, derivatives = ForeignCore(), IndexCore(), DerivativesCore()
@@ -62,9 +72,10 @@ def track_recorded(path: Path) -> tuple[Any, Any, Any, list[Any]]:
         elif isinstance(message, IndexUpdate):
             indices.on_update(message)
             derivatives.on_index(message)
-        elif isinstance(message, Quote) and is_vn30_future(message.symbol):
+        elif isinstance(message, Quote) and is_futures(message.symbol, message.exchange):
             derivatives.on_quote(message)
-        elif isinstance(message, Trade) and is_vn30_future(message.symbol) and message.natural_key() not in seen:
+        elif (isinstance(message, Trade) and is_futures(message.symbol, message.exchange)
+              and message.natural_key() not in seen):
             seen.add(message.natural_key())
             _, released = derivatives.on_trade(message)
             points += [released] if released else []

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
-from helpers import REPLAY_DAY, classify_recorded, expected_day, recorded_messages
+from helpers import REPLAY_DAY, classify_recorded, expected_day, stock_feed
 
 from services.classifier.core import Classifier, Decision, classify_by_book, phase_key
-from shared.market import EXCHANGE_TZ, is_futures
+from shared.market import EXCHANGE_TZ
 from shared.messages.domain import ClassificationRule, PriceLevel, Quote, Trade, TradeType
 
 DAY = date(2026, 11, 24)
@@ -235,10 +235,10 @@ def test_recorded_day_classes_and_rules() -> None:
     expected = expected_day()
     core = Classifier()
     classes, rules = {}, {}
-    for message in recorded_messages(REPLAY_DAY):
-        if isinstance(message, Quote) and not is_futures(message.symbol, message.exchange):
+    for message in stock_feed(REPLAY_DAY):
+        if isinstance(message, Quote):
             core.on_quote(message)
-        elif isinstance(message, Trade) and not is_futures(message.symbol, message.exchange):
+        else:
             outcome = core.on_trade(message)
             if outcome.classified is not None:
                 classes[f"{message.symbol}:{message.total_volume}"] = outcome.classified.trade_type.value

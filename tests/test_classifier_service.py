@@ -21,8 +21,8 @@ from helpers import (
     eventually,
     expected_day,
     kv_entries,
-    recorded_messages,
     run_in_process,
+    stock_feed,
 )
 from nats.aio.client import Client
 from test_ingest import replay
@@ -30,7 +30,6 @@ from test_ingest import replay
 from services.classifier.service import ClassifierService
 from services.ingest.simulator import MarketSimulator
 from shared import config
-from shared.market import is_futures
 from shared.messages.domain import ClassifiedTrade, PriceData, SessionStats, Trade
 from shared.subjects import DERIVED, MARKET, Bucket
 
@@ -131,9 +130,8 @@ async def test_kill_9_mid_stream_and_restart_ends_identical(nc: Client, settings
 
 def _stock_trades(path: Path):  # type: ignore[no-untyped-def]
     seen: set[str] = set()
-    for message in recorded_messages(path):
-        if (isinstance(message, Trade) and not is_futures(message.symbol, message.exchange)
-                and message.natural_key() not in seen):
+    for message in stock_feed(path):
+        if isinstance(message, Trade) and message.natural_key() not in seen:
             seen.add(message.natural_key())
             yield message
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from helpers import REPLAY_DAY, eventually, expected_day, run_in_process
+from helpers import REPLAY_DAY, eventually, expected_day, frame, run_in_process
 from nats.aio.client import Client
 from test_ssi_decoding import MALFORMED, TRADE
 
@@ -106,6 +106,17 @@ async def test_replay_publishes_the_day_exactly_once(nc: Client, settings: confi
     assert from_recording.frames_read == 1173
     assert from_recording.rejections == actor.rejections
     assert await subject_counts(nc) == counts
+
+
+async def test_futures_aliases_route_codes_nothing_else_names_futures(nc: Client, settings: config.Settings,
+                                                                      tmp_path: Path) -> None:
+    path = tmp_path / "krx.jsonl"
+    unnamed = {**TRADE, "Exchange": None, "MarketId": None, "LastPrice": 1902.5, "Isin": None}
+    path.write_bytes(b"".join(frame("X-TRADE", {**unnamed, "Symbol": symbol}) + b"\n"
+                              for symbol in ("41I1G3000", "41I1G1000")))
+    await replay(settings, path, futures_aliases=["41I1G3000=VN30F2612"])
+    subjects = (await nc.jetstream().stream_info(MARKET.name, subjects_filter=">")).state.subjects
+    assert subjects == {"md.futures.trade.41I1G3000": 1, "md.trade.41I1G1000": 1}
 
 
 async def test_bad_frames_are_rejected_and_the_service_keeps_going(nc: Client, settings: config.Settings,

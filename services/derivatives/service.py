@@ -47,7 +47,7 @@ class DerivativesService(Tracker[DerivativesState]):
         self._releaser: asyncio.Task[None] | None = None
 
     async def start(self, ctx: Context) -> None:
-        self.aliases = dict(alias.split("=", 1) for alias in ctx.settings.futures_aliases)
+        self.aliases = ctx.settings.futures_codes
         self._reference = BucketWatch(ctx.js, Bucket.REFERENCE, self._reference_changed)
         self._reference.start()
         await super().start(ctx)

@@ -95,7 +95,7 @@ class Ingest(Actor):
         self._source = self._source or make_source(ctx.settings)
         reference = await self._source.reference()
         await self._store_reference(ctx, reference)
-        self.normalizer.futures |= {alias.split("=", 1)[0] for alias in ctx.settings.futures_aliases}
+        self.normalizer.futures |= set(ctx.settings.futures_codes)
         self.normalizer.futures |= {security.symbol for security in reference.securities if security.sec_type == "FU"}
         if ctx.settings.record_file:
             self._recorder = FrameRecorder(Path(ctx.settings.record_file))
