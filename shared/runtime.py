@@ -18,13 +18,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Concatenate, ParamSpec
 
 import msgspec
 import structlog
 from aiohttp import web
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -36,6 +35,7 @@ from shared.catalog import default_metrics_port
 
 VERSION = "0.1.0"
 STATUS_SUBJECT = "stocktracker.{name}.status"  # micro endpoint answering the actor's status as JSON
+P = ParamSpec("P")
 
 
 @dataclass
@@ -56,33 +56,35 @@ class Context:
         self.failure = reason
         self.stop_requested.set()
 
-    def instrumented(self, handler: Callable[[Msg], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
-        """`handler` counted (messages in, handling time, by subject family). A handler that raises is a bug, not
-        bad input (bad input is rejected and counted by the handler itself): the service stops with a non-zero
-        exit rather than go on with a message silently lost, and its supervisor restarts it from its checkpoint."""
+    def instrumented(self, handler: Callable[Concatenate[str, P], Awaitable[None]]
+                     ) -> Callable[Concatenate[str, P], Awaitable[None]]:
+        """`handler` (called with a subject first) counted: messages in and handling time, by subject family. A
+        handler that raises is a bug, not bad input (bad input is rejected and counted by the handler itself): the
+        service stops with a non-zero exit rather than go on with a message silently lost, and its supervisor
+        restarts it from its checkpoint."""
 
         counters: dict[str, Any] = {}
         timers: dict[str, Any] = {}
         handled = 0
 
-        async def handle(msg: Msg) -> None:
+        async def handle(subject: str, *args: P.args, **kwargs: P.kwargs) -> None:
             nonlocal handled
-            counter = counters.get(msg.subject)
+            counter = counters.get(subject)
             if counter is None:  # labels() costs more than most handlers: once per subject
-                family = metrics.family_of(msg.subject)
-                counter = counters[msg.subject] = metrics.MESSAGES_IN.labels(family)
-                timers[msg.subject] = metrics.HANDLER_SECONDS.labels(family)
+                family = metrics.family_of(subject)
+                counter = counters[subject] = metrics.MESSAGES_IN.labels(family)
+                timers[subject] = metrics.HANDLER_SECONDS.labels(family)
             counter.inc()
             handled += 1
             timed = handled % metrics.HANDLER_SAMPLE_EVERY == 0
             started = time.perf_counter() if timed else 0.0
             try:
-                await handler(msg)
+                await handler(subject, *args, **kwargs)
             except Exception as err:
-                self.log.exception("handler failed", subject=msg.subject)
-                self.fail(f"handler failed on {msg.subject}: {err!r}")
+                self.log.exception("handler failed", subject=subject)
+                self.fail(f"handler failed on {subject}: {err!r}")
             if timed:
-                timers[msg.subject].observe(time.perf_counter() - started)
+                timers[subject].observe(time.perf_counter() - started)
 
         return handle
 

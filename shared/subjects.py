@@ -110,6 +110,11 @@ class Bucket(StrEnum):
     CHECKPOINTS = "checkpoints"  # <service> -> the service's state and stream position, for restarts
 
 
+def kv_subject(bucket: Bucket, key: str) -> str:
+    """The subject a put to `key` of `bucket` is published on (JetStream KV's own layout)."""
+    return f"$KV.{bucket}.{key}"
+
+
 BUCKET_DESCRIPTIONS = {
     Bucket.SESSION_STATS: "Active buy / active sell split per symbol for the trading day",
     Bucket.PRICES: "Last price, change, reference, ceiling and floor per symbol",

@@ -21,14 +21,13 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 import nats.js.errors
-from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 from prometheus_client import Counter, Gauge
 
 from shared import bus
 from shared.config import ConfigError, Settings
 from shared.runtime import Actor, Context
-from shared.subjects import MARKET, Bucket, StreamSpec
+from shared.subjects import MARKET, Bucket, StreamSpec, kv_subject
 
 State = TypeVar("State", bound=msgspec.Struct)
 
@@ -66,10 +65,12 @@ class Checkpoint(msgspec.Struct, Generic[State]):
 
 
 class KvWriter:
-    """Latest value per (bucket, key), written at most once per `interval_s`; `flush` writes whatever is pending."""
+    """Latest value per (bucket, key), written at most once per `interval_s`; `flush` writes whatever is pending.
+    Writes go out through the service's publisher (a KV put is a JetStream publish to $KV.<bucket>.<key>), so they
+    are pipelined with its events and survive a NATS restart the same way, not awaited one request at a time."""
 
-    def __init__(self, buckets: dict[Bucket, KeyValue], interval_s: float) -> None:
-        self._buckets = buckets
+    def __init__(self, publisher: bus.Publisher, interval_s: float) -> None:
+        self._publisher = publisher
         self._interval_s = interval_s
         self._pending: dict[tuple[Bucket, str], Callable[[], bytes]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -85,13 +86,19 @@ class KvWriter:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
-            await self.flush()
+            await self._send()
 
-    async def flush(self) -> None:
+    async def _send(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, {}
-            await asyncio.gather(*(self._buckets[bucket].put(key, value()) for (bucket, key), value in batch.items()))
+            for (bucket, key), value in batch.items():
+                await self._publisher.publish(kv_subject(bucket, key), value())
             self.writes += len(batch)
+
+    async def flush(self) -> None:
+        """Write what is pending and wait until the buckets have it."""
+        await self._send()
+        await self._publisher.settled()
 
     async def stop(self) -> None:
         if self._task:
@@ -107,18 +114,16 @@ class Tracker(Actor, Generic[State]):
     stream: ClassVar[StreamSpec] = MARKET
     subjects: ClassVar[tuple[str, ...]]
     state_type: ClassVar[type]
-    buckets: ClassVar[tuple[Bucket, ...]]
 
     def __init__(self) -> None:
         self.sequence = 0
-        self.pending = 0
         self.last_stored_ns = 0
         self.processed = 0
         self.restored_from = 0
         self.partition = Partition(0, 1)
         self.ctx: Context | None = None
         self.kv: KvWriter | None = None
-        self._subscription: Any = None
+        self._reader: bus.StreamReader | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpoints: KeyValue | None = None
         self._checkpointed = 0
@@ -154,8 +159,7 @@ class Tracker(Actor, Generic[State]):
     async def start(self, ctx: Context) -> None:
         self.ctx = ctx
         self.partition = Partition.parse(ctx.settings.partition)
-        buckets = {bucket: await ctx.js.key_value(str(bucket)) for bucket in self.buckets}
-        self.kv = KvWriter(buckets, self.kv_interval_s(ctx.settings))
+        self.kv = KvWriter(ctx.publisher, self.kv_interval_s(ctx.settings))
         self._checkpoints = await ctx.js.key_value(str(Bucket.CHECKPOINTS))
         checkpoint = await self._load_checkpoint()
         self.restore(checkpoint.state if checkpoint else None)
@@ -164,9 +168,8 @@ class Tracker(Actor, Generic[State]):
         LAG_MESSAGES.set_function(lambda: self.pending)
         LAG_SECONDS.set_function(lambda: max(0.0, time.time() - self.last_stored_ns / 1e9) if self.pending else 0.0)
         self.kv.start()
-        self._subscription = await bus.consume_from(ctx.js, self.stream, self.subjects,
-                                                    ctx.instrumented(self._on_message),
-                                                    start_sequence=self.sequence + 1)
+        self._reader = await bus.consume_from(ctx.js, self.stream, self.subjects, ctx.instrumented(self._on_message),
+                                              start_sequence=self.sequence + 1)
         self._checkpointer = asyncio.create_task(self._checkpoint_every(ctx.settings.checkpoint_interval_s))
         ctx.log.info("tracking", subjects=list(self.subjects), resumed_after=self.sequence,
                      partition=f"{self.partition.index}/{self.partition.count}")
@@ -174,20 +177,22 @@ class Tracker(Actor, Generic[State]):
     def kv_interval_s(self, settings: Settings) -> float:
         return 0.1
 
-    async def _on_message(self, msg: Msg) -> None:
-        sequence, stored_ns, pending = bus.delivery(msg)
-        if sequence <= self.sequence:
-            return  # redelivered after the ordered consumer re-created itself
+    async def _on_message(self, subject: str, payload: bytes, position: bus.Delivery) -> None:
+        sequence = position.stream_sequence
         try:
-            await self.handle(msg.subject, msg.data)
+            await self.handle(subject, payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             UNDECODABLE.inc()
             assert self.ctx is not None
-            self.ctx.log.warning("undecodable message", subject=msg.subject, sequence=sequence, error=str(err))
+            self.ctx.log.warning("undecodable message", subject=subject, sequence=sequence, error=str(err))
         self.sequence = sequence
-        self.pending = pending
-        self.last_stored_ns = stored_ns
+        self.last_stored_ns = position.timestamp_ns
         self.processed += 1
+
+    @property
+    def pending(self) -> int:
+        """Messages not yet processed: in the stream after the last one read, or read and waiting."""
+        return self._reader.backlog if self._reader is not None else 0
 
     async def _load_checkpoint(self) -> Checkpoint[State] | None:
         assert self._checkpoints is not None
@@ -220,9 +225,8 @@ class Tracker(Actor, Generic[State]):
                 self.ctx.log.warning("checkpoint not saved; retrying", error=str(err) or type(err).__name__)
 
     async def stop(self) -> None:
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+        if self._reader is not None:
+            await self._reader.stop()
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -18,13 +18,18 @@ class Echo(Actor):
         self._sub: Any = None
 
     async def start(self, ctx: Context) -> None:
-        async def answer(msg: Msg) -> None:
+        async def answer(subject: str, msg: Msg) -> None:
             if msg.data == b"crash":
                 raise RuntimeError("asked to crash")
             self.answered += 1
             await msg.respond(msg.data)
 
-        self._sub = await ctx.nc.subscribe("test.echo", cb=ctx.instrumented(answer))
+        handle = ctx.instrumented(answer)
+
+        async def receive(msg: Msg) -> None:
+            await handle(msg.subject, msg)
+
+        self._sub = await ctx.nc.subscribe("test.echo", cb=receive)
 
     async def stop(self) -> None:
         await self._sub.unsubscribe()

@@ -9,7 +9,6 @@ from pathlib import Path
 import msgspec
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js.api import StorageType
 
 from shared import bus, config
@@ -68,14 +67,15 @@ async def test_consume_from_a_position_in_stream_order_across_subjects(nc: Clien
 
     received: list[tuple[int, str, bytes]] = []
 
-    async def handle(msg: Msg) -> None:
-        received.append((bus.stream_sequence(msg), msg.subject, msg.data))
+    async def handle(subject: str, payload: bytes, position: bus.Delivery) -> None:
+        received.append((position.stream_sequence, subject, payload))
 
-    sub = await bus.consume_from(nc.jetstream(), MARKET, [MD_TRADE.wildcard, MD_QUOTE.wildcard], handle,
-                                 start_sequence=4)
+    reader = await bus.consume_from(nc.jetstream(), MARKET, [MD_TRADE.wildcard, MD_QUOTE.wildcard], handle,
+                                    start_sequence=4)
     await wait_until(lambda: len(received) == 7)
     await asyncio.sleep(0.2)
-    await sub.unsubscribe()
+    assert reader.backlog == 0  # md.foreign.ACB, the last message, was read and dropped
+    await reader.stop()
     assert [seq for seq, _, _ in received] == [4, 5, 6, 7, 8, 9, 10]
     assert [data for _, _, data in received] == [b"3", b"4", b"5", b"6", b"7", b"8", b"9"]
     assert received[0][1] == "md.trade.ACB"
@@ -152,14 +152,92 @@ async def test_publisher_loses_nothing_and_keeps_order_across_a_nats_restart(tmp
 
         received: list[int] = []
 
-        async def handle(msg: Msg) -> None:
-            received.append(int(msg.data))
+        async def handle(subject: str, payload: bytes, position: bus.Delivery) -> None:
+            received.append(int(payload))
 
-        sub = await bus.consume_from(nc.jetstream(), MARKET, [MD_TRADE.wildcard], handle)
+        reader = await bus.consume_from(nc.jetstream(), MARKET, [MD_TRADE.wildcard], handle)
         await wait_until(lambda: len(received) >= total, timeout=30)
         await asyncio.sleep(0.3)
-        await sub.unsubscribe()
+        await reader.stop()
         assert received == list(range(total))
     finally:
         await nc.close()
         server.stop()
+
+
+async def fill(nc: Client, total: int) -> None:
+    publisher = bus.Publisher(nc)
+    await publisher.start()
+    for n in range(total):
+        await publisher.publish(MD_TRADE("ACB") if n % 3 else MD_QUOTE("ACB"), str(n).encode(), msg_id=f"r{n}")
+        if n % 7 == 0:
+            await publisher.publish("md.bar.ACB", b"-1", msg_id=f"b{n}")  # under md.*.*, not wanted
+    assert await publisher.stop(timeout=30)
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+async def test_reader_reads_each_message_once_in_order_across_a_nats_restart(tmp_path: Path, how: str) -> None:
+    server = NatsServer(tmp_path / "store")
+    server.start()
+    settings = config.load({"NATS_URL": server.url})
+    nc = await bus.connect(settings, "reader-restart-test")
+    try:
+        await bus.ensure_topology(nc.jetstream(), settings)
+        total = 30_000
+        await fill(nc, total)
+        received: list[int] = []
+
+        async def handle(subject: str, payload: bytes, position: bus.Delivery) -> None:
+            received.append(int(payload))
+            if len(received) % 100 == 0:
+                await asyncio.sleep(0.001)  # slower than the server: flow control and a queue in play
+
+        reader = await bus.consume_from(nc.jetstream(), MARKET, [MD_TRADE.wildcard, MD_QUOTE.wildcard], handle)
+        await wait_until(lambda: len(received) > 3_000)
+        await asyncio.to_thread(server.kill if how == "kill" else server.stop)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(server.start)
+        await wait_until(lambda: len(received) >= total and reader.backlog == 0, timeout=60)
+        await asyncio.sleep(0.3)
+        await reader.stop()
+        assert received == list(range(total))
+        assert reader.recreated >= 1
+    finally:
+        await nc.close()
+        server.stop()
+
+
+async def test_reader_recreates_a_consumer_deleted_under_it(nc: Client) -> None:
+    """Its heartbeats stop: the reader re-creates the consumer where it left off, and what comes next arrives."""
+    await fill(nc, 1_000)
+    received: list[int] = []
+
+    async def handle(subject: str, payload: bytes, position: bus.Delivery) -> None:
+        received.append(int(payload))
+
+    js = nc.jetstream()
+    reader = bus.StreamReader(js, MARKET, [MD_TRADE.wildcard, MD_QUOTE.wildcard], handle, heartbeat_s=0.25)
+    await reader.start()
+    await wait_until(lambda: len(received) == 1_000)
+    for consumer in await js.consumers_info(MARKET.name):
+        await js.delete_consumer(MARKET.name, consumer.name)
+    publisher = bus.Publisher(nc)
+    await publisher.start()
+    for n in range(1_000, 1_500):
+        await publisher.publish(MD_TRADE("ACB"), str(n).encode(), msg_id=f"r{n}")
+    assert await publisher.stop(timeout=10)
+    await wait_until(lambda: len(received) >= 1_500 and reader.backlog == 0, timeout=30)
+    await reader.stop()
+    assert received == list(range(1_500))
+    assert reader.recreated == 1
+
+
+def test_covering_filter_and_subject_matching() -> None:
+    assert bus.covering_filter([MD_TRADE.wildcard, MD_QUOTE.wildcard]) == "md.*.*"
+    assert bus.covering_filter(["md.futures.trade.*", "md.futures.quote.*", "md.index.VN30"]) == "md.*.>"
+    assert bus.covering_filter(["md.trade.*"]) == "md.trade.*"
+    assert bus.covering_filter(["a.b", "a.b.c"]) == "a.>"
+    assert bus.covering_filter(["md.>", "md.trade.*"]) == "md.>"
+    wanted = bus.subject_matcher(["md.trade.*", "md.index.VN30", "x.>"])
+    subjects = ["md.trade.FPT", "md.trade", "md.trade.FPT.x", "md.index.VN30", "md.index.VN100", "x.y", "x", "x.y.z"]
+    assert [bool(wanted(s.encode())) for s in subjects] == [True, False, False, True, False, True, False, True]

@@ -94,7 +94,7 @@ async def test_kill_9_mid_stream_and_restart_ends_identical(nc: Client, settings
                                                             nats_url: str, tmp_path: Path, reap: Any) -> None:
     path = tmp_path / "day.jsonl"
     with path.open("wb") as out:
-        for frame in MarketSimulator(seed=11, trading_date=date(2026, 11, 24)).day():
+        for frame in MarketSimulator(seed=11, trading_date=date(2026, 11, 24), intensity=3.0).day():
             out.write(frame.payload + b"\n")
     await replay(settings, path)
     last = await stream_last_sequence(nc)
@@ -103,7 +103,7 @@ async def test_kill_9_mid_stream_and_restart_ends_identical(nc: Client, settings
     command = [sys.executable, "-m", "services.classifier"]
     first = await asyncio.create_subprocess_exec(*command, env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
     reap(first)
-    await eventually(lambda: _processed_beyond(nc, last // 4), timeout=60)
+    await eventually(lambda: _checkpointed_beyond(nc, last // 4), timeout=60)
     first.send_signal(signal.SIGKILL)
     await first.wait()
     assert await _safe_status(nc) is None  # really gone
@@ -143,9 +143,9 @@ async def _safe_status(nc: Client) -> dict | None:
         return None
 
 
-async def _processed_beyond(nc: Client, sequence: int) -> bool:
+async def _checkpointed_beyond(nc: Client, sequence: int) -> bool:
     current = await _safe_status(nc)
-    return current is not None and current["sequence"] > sequence
+    return current is not None and current["checkpointed"] > sequence
 
 
 async def _caught_up(nc: Client) -> bool:

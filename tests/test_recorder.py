@@ -292,7 +292,7 @@ async def test_postgres_down_for_a_while_then_back(nats_url: str, tmp_path: Path
         await nc.close()
         recorder = Recorder()
         task, stop = await run_in_process(recorder, settings)
-        await eventually(lambda: all(family.subscription is not None for family in recorder.families))  # started
+        await eventually(lambda: all(family.reader is not None for family in recorder.families))  # started
         await asyncio.to_thread(postgres.stop)  # PostgreSQL goes away...
         await fill(settings, wipe=False)  # ...while the day flows in
         await eventually(lambda: recorder.status()["ticks"]["retries"] > 0, timeout=30)

@@ -37,7 +37,6 @@ class ClassifierService(Tracker[ClassifierState]):
     description = "Classifies trades as active buy / active sell; session stats and prices"
     subjects = (MD_TRADE.wildcard, MD_QUOTE.wildcard)
     state_type = ClassifierState
-    buckets = (Bucket.SESSION_STATS, Bucket.PRICES)
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,7 +56,7 @@ class ClassifierService(Tracker[ClassifierState]):
         return ClassifierState(days=self.core.days)
 
     async def handle(self, subject: str, payload: bytes) -> None:
-        if not self.partition.owns(subject.rpartition(".")[2]):
+        if self.partition.count > 1 and not self.partition.owns(subject.rpartition(".")[2]):
             return  # another instance's symbol: skipped before decoding
         if subject.startswith(MD_QUOTE.prefix):
             self.core.on_quote(self._quote.decode(payload))

@@ -30,7 +30,6 @@ class DerivativesService(Tracker[DerivativesState]):
     description = "VN30F futures and their basis to the VN30 index"
     subjects = (MD_FUTURES_TRADE.wildcard, MD_FUTURES_QUOTE.wildcard, MD_INDEX(SPOT_INDEX))
     state_type = DerivativesState
-    buckets = (Bucket.DERIVATIVES,)
     partitionable = False
 
     def __init__(self) -> None:
@@ -127,10 +126,8 @@ class DerivativesService(Tracker[DerivativesState]):
                 await self._releaser
         if self._reference is not None:
             await self._reference.stop()
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
-            self._subscription = None
+        if self._reader is not None:
+            await self._reader.stop()  # no more input: what is held now is all there is to release
         await self._release_held()
         await super().stop()
 

@@ -30,7 +30,6 @@ class ForeignService(Tracker[ForeignState]):
     description = "Foreign investors' flows, speed and acceleration; the VN30 summary"
     subjects = (MD_FOREIGN.wildcard,)
     state_type = ForeignState
-    buckets = (Bucket.FOREIGN,)
     partitionable = False  # the VN30 summary needs every basket symbol
 
     def __init__(self) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from services.gateway.api import (
@@ -46,7 +45,7 @@ class Gateway(Actor):
         self.hubs: dict[str, ChannelHub] = {}
         self.port = 0
         self._watches: list[bus.BucketWatch] = []
-        self._basis: Any = None
+        self._basis: bus.StreamReader | None = None
         self._broadcaster: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._limiter: IpLimiter | None = None
@@ -103,8 +102,8 @@ class Gateway(Actor):
         ])
         return app
 
-    async def _on_basis_point(self, msg: Msg) -> None:
-        self.view.add_basis_point(self._decode_point(msg.data))
+    async def _on_basis_point(self, subject: str, payload: bytes, position: bus.Delivery) -> None:
+        self.view.add_basis_point(self._decode_point(payload))
 
     async def _broadcast_every(self, interval_s: float) -> None:
         while True:
@@ -163,8 +162,7 @@ class Gateway(Actor):
         if self.history is not None:
             await self.history.stop()
         if self._basis is not None:
-            with contextlib.suppress(Exception):
-                await self._basis.unsubscribe()
+            await self._basis.stop()
 
     def status(self) -> dict[str, Any]:
         return {"port": self.port, "ready": self.ready(),

@@ -25,7 +25,6 @@ class IndexService(Tracker[IndexState]):
     description = "Index values, breadth and intraday series"
     subjects = (MD_INDEX.wildcard,)
     state_type = IndexState
-    buckets = (Bucket.INDICES,)
     partitionable = False
 
     def __init__(self) -> None:

@@ -30,7 +30,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from nats.aio.msg import Msg
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.recorder import schema
@@ -68,7 +67,7 @@ class Family:
     write: Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[int]]
     decoder: Any = None
     buffer: asyncio.Queue[tuple[int, int, int, Any]] | None = None  # (sequence, stored_ns, pending, message)
-    subscription: Any = None
+    reader: bus.StreamReader | None = None
     position: int = 0  # the last stream sequence committed
     pending: int = 0
     oldest_ns: int = 0
@@ -133,7 +132,7 @@ class Recorder(Actor):
         for family in self.families:
             family.position = positions.get(family.table, 0)
             family.buffer = asyncio.Queue(2 * ctx.settings.recorder_batch)
-            family.subscription = await bus.consume_from(ctx.js, DERIVED, [family.subject], self._intake(family),
+            family.reader = await bus.consume_from(ctx.js, DERIVED, [family.subject], self._intake(family),
                                                          start_sequence=family.position + 1)
             self._tasks.append(asyncio.create_task(self._record(family), name=f"record-{family.table}"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="recorder-housekeeping"))
@@ -156,16 +155,16 @@ class Recorder(Actor):
             await schema.ensure_partitions(conn, missing)
             self.partitions.known |= missing
 
-    def _intake(self, family: Family) -> Callable[[Msg], Awaitable[None]]:
+    def _intake(self, family: Family) -> bus.StreamHandler:
         assert family.buffer is not None
         buffer = family.buffer
 
-        async def take(msg: Msg) -> None:
-            sequence, stored_ns, pending = bus.delivery(msg)
+        async def take(subject: str, payload: bytes, position: bus.Delivery) -> None:
+            sequence, stored_ns, pending = position
             if sequence <= family.position:
                 return  # committed already (the consumer re-created itself, or another recorder moved us on)
             try:
-                message = family.decoder.decode(msg.data)
+                message = family.decoder.decode(payload)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 UNDECODABLE.labels(family.table).inc()
                 message = None
@@ -269,9 +268,8 @@ class Recorder(Actor):
         """Stop intake, write what was taken in (committing its position), then close."""
         self._stopping.set()
         for family in self.families:
-            if family.subscription is not None:
-                with contextlib.suppress(Exception):
-                    await family.subscription.unsubscribe()
+            if family.reader is not None:
+                await family.reader.stop()
         writers = self._tasks[: len(self.families)]
         for family, writer in zip(self.families, writers, strict=True):
             if not family.writing and family.buffer is not None and family.buffer.empty():
