@@ -4,6 +4,8 @@ consuming from a stream position, and watching a KV bucket."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -124,16 +126,26 @@ async def test_every_stream_is_file_backed_and_deduplicating(nc: Client, setting
         assert info.config.num_replicas == settings.stream_replicas
 
 
-@pytest.mark.parametrize("how", ["stop", "kill"])
-async def test_publisher_loses_nothing_and_keeps_order_across_a_nats_restart(tmp_path: Path, how: str) -> None:
-    """Publish flat out while the server is stopped (or killed -9) and started again on the same store: every
-    message is in the stream exactly once, in publishing order."""
-    server = NatsServer(tmp_path / "store")
+@contextlib.asynccontextmanager
+async def own_server(path: Path) -> AsyncIterator[tuple[NatsServer, Client]]:
+    """A nats-server of the test's own (to stop and kill), with the topology, and a client connected to it."""
+    server = NatsServer(path / "store")
     server.start()
     settings = config.load({"NATS_URL": server.url})
     nc = await bus.connect(settings, "restart-test")
     try:
         await bus.ensure_topology(nc.jetstream(), settings)
+        yield server, nc
+    finally:
+        await nc.close()
+        server.stop()
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+async def test_publisher_loses_nothing_and_keeps_order_across_a_nats_restart(tmp_path: Path, how: str) -> None:
+    """Publish flat out while the server is stopped (or killed -9) and started again on the same store: every
+    message is in the stream exactly once, in publishing order."""
+    async with own_server(tmp_path) as (server, nc):
         publisher = bus.Publisher(nc, ack_timeout=1.0)
         await publisher.start()
         total = 20_000
@@ -160,9 +172,6 @@ async def test_publisher_loses_nothing_and_keeps_order_across_a_nats_restart(tmp
         await asyncio.sleep(0.3)
         await reader.stop()
         assert received == list(range(total))
-    finally:
-        await nc.close()
-        server.stop()
 
 
 async def fill(nc: Client, total: int) -> None:
@@ -177,12 +186,7 @@ async def fill(nc: Client, total: int) -> None:
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_reader_reads_each_message_once_in_order_across_a_nats_restart(tmp_path: Path, how: str) -> None:
-    server = NatsServer(tmp_path / "store")
-    server.start()
-    settings = config.load({"NATS_URL": server.url})
-    nc = await bus.connect(settings, "reader-restart-test")
-    try:
-        await bus.ensure_topology(nc.jetstream(), settings)
+    async with own_server(tmp_path) as (server, nc):
         total = 30_000
         await fill(nc, total)
         received: list[int] = []
@@ -202,9 +206,6 @@ async def test_reader_reads_each_message_once_in_order_across_a_nats_restart(tmp
         await reader.stop()
         assert received == list(range(total))
         assert reader.recreated >= 1
-    finally:
-        await nc.close()
-        server.stop()
 
 
 async def test_reader_recreates_a_consumer_deleted_under_it(nc: Client) -> None:
