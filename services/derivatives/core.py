@@ -6,8 +6,8 @@ futures trade. No I/O.
   is the front month: the one with the nearest last trading day not yet passed (`shared.market.front_month` when no
   expiry is known at all).
 - DerivativesData per contract: last price, change against the trade's reference price (the previous settlement),
-  cumulative volume, best bid/ask, and basis = last price - the latest VN30 value (points), basis_pct = basis / VN30
-  × 100, is_premium = basis > 0. Recomputed whenever the contract trades or VN30 moves.
+  cumulative volume, best bid/ask, and basis = last price - the latest VN30 value (points, to 0.01), basis_pct =
+  basis / VN30 × 100, is_premium = basis > 0. Recomputed whenever the contract trades or VN30 moves.
 - BasisPoint events after each futures trade, at most one per contract per second of exchange time: within a second
   the latest value wins; a second's point is released when a later second begins (or when the service flushes).
 - Each futures trade is classified like a stock's (the classifier's core, rules and tallies), for the tick history.
@@ -51,13 +51,20 @@ class DerivativesState(msgspec.Struct, kw_only=True):
     trades: dict[str, SymbolDay] = msgspec.field(default_factory=dict)  # the classifier's per-contract days
 
 
+def basis_of(futures_price: float, spot_value: float) -> tuple[float, float]:
+    """Basis in points, to the hundredth the VN30 is quoted in (a float difference such as 3.980000000000018 is
+    3.98), and as a percentage of the index."""
+    basis = round(futures_price - spot_value, 2)
+    return basis, basis / spot_value * 100
+
+
 def basis_point(contract: Contract, spot: Spot, at: datetime) -> BasisPoint | None:
     if contract.last_price is None or not spot.value:
         return None
-    basis = contract.last_price - spot.value
+    basis, basis_pct = basis_of(contract.last_price, spot.value)
     return BasisPoint(trading_date=contract.trading_date, timestamp=at, futures_symbol=contract.symbol,
-                      futures_price=contract.last_price, spot_value=spot.value, basis=basis,
-                      basis_pct=basis / spot.value * 100, is_premium=basis > 0)
+                      futures_price=contract.last_price, spot_value=spot.value, basis=basis, basis_pct=basis_pct,
+                      is_premium=basis > 0)
 
 
 class DerivativesCore:
@@ -141,16 +148,15 @@ class DerivativesCore:
             return None
         spot = self.state.spot
         change = contract.last_price - contract.ref_price if contract.ref_price else 0.0
-        basis = None
+        basis = basis_pct = None
         if spot is not None and spot.trading_date == contract.trading_date and spot.value:
-            basis = contract.last_price - spot.value
+            basis, basis_pct = basis_of(contract.last_price, spot.value)
         return DerivativesData(
             symbol=symbol, trading_date=contract.trading_date, last_price=contract.last_price, change=change,
             change_pct=change / contract.ref_price * 100 if contract.ref_price else 0.0,
             volume=contract.total_volume, bid_price=contract.bid1 or None, ask_price=contract.ask1 or None,
             spot_value=spot.value if basis is not None and spot is not None else None, basis=basis,
-            basis_pct=basis / spot.value * 100 if basis is not None and spot is not None else None,
-            is_premium=basis > 0 if basis is not None else None,
+            basis_pct=basis_pct, is_premium=basis > 0 if basis is not None else None,
             is_active=symbol == self.active_contract(contract.trading_date),
             last_updated=max(contract.last_updated, spot.timestamp) if basis is not None and spot else
             contract.last_updated,
