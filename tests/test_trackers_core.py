@@ -173,12 +173,12 @@ def test_basis_when_the_index_moves_after_the_trade_and_before() -> None:
     assert (data.last_price, data.change, data.volume) == (1899.0, pytest.approx(-1.0), 2)
 
 
-def test_basis_is_in_hundredths_of_a_point_without_float_noise() -> None:
+def test_basis_and_change_are_in_hundredths_of_a_point_without_float_noise() -> None:
     core = DerivativesCore()
     core.on_index(index(1880.32, OPEN))
     core.on_trade(fut("VN30F2612", 1884.3, 1, OPEN + timedelta(seconds=1)))
-    assert 1884.3 - 1880.32 != 3.98  # what a bare subtraction gives
-    assert core.data("VN30F2612").basis == 3.98
+    assert (1884.3 - 1880.32, 1884.3 - 1900.0) != (3.98, -15.7)  # what bare subtractions give
+    assert (core.data("VN30F2612").basis, core.data("VN30F2612").change) == (3.98, -15.7)
     _, released = core.on_trade(fut("VN30F2612", 1884.4, 2, OPEN + timedelta(seconds=2)))
     assert released is not None
     assert released.basis == 3.98

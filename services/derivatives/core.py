@@ -6,8 +6,9 @@ futures trade. No I/O.
   is the front month: the one with the nearest last trading day not yet passed (`shared.market.front_month` when no
   expiry is known at all).
 - DerivativesData per contract: last price, change against the trade's reference price (the previous settlement),
-  cumulative volume, best bid/ask, and basis = last price - the latest VN30 value (points, to 0.01), basis_pct =
-  basis / VN30 × 100, is_premium = basis > 0. Recomputed whenever the contract trades or VN30 moves.
+  cumulative volume, best bid/ask, and basis = last price - the latest VN30 value, basis_pct = basis / VN30 × 100,
+  is_premium = basis > 0; differences of points to 0.01, the index's own precision. Recomputed whenever the contract
+  trades or VN30 moves.
 - BasisPoint events after each futures trade, at most one per contract per second of exchange time: within a second
   the latest value wins; a second's point is released when a later second begins (or when the service flushes).
 - Each futures trade is classified like a stock's (the classifier's core, rules and tallies), for the tick history.
@@ -51,10 +52,15 @@ class DerivativesState(msgspec.Struct, kw_only=True):
     trades: dict[str, SymbolDay] = msgspec.field(default_factory=dict)  # the classifier's per-contract days
 
 
+def points(difference: float) -> float:
+    """A difference of index points to the hundredth they are quoted in: 1884.3 - 1880.32 is 3.98, not the
+    3.980000000000018 floating point gives."""
+    return round(difference, 2)
+
+
 def basis_of(futures_price: float, spot_value: float) -> tuple[float, float]:
-    """Basis in points, to the hundredth the VN30 is quoted in (a float difference such as 3.980000000000018 is
-    3.98), and as a percentage of the index."""
-    basis = round(futures_price - spot_value, 2)
+    """Basis in points and as a percentage of the index."""
+    basis = points(futures_price - spot_value)
     return basis, basis / spot_value * 100
 
 
@@ -147,7 +153,7 @@ class DerivativesCore:
         if contract is None or contract.last_price is None or contract.last_updated is None:
             return None
         spot = self.state.spot
-        change = contract.last_price - contract.ref_price if contract.ref_price else 0.0
+        change = points(contract.last_price - contract.ref_price) if contract.ref_price else 0.0
         basis = basis_pct = None
         if spot is not None and spot.trading_date == contract.trading_date and spot.value:
             basis, basis_pct = basis_of(contract.last_price, spot.value)
