@@ -14,8 +14,10 @@ from enum import StrEnum
 import msgspec
 
 
-class Message(msgspec.Struct, kw_only=True):
-    """Base of every domain message."""
+class Message(msgspec.Struct, kw_only=True, gc=False):
+    """Base of every domain message. Messages are trees of plain values, never part of a reference cycle, so the
+    garbage collector need not track them (`gc=False`): a recorder holding ten thousand of them in its buffers spent
+    a fifth of its time in collections that could never free one."""
 
 
 class TradeType(StrEnum):
