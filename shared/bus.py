@@ -158,9 +158,10 @@ class _Client(Client):
         return headers
 
     async def publish_with_id(self, subject: str, payload: bytes, reply: str, msg_id: str | None) -> None:
-        """`publish` of a message with an optional Nats-Msg-Id. Subjects, replies and ids are ours (symbols are
-        checked by ingest), but a space or line break in one would corrupt the protocol stream: refused here."""
-        if _UNSAFE.search(subject) or _UNSAFE.search(reply) or (msg_id is not None and _UNSAFE.search(msg_id)):
+        """`publish` of a message with an optional Nats-Msg-Id, replies going to `reply` (the publisher's own inbox).
+        Subjects and ids are ours (symbols are checked by ingest), but a space or line break in one would corrupt the
+        protocol stream: refused here."""
+        if _UNSAFE.search(subject) or (msg_id is not None and _UNSAFE.search(msg_id)):
             raise nats.errors.BadSubjectError
         if self.is_closed:
             raise nats.errors.ConnectionClosedError
@@ -494,14 +495,15 @@ class Delivery(NamedTuple):
 StreamHandler = Callable[[str, bytes, Delivery], Awaitable[None]]  # subject, payload, position
 
 
-def delivery(reply: str) -> Delivery:
-    """A JetStream message's position, from its reply subject: nats-py's `msg.metadata` builds several objects and
-    a datetime per message, a cost a tracker reading tens of thousands of messages a second does not need.
-    $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (9 tokens), or with the domain and account
-    hash after ACK and a random token at the end (12)."""
-    tokens = reply.split(".")
+def delivery(reply: bytes) -> tuple[int, Delivery]:
+    """A JetStream message's consumer delivery sequence and position, from its reply subject (nats-py's
+    `msg.metadata` builds several objects and a datetime per message, a cost a reader of tens of thousands of
+    messages a second does not need): $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+    (9 tokens), or with the domain and account hash after ACK and a random token at the end (12)."""
+    tokens = reply.split(b".")
     offset = 0 if len(tokens) == 9 else 2
-    return Delivery(int(tokens[5 + offset]), int(tokens[7 + offset]), int(tokens[8 + offset]))
+    return int(tokens[6 + offset]), Delivery(int(tokens[5 + offset]), int(tokens[7 + offset]),
+                                             int(tokens[8 + offset]))
 
 
 def covering_filter(subjects: Iterable[str]) -> str:
@@ -614,11 +616,8 @@ class StreamReader:
         if headers is not None and not payload and headers.startswith(_STATUS_100):
             self._control(reply, headers)
             return
-        tokens = reply.split(b".")
-        offset = 0 if len(tokens) == 9 else 2
         try:
-            delivered = int(tokens[6 + offset])
-            position = Delivery(int(tokens[5 + offset]), int(tokens[7 + offset]), int(tokens[8 + offset]))
+            delivered, position = delivery(reply)
         except (IndexError, ValueError):
             log.error("not a JetStream delivery: ignored", subject=subject, reply=reply)
             return
@@ -717,12 +716,11 @@ class StreamReader:
         self._consumer = None
 
     def _recreate(self, reason: str) -> None:
-        if self._stopped:
-            return
+        if self._stopped or (self._recreating is not None and not self._recreating.done()):
+            return  # the consumer being created already starts after the last message received
         if self._sub is not None:
             self._nc.unroute_raw(self._sub)  # nothing more from the old consumer
-        if self._recreating is None or self._recreating.done():
-            self._recreating = asyncio.create_task(self._recreate_until_done(reason), name=f"recreate-{self._filter}")
+        self._recreating = asyncio.create_task(self._recreate_until_done(reason), name=f"recreate-{self._filter}")
 
     async def _recreate_until_done(self, reason: str) -> None:
         log.info("re-creating stream consumer", stream=self._stream, filter=self._filter, reason=reason,
@@ -746,7 +744,7 @@ class StreamReader:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(2 * self._heartbeat_s)
-            if not self._active and (self._recreating is None or self._recreating.done()):
+            if not self._active:
                 self._recreate("no heartbeat")
             self._active = False
 
@@ -784,7 +782,7 @@ async def first_sequence_since(js: JetStreamContext, stream: StreamSpec, subject
     )
     probe = await js.subscribe(subjects[0], stream=stream.name, ordered_consumer=True, config=config)
     try:
-        return delivery((await probe.next_msg(timeout=1.0)).reply).stream_sequence
+        return delivery((await probe.next_msg(timeout=1.0)).reply.encode())[1].stream_sequence
     except nats.errors.TimeoutError:
         return (await js.stream_info(stream.name)).state.last_seq + 1
     finally:

@@ -153,17 +153,16 @@ class DerivativesCore:
         if contract is None or contract.last_price is None or contract.last_updated is None:
             return None
         spot = self.state.spot
+        if spot is not None and (spot.trading_date != contract.trading_date or not spot.value):
+            spot = None  # no VN30 of the contract's day yet: no basis
         change = points(contract.last_price - contract.ref_price) if contract.ref_price else 0.0
-        basis = basis_pct = None
-        if spot is not None and spot.trading_date == contract.trading_date and spot.value:
-            basis, basis_pct = basis_of(contract.last_price, spot.value)
+        basis, basis_pct = basis_of(contract.last_price, spot.value) if spot is not None else (None, None)
         return DerivativesData(
             symbol=symbol, trading_date=contract.trading_date, last_price=contract.last_price, change=change,
             change_pct=change / contract.ref_price * 100 if contract.ref_price else 0.0,
             volume=contract.total_volume, bid_price=contract.bid1 or None, ask_price=contract.ask1 or None,
-            spot_value=spot.value if basis is not None and spot is not None else None, basis=basis,
-            basis_pct=basis_pct, is_premium=basis > 0 if basis is not None else None,
+            spot_value=spot.value if spot is not None else None, basis=basis, basis_pct=basis_pct,
+            is_premium=basis > 0 if basis is not None else None,
             is_active=symbol == self.active_contract(contract.trading_date),
-            last_updated=max(contract.last_updated, spot.timestamp) if basis is not None and spot else
-            contract.last_updated,
+            last_updated=max(contract.last_updated, spot.timestamp) if spot is not None else contract.last_updated,
         )

@@ -162,7 +162,7 @@ class Recorder(Actor):
         async def take(subject: str, payload: bytes, position: bus.Delivery) -> None:
             sequence, stored_ns, pending = position
             if sequence <= family.position:
-                return  # committed already (the consumer re-created itself, or another recorder moved us on)
+                return  # committed already: another recorder moved the position on
             try:
                 message = family.decoder.decode(payload)
             except (msgspec.DecodeError, msgspec.ValidationError):
