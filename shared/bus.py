@@ -367,6 +367,11 @@ class Publisher:
     def pending(self) -> int:
         return len(self._unacked)
 
+    @property
+    def max_payload(self) -> int:
+        """The largest payload the server takes (its max_payload; our streams' max_msg_size is the same 1 MiB)."""
+        return self._nc._max_payload
+
     async def publish(self, subject: str, payload: bytes, msg_id: str | None = None) -> None:
         await self._room.acquire()
         while not (self._connected.is_set() and self._nc.is_connected):

@@ -172,6 +172,17 @@ def to_exchange_time(moment: datetime) -> datetime:
     return moment.astimezone(EXCHANGE_TZ)
 
 
+# The dates a market message may carry: outside them a trading date is a corrupt or hostile frame, never the market.
+MARKET_ERA = (date(2000, 1, 1), date(2099, 12, 31))
+# The longest the exchanges stay closed: the Tết break with the weekends around it (nine or ten days), rounded up. A
+# feed's trading date moves on by at most this much from one trading day to the next.
+LONGEST_CLOSURE_DAYS = 14
+
+
+def in_market_era(day: date) -> bool:
+    return MARKET_ERA[0] <= day <= MARKET_ERA[1]
+
+
 def exchange_now() -> datetime:
     """The wall clock in exchange time: for liveness checks only, never for market data (the feed has its own clock)."""
     return datetime.now(EXCHANGE_TZ)

@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import bus, config, metrics
 from shared.catalog import default_metrics_port
+from shared.deadletter import DeadLetters
 
 VERSION = "0.1.0"
 STATUS_SUBJECT = "stocktracker.{name}.status"  # micro endpoint answering the actor's status as JSON
@@ -48,6 +49,7 @@ class Context:
     js: JetStreamContext
     publisher: bus.Publisher
     log: Any  # structlog BoundLogger
+    dead_letters: DeadLetters
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     failure: str | None = None
 
@@ -242,7 +244,8 @@ async def serve(actor: Actor, settings: config.Settings, stop: asyncio.Event | N
         publisher = bus.Publisher(nc)
         await publisher.start()
         micro = await register_micro(nc, actor, port)
-        ctx = Context(name=name, settings=settings, nc=nc, js=js, publisher=publisher, log=log, stop_requested=stop)
+        ctx = Context(name=name, settings=settings, nc=nc, js=js, publisher=publisher, log=log,
+                      dead_letters=DeadLetters(name, publisher, log), stop_requested=stop)
         try:
             await actor.start(ctx)
         except Exception as err:

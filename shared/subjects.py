@@ -20,6 +20,8 @@ Stream DERIVED (events computed by the trackers):
     foreign.flow.<SYMBOL>        ForeignFlow
     index.point.<INDEX_ID>       IndexPoint
     basis.point.<CONTRACT>       BasisPoint
+Stream DEADLETTER (messages a service could not use, with why; `stocktracker dlq` lists them):
+    dlq.<service>                DeadLetter
 KV buckets (current state, one value per key): see `Bucket`.
 """
 
@@ -76,6 +78,7 @@ TRADE_CLASSIFIED = Family("trade.classified")
 FOREIGN_FLOW = Family("foreign.flow")
 INDEX_POINT = Family("index.point")
 BASIS_POINT = Family("basis.point")
+DEAD_LETTERS = Family("dlq")  # dlq.<service>
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,12 @@ DERIVED = StreamSpec(
     (TRADE_CLASSIFIED.wildcard, FOREIGN_FLOW.wildcard, INDEX_POINT.wildcard, BASIS_POINT.wildcard),
     "Events derived by the trackers: classified trades, foreign flows, index points, basis points",
 )
-STREAMS = (MARKET, DERIVED)
+DEADLETTER = StreamSpec(
+    "DEADLETTER",
+    (DEAD_LETTERS.wildcard,),
+    "Messages a service could not use (undecodable, invalid, or failing), each with its subject, sequence and error",
+)
+STREAMS = (MARKET, DERIVED, DEADLETTER)
 
 
 class Bucket(StrEnum):

@@ -38,6 +38,7 @@ from shared.messages.domain import (
     SessionStats,
     Trade,
     TradeType,
+    finite,
 )
 
 _AUCTION_SESSIONS = frozenset({"ATO", "ATC", "PT"})
@@ -170,25 +171,34 @@ class Classifier:
         day.bid1, day.ask1 = quote.bid1, quote.ask1
 
     def on_trade(self, trade: Trade) -> TradeOutcome:
-        day = self._day(trade.symbol, trade.trading_date, trade.timestamp)
-        if day.trading_date != trade.trading_date or trade.total_volume <= day.last_total:
+        """Everything that can fail (a non-finite change from a corrupt reference price) is worked out before the
+        symbol's day changes at all: a trade is taken whole or refused with the day untouched."""
+        day = self.days.get(trade.symbol)
+        if day is not None and (day.trading_date > trade.trading_date or (
+                day.trading_date == trade.trading_date and trade.total_volume <= day.last_total)):
             stale = day.trading_date != trade.trading_date or trade.total_volume < day.last_total
             if stale:
                 day.out_of_order += 1
             else:
                 day.duplicates += 1
             return TradeOutcome(ignored="out_of_order" if stale else "duplicate")
-
+        new_day = day is None or day.trading_date != trade.trading_date
+        if day is None or new_day:
+            day = SymbolDay(symbol=trade.symbol, trading_date=trade.trading_date,
+                            stats=SessionStats(symbol=trade.symbol, trading_date=trade.trading_date,
+                                               last_updated=trade.timestamp))
         added = trade.total_volume - day.last_total
         volume = min(trade.volume, added)
         unseen = added - volume
+        value = finite(trade.price * volume, "the trade's value")
+        price = self._price(day, trade)
+        if new_day:
+            self.days[trade.symbol] = day
+
         day.last_total = trade.total_volume
         self._reference(day, trade)
-
         trade_type, decision = self._classify(day, trade)
         self._tick(day, trade.price)
-
-        value = trade.price * volume
         phase = day.stats.phases.setdefault(phase_key(trade.session), PhaseVolumes())
         for split in (day.stats, phase):
             _add(split, trade_type, volume, value)
@@ -199,7 +209,7 @@ class Classifier:
             day.unseen_volume += unseen
         day.stats.total_volume = trade.total_volume
         day.stats.last_updated = trade.timestamp
-        self._price(day, trade)
+        day.price = price or day.price
 
         classified = ClassifiedTrade(
             symbol=trade.symbol, trading_date=trade.trading_date, timestamp=trade.timestamp, price=trade.price,
@@ -241,14 +251,16 @@ class Classifier:
         day.floor = trade.floor or day.floor
 
     @staticmethod
-    def _price(day: SymbolDay, trade: Trade) -> None:
-        ref = day.ref_price
+    def _price(day: SymbolDay, trade: Trade) -> PriceData | None:
+        """The symbol's price after `trade` (None while no reference price is known), from the day before it."""
+        ref = trade.ref_price or day.ref_price
         if not ref:
-            return
+            return None
         change = trade.price - ref
-        day.price = PriceData(symbol=day.symbol, trading_date=day.trading_date, last_price=trade.price,
-                              change=change, change_pct=change / ref * 100, ref_price=ref, ceiling=day.ceiling,
-                              floor=day.floor, last_updated=trade.timestamp)
+        return PriceData(symbol=day.symbol, trading_date=day.trading_date, last_price=trade.price, change=change,
+                         change_pct=finite(change / ref * 100, "the change in percent"), ref_price=ref,
+                         ceiling=trade.ceiling or day.ceiling, floor=trade.floor or day.floor,
+                         last_updated=trade.timestamp)
 
     def tally(self) -> Tally:
         tally = Tally()

@@ -35,15 +35,13 @@ def _labelled(metric: Counter, *labels: str) -> Any:
 class ClassifierService(Tracker[ClassifierState]):
     name = "classifier"
     description = "Classifies trades as active buy / active sell; session stats and prices"
-    subjects = (MD_TRADE.wildcard, MD_QUOTE.wildcard)
+    inputs = ((MD_TRADE.wildcard, Trade), (MD_QUOTE.wildcard, Quote))
     state_type = ClassifierState
 
     def __init__(self) -> None:
         super().__init__()
         self.core = Classifier()
         self.classified = 0
-        self._trade = msgspec.json.Decoder(Trade)
-        self._quote = msgspec.json.Decoder(Quote)
         self._encode = msgspec.json.Encoder().encode
 
     def kv_interval_s(self, settings: Settings) -> float:
@@ -55,13 +53,11 @@ class ClassifierService(Tracker[ClassifierState]):
     def snapshot(self) -> ClassifierState:
         return ClassifierState(days=self.core.days)
 
-    async def handle(self, subject: str, payload: bytes) -> None:
-        if self.partition.count > 1 and not self.partition.owns(subject.rpartition(".")[2]):
-            return  # another instance's symbol: skipped before decoding
-        if subject.startswith(MD_QUOTE.prefix):
-            self.core.on_quote(self._quote.decode(payload))
+    async def handle(self, subject: str, message: Trade | Quote) -> None:
+        if isinstance(message, Quote):
+            self.core.on_quote(message)
             return
-        trade = self._trade.decode(payload)
+        trade = message
         outcome = self.core.on_trade(trade)
         if outcome.classified is None:
             _labelled(IGNORED, outcome.ignored or "ignored").inc()

@@ -23,7 +23,7 @@ import msgspec
 
 from services.classifier.core import Classifier, SymbolDay, TradeOutcome
 from shared.market import contract_expiry, front_month
-from shared.messages.domain import BasisPoint, DerivativesData, IndexUpdate, Quote, Trade
+from shared.messages.domain import BasisPoint, DerivativesData, IndexUpdate, Quote, Trade, finite
 
 SPOT_INDEX = "VN30"
 
@@ -59,9 +59,17 @@ def points(difference: float) -> float:
 
 
 def basis_of(futures_price: float, spot_value: float) -> tuple[float, float]:
-    """Basis in points and as a percentage of the index."""
+    """Basis in points and as a percentage of the index (raises NonFiniteError for a corrupt, near-zero index)."""
     basis = points(futures_price - spot_value)
-    return basis, basis / spot_value * 100
+    return basis, finite(basis / spot_value * 100, "the basis in percent")
+
+
+def change_of(last_price: float, ref_price: float | None) -> tuple[float, float]:
+    """A contract's change against its reference, in points and percent (0, 0 while no reference is known)."""
+    if not ref_price:
+        return 0.0, 0.0
+    change = points(last_price - ref_price)
+    return change, finite(change / ref_price * 100, "the change in percent")
 
 
 def basis_point(contract: Contract, spot: Spot, at: datetime) -> BasisPoint | None:
@@ -83,15 +91,20 @@ class DerivativesCore:
     # --- input ---------------------------------------------------------------------------------------------------
 
     def on_index(self, update: IndexUpdate) -> list[str]:
-        """A VN30 update moves every contract's basis; returns the contracts whose data changed."""
+        """A VN30 update moves every contract's basis; returns the contracts whose data changed. Every new basis is
+        computed before the spot is taken, so a corrupt value is refused with the state untouched."""
         if update.index_id != SPOT_INDEX:
             return []
         spot = self.state.spot
         if spot is not None and (update.trading_date, update.timestamp) < (spot.trading_date, spot.timestamp):
             return []
+        moved = [symbol for symbol, contract in self.state.contracts.items()
+                 if contract.trading_date == update.trading_date and contract.last_price is not None]
+        if update.value:
+            for symbol in moved:
+                basis_of(self.state.contracts[symbol].last_price or 0.0, update.value)
         self.state.spot = Spot(update.trading_date, update.value, update.timestamp)
-        return [symbol for symbol, contract in self.state.contracts.items()
-                if contract.trading_date == update.trading_date and contract.last_price is not None]
+        return moved
 
     def on_quote(self, quote: Quote) -> None:
         contract = self._contract(quote.symbol, quote.trading_date)
@@ -100,7 +113,13 @@ class DerivativesCore:
         self.classifier.on_quote(quote)
 
     def on_trade(self, trade: Trade) -> tuple[TradeOutcome, BasisPoint | None]:
-        """The trade's classification and, when it completes an earlier second, that second's basis point."""
+        """The trade's classification and, when it completes an earlier second, that second's basis point. The
+        figures that can fail are computed before anything changes."""
+        spot = self.state.spot
+        if spot is not None and spot.trading_date == trade.trading_date and spot.value:
+            basis_of(trade.price, spot.value)
+        known = self.state.contracts.get(trade.symbol)
+        change_of(trade.price, trade.ref_price or (known.ref_price if known is not None else None))
         outcome = self.classifier.on_trade(trade)
         if outcome.classified is None:
             return outcome, None
@@ -110,7 +129,6 @@ class DerivativesCore:
         contract.total_volume = trade.total_volume
         contract.last_updated = trade.timestamp
         released = None
-        spot = self.state.spot
         if spot is not None and spot.trading_date == trade.trading_date:
             point = basis_point(contract, spot, trade.timestamp)
             pending = contract.pending_point
@@ -155,11 +173,11 @@ class DerivativesCore:
         spot = self.state.spot
         if spot is not None and (spot.trading_date != contract.trading_date or not spot.value):
             spot = None  # no VN30 of the contract's day yet: no basis
-        change = points(contract.last_price - contract.ref_price) if contract.ref_price else 0.0
+        change, change_pct = change_of(contract.last_price, contract.ref_price)
         basis, basis_pct = basis_of(contract.last_price, spot.value) if spot is not None else (None, None)
         return DerivativesData(
             symbol=symbol, trading_date=contract.trading_date, last_price=contract.last_price, change=change,
-            change_pct=change / contract.ref_price * 100 if contract.ref_price else 0.0,
+            change_pct=change_pct,
             volume=contract.total_volume, bid_price=contract.bid1 or None, ask_price=contract.ask1 or None,
             spot_value=spot.value if spot is not None else None, basis=basis, basis_pct=basis_pct,
             is_premium=basis > 0 if basis is not None else None,

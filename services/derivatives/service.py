@@ -28,7 +28,8 @@ IDLE_RELEASE_S = 1.0  # a second's basis point goes out when no futures trade ca
 class DerivativesService(Tracker[DerivativesState]):
     name = "derivatives"
     description = "VN30F futures and their basis to the VN30 index"
-    subjects = (MD_FUTURES_TRADE.wildcard, MD_FUTURES_QUOTE.wildcard, MD_INDEX(SPOT_INDEX))
+    inputs = ((MD_FUTURES_TRADE.wildcard, Trade), (MD_FUTURES_QUOTE.wildcard, Quote),
+              (MD_INDEX(SPOT_INDEX), IndexUpdate))
     state_type = DerivativesState
     partitionable = False
 
@@ -38,9 +39,6 @@ class DerivativesService(Tracker[DerivativesState]):
         self.aliases: dict[str, str] = {}
         self.expiries: dict[str, date] = {}
         self._last_trade_at = 0.0
-        self._trade = msgspec.json.Decoder(Trade).decode
-        self._quote = msgspec.json.Decoder(Quote).decode
-        self._index = msgspec.json.Decoder(IndexUpdate).decode
         self._encode = msgspec.json.Encoder().encode
         self._reference: BucketWatch | None = None
         self._releaser: asyncio.Task[None] | None = None
@@ -70,17 +68,16 @@ class DerivativesService(Tracker[DerivativesState]):
     def snapshot(self) -> DerivativesState:
         return self.core.state
 
-    async def handle(self, subject: str, payload: bytes) -> None:
-        if subject.startswith(MD_INDEX.prefix):
-            for symbol in self.core.on_index(self._index(payload)):
+    async def handle(self, subject: str, message: Trade | Quote | IndexUpdate) -> None:
+        if isinstance(message, IndexUpdate):
+            for symbol in self.core.on_index(message):
                 self._changed(symbol)
             return
-        if subject.startswith(MD_FUTURES_QUOTE.prefix):
-            quote = self._quote(payload)
-            self.core.on_quote(quote)
-            self._changed(quote.symbol)
+        if isinstance(message, Quote):
+            self.core.on_quote(message)
+            self._changed(message.symbol)
             return
-        trade = self._trade(payload)
+        trade = message
         outcome, released = self.core.on_trade(trade)
         if outcome.classified is None:
             return

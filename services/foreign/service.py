@@ -28,7 +28,7 @@ class ForeignState(msgspec.Struct):
 class ForeignService(Tracker[ForeignState]):
     name = "foreign"
     description = "Foreign investors' flows, speed and acceleration; the VN30 summary"
-    subjects = (MD_FOREIGN.wildcard,)
+    inputs = ((MD_FOREIGN.wildcard, ForeignRoom),)
     state_type = ForeignState
     partitionable = False  # the VN30 summary needs every basket symbol
 
@@ -37,7 +37,6 @@ class ForeignService(Tracker[ForeignState]):
         self.core = ForeignCore()
         self.basket: list[str] = []
         self.flows = 0
-        self._decode = msgspec.json.Decoder(ForeignRoom).decode
         self._encode = msgspec.json.Encoder().encode
         self._basket_watch: BucketWatch | None = None
 
@@ -61,8 +60,7 @@ class ForeignService(Tracker[ForeignState]):
     def snapshot(self) -> ForeignState:
         return ForeignState(symbols=self.core.symbols)
 
-    async def handle(self, subject: str, payload: bytes) -> None:
-        room = self._decode(payload)
+    async def handle(self, subject: str, room: ForeignRoom) -> None:
         reseeds_before = self.core.symbols[room.symbol].reseeds if room.symbol in self.core.symbols else 0
         flow = self.core.on_room(room)
         state = self.core.symbols.get(room.symbol)

@@ -23,14 +23,13 @@ class IndexState(msgspec.Struct):
 class IndexService(Tracker[IndexState]):
     name = "index"
     description = "Index values, breadth and intraday series"
-    subjects = (MD_INDEX.wildcard,)
+    inputs = ((MD_INDEX.wildcard, IndexUpdate),)
     state_type = IndexState
     partitionable = False
 
     def __init__(self) -> None:
         super().__init__()
         self.core = IndexCore()
-        self._decode = msgspec.json.Decoder(IndexUpdate).decode
         self._encode = msgspec.json.Encoder().encode
 
     def restore(self, state: IndexState | None) -> None:
@@ -39,8 +38,7 @@ class IndexService(Tracker[IndexState]):
     def snapshot(self) -> IndexState:
         return IndexState(indices=self.core.indices)
 
-    async def handle(self, subject: str, payload: bytes) -> None:
-        update = self._decode(payload)
+    async def handle(self, subject: str, update: IndexUpdate) -> None:
         point = self.core.on_update(update)
         if point is None:
             STALE.inc()

@@ -5,18 +5,20 @@ id), with a verdict on every trade. No I/O; the service feeds it frames and publ
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import msgspec
 
-from shared.market import is_futures
+from shared.market import LONGEST_CLOSURE_DAYS, is_futures
 from shared.messages.domain import Message, Quote, Rejection, Trade
-from shared.messages.ssi import Decoded, decode_frame
+from shared.messages.ssi import Decoded, Reason, decode_frame, rejection
 from shared.subjects import MD_REJECTED, market_subject
+
+Frame = bytes | str | Mapping[str, Any]
 
 
 class TradeVerdict(StrEnum):
@@ -68,22 +70,52 @@ class Normalizer:
 
     Futures trades and quotes go to the futures subjects: a contract is known by its code (VN30FYYMM, VN30F1M), by
     the exchange the frame names (DERIVATIVES), or as one of `futures` (FUTURES_ALIASES, reference data's FU).
+
+    Trading dates: a frame dated implausibly far from the feed's current trading date is refused, so one frame dated
+    2099 cannot carry a symbol into a day no real trade will reach. The current date is `today()` when given (the
+    live feed: the exchange's own date; a frame may be up to a day ahead of it, for clocks either side of midnight),
+    otherwise the feed's own (a replay, the simulator: the latest date accepted, which moves on by at most
+    LONGEST_CLOSURE_DAYS, so day rollovers, weekends and the Tết break pass). Either way a frame may lag the current
+    date by up to LONGEST_CLOSURE_DAYS (the last trading day's figures, sent again before the next open).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, today: Callable[[], date] | None = None) -> None:
         self._encoder = msgspec.json.Encoder()
         self.futures: set[str] = set()  # codes that are futures though neither their format nor exchange says so
+        self.today = today
+        self.feed_date: date | None = None  # the latest trading date accepted
         self._last_total: dict[str, tuple[date, int]] = {}
         self._ordinals: dict[str, tuple[datetime, int]] = {}
 
-    def normalize(self, raw: bytes | str | Mapping[str, Any] | Message) -> Normalized | Refused:
-        """A raw frame, or a message a source built itself (bars fetched over REST after a reconnect)."""
+    def normalize(self, raw: Frame | Message) -> Normalized | Refused:
+        """A raw frame, or a message a source built itself (bars fetched over REST after a reconnect). Never raises:
+        whatever goes wrong with a frame is its rejection."""
         if isinstance(raw, Message):
             return self._accept(Decoded(type(raw).__name__.upper(), (raw,)))
-        result = decode_frame(raw)
-        if isinstance(result, Rejection):
-            return self._refuse(result)
-        return self._accept(result)
+        try:
+            result = decode_frame(raw)
+            if isinstance(result, Rejection):
+                return self.refuse(result)
+            implausible = self._implausible_date(result)
+            if implausible:
+                return self.refuse(rejection(raw, Reason.IMPLAUSIBLE_DATE, implausible))
+            return self._accept(result)
+        except Exception as err:  # a bug of ours must not stop the feed
+            return self.refuse(rejection(raw, Reason.INTERNAL_ERROR, f"normalizing failed: {err!r}"))
+
+    def _implausible_date(self, decoded: Decoded) -> str | None:
+        """Why the frame's trading date cannot be the feed's, or None when it can (the feed's date then moves on)."""
+        day: date = decoded.messages[0].trading_date  # type: ignore[attr-defined]
+        current = self.today() if self.today is not None else self.feed_date
+        if current is not None:
+            ahead = 1 if self.today is not None else LONGEST_CLOSURE_DAYS
+            if day > current + timedelta(days=ahead):
+                return f"trading date {day} is more than {ahead} days after the feed's {current}"
+            if day < current - timedelta(days=LONGEST_CLOSURE_DAYS):
+                return f"trading date {day} is more than {LONGEST_CLOSURE_DAYS} days before the feed's {current}"
+        if self.feed_date is None or day > self.feed_date:
+            self.feed_date = day
+        return None
 
     def _accept(self, decoded: Decoded) -> Normalized:
         outgoing: list[Outgoing] = []
@@ -125,7 +157,7 @@ class Normalizer:
         self._ordinals[subject] = (timestamp, ordinal)
         return f"{subject}:{timestamp.isoformat()}:{ordinal}:{zlib.crc32(payload):08x}"
 
-    def _refuse(self, rejection: Rejection) -> Refused:
+    def refuse(self, rejection: Rejection) -> Refused:
         # The same bad frame twice is one entry on md.rejected (and two in the rejection counts).
         msg_id = f"rejected:{zlib.crc32(rejection.raw.encode()):08x}:{len(rejection.raw)}"
         message = Outgoing(MD_REJECTED, self._encoder.encode(rejection), msg_id)

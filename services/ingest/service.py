@@ -13,14 +13,16 @@ from typing import Any
 import msgspec
 from prometheus_client import Counter, Gauge
 
-from services.ingest.normalize import Normalized, Normalizer, Refused
+from services.ingest.normalize import Normalized, Normalizer, Outgoing, Refused
 from services.ingest.sources import FrameRecorder, Pacer, ReplaySource, SimSource, Source
 from shared import metrics
 from shared.config import ConfigError, Settings
 from shared.market import exchange_now
+from shared.messages.ssi import Reason, rejection
 from shared.reference import configured_basket
 from shared.runtime import Actor, Context
 from shared.subjects import VN30_BASKET_KEY, Bucket, security_key
+from shared.throttle import Throttle
 
 FRAMES = Counter("stocktracker_ingest_frames_total", "Frames read, by canonical DataType (rejected: `rejected`)",
                  ["data_type"])
@@ -29,7 +31,6 @@ TRADES = Counter("stocktracker_ingest_trades_total",
                  ["verdict"])
 LAST_FRAME_AGE = Gauge("stocktracker_ingest_last_frame_age_seconds",
                        "Seconds since the last frame was read, by DataType", ["data_type"])
-REJECTION_LOG_INTERVAL_S = 60.0
 
 
 @functools.cache
@@ -75,13 +76,13 @@ class Ingest(Actor):
 
     def __init__(self, source: Source | None = None) -> None:
         """`source` overrides the one INGEST_SOURCE names (tests drive the live adapter with their own clock)."""
-        self.normalizer = Normalizer()
+        self.normalizer = Normalizer()  # the feed's own trading date until start() knows the source is live
         self.frames_read = 0
         self.frames_published = 0
         self.frames_rejected = 0
         self.messages_published = 0
         self.rejections: dict[str, int] = {}
-        self._last_rejection_log: dict[str, float] = {}
+        self._rejection_log = Throttle()
         self._last_frame_at: dict[str, float] = {}
         self._source = source
         self._recorder: FrameRecorder | None = None
@@ -93,6 +94,8 @@ class Ingest(Actor):
     async def start(self, ctx: Context) -> None:
         self._ctx = ctx
         self._source = self._source or make_source(ctx.settings)
+        if self._source.name == "ssi":
+            self.normalizer.today = lambda: exchange_now().date()  # the live feed's date is the exchange's own
         reference = await self._source.reference()
         await self._store_reference(ctx, reference)
         self.normalizer.futures |= set(ctx.settings.futures_codes)
@@ -126,6 +129,10 @@ class Ingest(Actor):
         assert self._ctx is not None
         self.frames_read += 1
         result = self.normalizer.normalize(frame)
+        if isinstance(result, Normalized):
+            too_large = self._too_large(result.messages)
+            if too_large is not None:
+                result = self.normalizer.refuse(rejection(frame, Reason.TOO_LARGE, too_large))
         if isinstance(result, Refused):
             self._count_rejection(result)
             await self._ctx.publisher.publish(result.message.subject, result.message.payload, result.message.msg_id)
@@ -136,6 +143,15 @@ class Ingest(Actor):
             await self._ctx.publisher.publish(message.subject, message.payload, message.msg_id)
         self.frames_published += 1
         self.messages_published += len(result.messages)
+
+    def _too_large(self, messages: tuple[Outgoing, ...]) -> str | None:
+        """Why a frame's messages cannot be published (checked before any is, so a frame goes out whole or not)."""
+        assert self._ctx is not None
+        limit = self._ctx.publisher.max_payload
+        for message in messages:
+            if len(message.payload) > limit:
+                return f"{message.subject} would be {len(message.payload):,} bytes, over the bus's {limit:,}"
+        return None
 
     def _count_accepted(self, result: Normalized) -> None:
         _child(FRAMES, result.data_type).inc()
@@ -153,9 +169,7 @@ class Ingest(Actor):
         FRAMES.labels("rejected").inc()
         metrics.MESSAGES_REJECTED.labels(refused.reason).inc()
         self.rejections[refused.reason] = self.rejections.get(refused.reason, 0) + 1
-        now = time.monotonic()
-        if now - self._last_rejection_log.get(refused.reason, -REJECTION_LOG_INTERVAL_S) >= REJECTION_LOG_INTERVAL_S:
-            self._last_rejection_log[refused.reason] = now
+        if self._rejection_log.due(refused.reason):
             self._ctx.log.warning("frame rejected", reason=refused.reason, detail=refused.detail,
                                   count=self.rejections[refused.reason])
 

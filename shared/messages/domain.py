@@ -4,14 +4,66 @@ Names and fields follow the seed's models (../shared/seed/backend-scout-report.m
 exchange timestamp (tz-aware, Asia/Ho_Chi_Minh; `timestamp` or, for current-state models, `last_updated`) and the
 trading date. Units: stock prices VND, futures and indices in points, volumes in shares/contracts, values in VND.
 All are msgspec Structs encoded as JSON so the NATS CLI can read them.
+
+The market's inputs and the events derived from them are bounded (`Price`, `Volume`, ...): every decoder of these
+types, wherever a message comes from (the feed, the bus, a checkpoint), refuses a value beyond its bound, and with it
+every non-finite number (`inf`, `NaN`). The bounds are far beyond anything the market has seen and are listed in the
+README; a value beyond one is a corrupt or hostile message, not a market event.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
+
+# --- bounds ---------------------------------------------------------------------------------------------------------
+
+MAX_PRICE = 1e8  # VND a share (the dearest Vietnamese shares trade near 10^6) or index points a contract
+MAX_VOLUME = 10**10  # shares or contracts of one instrument in one day (the largest listings have ~10^10 shares)
+# SSI's AvgPrice of a futures contract is TotalVal / TotalVol: VND a contract (100,000 VND a point), not points.
+MAX_AVERAGE_PRICE = MAX_PRICE * 100_000
+MAX_MARKET_VOLUME = 1e12  # shares of a whole exchange in one day
+MAX_VALUE = MAX_PRICE * MAX_VOLUME  # VND: a price times a volume, and any day's total
+MAX_INDEX = 1e6  # index points
+MAX_COUNT = 10**6  # securities counted by an index's breadth
+MAX_ROOM = 1e12  # shares of foreign ownership room
+MAX_PERCENT = 1e4  # a change in percent
+MAX_TEXT = 64  # characters of a code sent by the exchange (session, status, exchange, name)
+SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9_-]{0,29}$"  # an instrument, as a subject's last token: upper case, [A-Z0-9_-]
+
+Price = Annotated[float, Meta(ge=0, le=MAX_PRICE)]
+AveragePrice = Annotated[float, Meta(ge=0, le=MAX_AVERAGE_PRICE)]
+PriceChange = Annotated[float, Meta(ge=-MAX_PRICE, le=MAX_PRICE)]
+Volume = Annotated[int, Meta(ge=0, le=MAX_VOLUME)]
+MarketVolume = Annotated[float, Meta(ge=0, le=MAX_MARKET_VOLUME)]
+Value = Annotated[float, Meta(ge=0, le=MAX_VALUE)]
+IndexValue = Annotated[float, Meta(ge=0, le=MAX_INDEX)]
+IndexChange = Annotated[float, Meta(ge=-MAX_INDEX, le=MAX_INDEX)]
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
+Room = Annotated[float, Meta(ge=-MAX_ROOM, le=MAX_ROOM)]
+Percent = Annotated[float, Meta(ge=-MAX_PERCENT, le=MAX_PERCENT)]
+Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]  # computed: any finite number
+Text = Annotated[str, Meta(max_length=MAX_TEXT)]
+# An instrument's code. Its characters are checked against SYMBOL_PATTERN once per subject, where it is the subject's
+# last token (ingest, the trackers, the recorder), not at every decode: a pattern costs more than the rest of a decode.
+Symbol = Annotated[str, Meta(min_length=1, max_length=30)]
+
+
+class NonFiniteError(ValueError):
+    """A computation gave infinity or NaN: the message that led to it is refused, never stored as `null`."""
+
+
+def finite(value: float, what: str) -> float:
+    """`value`, when it is a finite number; raises `NonFiniteError` naming `what` otherwise."""
+    if not math.isfinite(value):
+        raise NonFiniteError(f"{what} is {value}")
+    return value
 
 
 class Message(msgspec.Struct, kw_only=True, gc=False):
@@ -45,24 +97,24 @@ class ClassificationRule(StrEnum):
 class Trade(Message, kw_only=True):
     """A matched trade (SSI X-TRADE, or the trade part of an X frame). Subject md.trade.<SYMBOL>."""
 
-    symbol: str
-    exchange: str | None = None
+    symbol: Symbol
+    exchange: Text | None = None
     trading_date: date
     timestamp: datetime
-    price: float
-    volume: int  # this match (SSI LastVol)
-    total_volume: int  # cumulative for the day (SSI TotalVol): the trade's natural key
-    total_value: float | None = None
-    ref_price: float | None = None
-    ceiling: float | None = None
-    floor: float | None = None
-    session: str | None = None  # SSI TradingSession as sent: ATO, LO, ATC, PT, ...
+    price: Price
+    volume: Volume  # this match (SSI LastVol)
+    total_volume: Volume  # cumulative for the day (SSI TotalVol): the trade's natural key
+    total_value: Value | None = None
+    ref_price: Price | None = None
+    ceiling: Price | None = None
+    floor: Price | None = None
+    session: Text | None = None  # SSI TradingSession as sent: ATO, LO, ATC, PT, ...
     side: TradeType | None = None  # the exchange's aggressor flag (SSI Side BU/SD), when sent
-    change: float | None = None
-    ratio_change: float | None = None
-    highest: float | None = None
-    lowest: float | None = None
-    avg_price: float | None = None
+    change: PriceChange | None = None
+    ratio_change: Percent | None = None
+    highest: Price | None = None
+    lowest: Price | None = None
+    avg_price: AveragePrice | None = None
 
     def natural_key(self) -> str:
         return f"{self.trading_date.isoformat()}:{self.symbol}:{self.total_volume}"
@@ -71,19 +123,19 @@ class Trade(Message, kw_only=True):
 class PriceLevel(msgspec.Struct, array_like=True):
     """One level of the book, encoded as [price, volume]."""
 
-    price: float
-    volume: int
+    price: Price
+    volume: Volume
 
 
 class Quote(Message, kw_only=True):
     """The order book's best levels (SSI X-QUOTE, or the quote part of an X frame). Subject md.quote.<SYMBOL>.
     Levels with a zero price (absent) are dropped, so `bids`/`asks` may be empty."""
 
-    symbol: str
-    exchange: str | None = None
+    symbol: Symbol
+    exchange: Text | None = None
     trading_date: date
     timestamp: datetime
-    session: str | None = None
+    session: Text | None = None
     bids: list[PriceLevel] = msgspec.field(default_factory=list)
     asks: list[PriceLevel] = msgspec.field(default_factory=list)
 
@@ -100,63 +152,63 @@ class ForeignRoom(Message, kw_only=True):
     """Foreign investors' cumulative buy/sell since the open and their ownership room (SSI R).
     Subject md.foreign.<SYMBOL>."""
 
-    symbol: str
-    exchange: str | None = None
+    symbol: Symbol
+    exchange: Text | None = None
     trading_date: date
     timestamp: datetime
-    buy_volume: int
-    sell_volume: int
-    buy_value: float
-    sell_value: float
-    total_room: float | None = None
-    current_room: float | None = None
+    buy_volume: Volume
+    sell_volume: Volume
+    buy_value: Value
+    sell_value: Value
+    total_room: Room | None = None
+    current_room: Room | None = None
 
 
 class IndexUpdate(Message, kw_only=True):
     """An index value with the market's breadth (SSI MI). Subject md.index.<INDEX_ID> (normalized id)."""
 
-    index_id: str
-    index_name: str | None = None
-    exchange: str | None = None
+    index_id: Symbol
+    index_name: Text | None = None
+    exchange: Text | None = None
     trading_date: date
     timestamp: datetime
-    value: float
-    prior_value: float | None = None
-    change: float | None = None
-    ratio_change: float | None = None
-    total_volume: float | None = None  # SSI TotalQtty: shares matched in normal trading
-    total_value: float | None = None
-    advances: int | None = None
-    declines: int | None = None
-    no_changes: int | None = None
-    ceilings: int | None = None
-    floors: int | None = None
-    session: str | None = None
+    value: IndexValue
+    prior_value: IndexValue | None = None
+    change: IndexChange | None = None
+    ratio_change: Percent | None = None
+    total_volume: MarketVolume | None = None  # SSI TotalQtty: shares matched in normal trading
+    total_value: Value | None = None
+    advances: Count | None = None
+    declines: Count | None = None
+    no_changes: Count | None = None
+    ceilings: Count | None = None
+    floors: Count | None = None
+    session: Text | None = None
 
 
 class Bar(Message, kw_only=True):
     """A realtime OHLCV bar from SSI channel B. Subject md.bar.<SYMBOL>."""
 
-    symbol: str
+    symbol: Symbol
     trading_date: date
     timestamp: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Volume
     interval_s: int | None = None  # None: one match (SSI channel B); 60: a minute bar fetched after a reconnect
 
 
 class SecurityStatus(Message, kw_only=True):
     """A security's trading session and status (SSI F). Subject md.status.<SYMBOL>."""
 
-    symbol: str
-    exchange: str | None = None
+    symbol: Symbol
+    exchange: Text | None = None
     trading_date: date
     timestamp: datetime
-    session: str | None = None
-    status: str | None = None
+    session: Text | None = None
+    status: Text | None = None
 
 
 class Rejection(Message, kw_only=True):
@@ -168,6 +220,22 @@ class Rejection(Message, kw_only=True):
     data_type: str | None = None
     raw: str
     received_at: datetime
+
+
+class DeadLetter(Message, kw_only=True):
+    """A stream message a service could not use, set aside with why. Subject dlq.<service> on stream DEADLETTER;
+    `stocktracker dlq` lists them. Its position in its own stream is passed: the service went on with the next.
+    It carries the wall-clock time it was set aside: the message itself may have no readable exchange time."""
+
+    service: str
+    stream: str
+    subject: str
+    sequence: int  # in `stream`
+    reason: str  # undecodable, invalid, bad_subject, subject_mismatch, implausible_date, non_finite, handler_error
+    error: str
+    payload: str  # the message as text (bytes that are not UTF-8 escaped), its first DEAD_LETTER_KEPT_BYTES
+    payload_bytes: int  # the message's whole size
+    dead_lettered_at: datetime
 
 
 class IndexBasket(Message, kw_only=True):
@@ -198,19 +266,19 @@ class SecurityInfo(Message, kw_only=True):
 class ClassifiedTrade(Message, kw_only=True):
     """A trade with its aggressor. Subject trade.classified.<SYMBOL>."""
 
-    symbol: str
+    symbol: Symbol
     trading_date: date
     timestamp: datetime
-    price: float
-    volume: int
-    value: float  # price × volume, VND
+    price: Price
+    volume: Volume
+    value: Value  # price × volume, VND
     trade_type: TradeType
     rule: ClassificationRule
-    bid_price: float | None = None  # best bid and ask before the trade
-    ask_price: float | None = None
-    total_volume: int  # the exchange's cumulative volume after this trade: the natural key
+    bid_price: Price | None = None  # best bid and ask before the trade
+    ask_price: Price | None = None
+    total_volume: Volume  # the exchange's cumulative volume after this trade: the natural key
     session: str | None = None
-    unseen_volume: int = 0  # volume this trade's TotalVol revealed beyond its own: trades we never saw, neutral
+    unseen_volume: Volume = 0  # volume this trade's TotalVol revealed beyond its own: trades we never saw, neutral
 
     def natural_key(self) -> str:
         return f"{self.trading_date.isoformat()}:{self.symbol}:{self.total_volume}"
@@ -274,17 +342,17 @@ class ForeignInvestorData(Message, kw_only=True):
 class ForeignFlow(Message, kw_only=True):
     """The change in a symbol's cumulative foreign figures between two updates. Subject foreign.flow.<SYMBOL>."""
 
-    symbol: str
+    symbol: Symbol
     trading_date: date
     timestamp: datetime
-    buy_volume: int  # deltas
-    sell_volume: int
-    buy_value: float
-    sell_value: float
-    cumulative_buy_volume: int
-    cumulative_sell_volume: int
-    cumulative_buy_value: float
-    cumulative_sell_value: float
+    buy_volume: Volume  # deltas
+    sell_volume: Volume
+    buy_value: Value
+    sell_value: Value
+    cumulative_buy_volume: Volume
+    cumulative_sell_volume: Volume
+    cumulative_buy_value: Value
+    cumulative_sell_value: Value
 
 
 class ForeignSummary(Message, kw_only=True):
@@ -312,10 +380,10 @@ class IntradayPoint(Message, kw_only=True):
 class IndexPoint(Message, kw_only=True):
     """An index value at a moment of the day. Subject index.point.<INDEX_ID>."""
 
-    index_id: str
+    index_id: Symbol
     trading_date: date
     timestamp: datetime
-    value: float
+    value: IndexValue
 
 
 class IndexData(Message, kw_only=True):
@@ -346,11 +414,11 @@ class BasisPoint(Message, kw_only=True):
 
     trading_date: date
     timestamp: datetime
-    futures_symbol: str
-    futures_price: float
-    spot_value: float
-    basis: float  # futures_price − spot_value, index points
-    basis_pct: float  # basis / spot_value × 100
+    futures_symbol: Symbol
+    futures_price: Price
+    spot_value: IndexValue
+    basis: Finite  # futures_price − spot_value, index points
+    basis_pct: Finite  # basis / spot_value × 100
     is_premium: bool  # basis > 0
 
 

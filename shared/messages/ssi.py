@@ -6,11 +6,16 @@ A frame is what `ssi-fc-data` hands to `on_message` (and what a recorded file ho
 Content double-encoded or already an object; DataType/Content keys in any case; DataType values in any case and
 missing (then Content's RType/Rtype decides); numbers as JSON numbers or numeric strings; nulls nearly anywhere;
 channel R naming its figures BuyVol.. or FBuyVol..; B carrying TradingTime instead of TradingDate/Time.
-Anything else is refused with a reason (`Rejection`), never an exception.
+Anything else is refused with a reason (`Rejection`), never an exception: decoding is the system's hard boundary.
+Beyond SSI's shapes it refuses what no market sends (the README lists each reason with its bound): frames over
+MAX_FRAME_BYTES or nesting deeper than MAX_NESTING, strings over MAX_TEXT characters or holding a control character
+(NUL included: refused, not stripped, so nothing downstream ever sees a value the exchange did not send), numbers that
+are not finite or lie beyond the domain's bounds (`shared.messages.domain`), and trading dates outside the market's era.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
@@ -22,8 +27,19 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 from msgspec import Meta
 
-from shared.market import exchange_datetime, normalize_index_id, parse_clock, parse_trading_date
+from shared.market import exchange_datetime, in_market_era, normalize_index_id, parse_clock, parse_trading_date
 from shared.messages.domain import (
+    MAX_AVERAGE_PRICE,
+    MAX_COUNT,
+    MAX_INDEX,
+    MAX_MARKET_VOLUME,
+    MAX_PERCENT,
+    MAX_PRICE,
+    MAX_ROOM,
+    MAX_TEXT,
+    MAX_VALUE,
+    MAX_VOLUME,
+    SYMBOL_PATTERN,
     Bar,
     ForeignRoom,
     IndexUpdate,
@@ -36,8 +52,27 @@ from shared.messages.domain import (
     TradeType,
 )
 
-Quantity = Annotated[float, Meta(ge=0)] | None  # volumes, prices and values: never negative
-Number = float | None  # changes may be negative
+
+def _bounded(low: float, high: float) -> Any:
+    """A wire number: a JSON number or numeric string (strict=False), finite and within [low, high], or null."""
+    return Annotated[float, Meta(ge=low, le=high)] | None
+
+
+WirePrice = _bounded(0, MAX_PRICE)
+WireAveragePrice = _bounded(0, MAX_AVERAGE_PRICE)
+WirePriceChange = _bounded(-MAX_PRICE, MAX_PRICE)
+WireVolume = _bounded(0, MAX_VOLUME)
+WireMarketVolume = _bounded(0, MAX_MARKET_VOLUME)
+WireValue = _bounded(0, MAX_VALUE)
+WireIndex = _bounded(0, MAX_INDEX)
+WireIndexChange = _bounded(-MAX_INDEX, MAX_INDEX)
+WireCount = _bounded(0, MAX_COUNT)
+WirePercent = _bounded(-MAX_PERCENT, MAX_PERCENT)
+WireRoom = _bounded(-MAX_ROOM, MAX_ROOM)
+WireText = Annotated[str, Meta(max_length=MAX_TEXT)] | None
+
+MAX_FRAME_BYTES = 64 * 1024  # a 10-level X frame is about 2 KB
+MAX_NESTING = 3  # the envelope holds Content, whose values are scalars: two levels; one more is tolerated
 
 BOOK_DEPTH = 10
 
@@ -45,40 +80,40 @@ BOOK_DEPTH = 10
 class SsiFrame(msgspec.Struct, kw_only=True):
     """Fields every SSI content shares."""
 
-    RType: str | None = None
-    Rtype: str | None = None
-    TradingDate: str | None = None
-    Time: str | None = None
-    Symbol: str | None = None
-    Exchange: str | None = None
-    MarketId: str | None = None
-    TradingSession: str | None = None
-    TradingStatus: str | None = None
+    RType: WireText = None
+    Rtype: WireText = None
+    TradingDate: WireText = None
+    Time: WireText = None
+    Symbol: WireText = None
+    Exchange: WireText = None
+    MarketId: WireText = None
+    TradingSession: WireText = None
+    TradingStatus: WireText = None
 
 
 class XTrade(SsiFrame, kw_only=True):
     """DataType X-TRADE: one matched trade with the day's running totals."""
 
-    Isin: str | None = None
-    Ceiling: Quantity = None
-    Floor: Quantity = None
-    RefPrice: Quantity = None
-    AvgPrice: Quantity = None
-    PriorVal: Quantity = None
-    LastPrice: Quantity = None
-    LastVol: Quantity = None
-    TotalVal: Quantity = None
-    TotalVol: Quantity = None
-    Change: Number = None
-    RatioChange: Number = None
-    EstMatchedPrice: Quantity = None
-    Highest: Quantity = None
-    Lowest: Quantity = None
-    Side: str | None = None
+    Isin: WireText = None
+    Ceiling: WirePrice = None
+    Floor: WirePrice = None
+    RefPrice: WirePrice = None
+    AvgPrice: WireAveragePrice = None
+    PriorVal: WirePrice = None
+    LastPrice: WirePrice = None
+    LastVol: WireVolume = None
+    TotalVal: WireValue = None
+    TotalVol: WireVolume = None
+    Change: WirePriceChange = None
+    RatioChange: WirePercent = None
+    EstMatchedPrice: WirePrice = None
+    Highest: WirePrice = None
+    Lowest: WirePrice = None
+    Side: WireText = None
 
 
 _BOOK_FIELDS = [
-    (f"{side}{kind}{level}", Quantity, None)
+    (f"{side}{kind}{level}", WirePrice if kind == "Price" else WireVolume, None)
     for side in ("Bid", "Ask")
     for level in range(1, BOOK_DEPTH + 1)
     for kind in ("Price", "Vol")
@@ -89,8 +124,8 @@ XQuote.__doc__ = "DataType X-QUOTE: the order book, BidPrice1..10/BidVol1..10/As
 
 X = msgspec.defstruct(
     "X",
-    [*_BOOK_FIELDS, ("Open", Quantity, None), ("High", Quantity, None), ("Low", Quantity, None),
-     ("Close", Quantity, None), ("CloseQtty", Quantity, None)],
+    [*_BOOK_FIELDS, ("Open", WirePrice, None), ("High", WirePrice, None), ("Low", WirePrice, None),
+     ("Close", WirePrice, None), ("CloseQtty", WireVolume, None)],
     bases=(XTrade,),
     kw_only=True,
 )
@@ -100,71 +135,71 @@ X.__doc__ = "DataType X: trade and book combined; it fires on book changes too, 
 class R(SsiFrame, kw_only=True):
     """DataType R: foreign room and cumulative foreign buy/sell since the open (either naming)."""
 
-    Isin: str | None = None
-    TotalRoom: Number = None
-    CurrentRoom: Number = None
-    BuyVol: Quantity = None
-    SellVol: Quantity = None
-    BuyVal: Quantity = None
-    SellVal: Quantity = None
-    FBuyVol: Quantity = None
-    FSellVol: Quantity = None
-    FBuyVal: Quantity = None
-    FSellVal: Quantity = None
+    Isin: WireText = None
+    TotalRoom: WireRoom = None
+    CurrentRoom: WireRoom = None
+    BuyVol: WireVolume = None
+    SellVol: WireVolume = None
+    BuyVal: WireValue = None
+    SellVal: WireValue = None
+    FBuyVol: WireVolume = None
+    FSellVol: WireVolume = None
+    FBuyVal: WireValue = None
+    FSellVal: WireValue = None
 
 
 class MI(msgspec.Struct, kw_only=True):
     """DataType MI: an index value and the market's breadth."""
 
-    RType: str | None = None
-    Rtype: str | None = None
-    IndexId: str | None = None
-    IndexName: str | None = None
-    TradingDate: str | None = None
-    Time: str | None = None
-    IndexValue: Quantity = None
-    PriorIndexValue: Quantity = None
-    Change: Number = None
-    RatioChange: Number = None
-    TotalTrade: Quantity = None
-    TotalQtty: Quantity = None
-    TotalValue: Quantity = None
-    TotalQttyPt: Quantity = None
-    TotalValuePt: Quantity = None
-    AllQty: Quantity = None
-    AllValue: Quantity = None
-    Advances: Quantity = None
-    NoChanges: Quantity = None
-    Declines: Quantity = None
-    Ceilings: Quantity = None
-    Floors: Quantity = None
-    IndexType: str | None = None
-    TradingSession: str | None = None
-    MarketId: str | None = None
-    Exchange: str | None = None
+    RType: WireText = None
+    Rtype: WireText = None
+    IndexId: WireText = None
+    IndexName: WireText = None
+    TradingDate: WireText = None
+    Time: WireText = None
+    IndexValue: WireIndex = None
+    PriorIndexValue: WireIndex = None
+    Change: WireIndexChange = None
+    RatioChange: WirePercent = None
+    TotalTrade: WireMarketVolume = None
+    TotalQtty: WireMarketVolume = None
+    TotalValue: WireValue = None
+    TotalQttyPt: WireMarketVolume = None
+    TotalValuePt: WireValue = None
+    AllQty: WireMarketVolume = None
+    AllValue: WireValue = None
+    Advances: WireCount = None
+    NoChanges: WireCount = None
+    Declines: WireCount = None
+    Ceilings: WireCount = None
+    Floors: WireCount = None
+    IndexType: WireText = None
+    TradingSession: WireText = None
+    MarketId: WireText = None
+    Exchange: WireText = None
 
 
 class B(SsiFrame, kw_only=True):
     """DataType B: a realtime OHLCV bar (`Volume` is the last match's volume; `Value` is unused, 0)."""
 
-    TradingTime: str | None = None
-    Open: Quantity = None
-    High: Quantity = None
-    Low: Quantity = None
-    Close: Quantity = None
-    Volume: Quantity = None
-    Value: Quantity = None
+    TradingTime: WireText = None
+    Open: WirePrice = None
+    High: WirePrice = None
+    Low: WirePrice = None
+    Close: WirePrice = None
+    Volume: WireVolume = None
+    Value: WireValue = None
 
 
 class F(SsiFrame, kw_only=True):
     """DataType F: a security's trading session and status."""
 
-    TradingOlSession: str | None = None
+    TradingOlSession: WireText = None
 
 
 class _RTypeProbe(msgspec.Struct):
-    RType: str | None = None
-    Rtype: str | None = None
+    RType: WireText = None
+    Rtype: WireText = None
 
 
 # --- rejection reasons --------------------------------------------------------------------------------------------
@@ -186,6 +221,14 @@ class Reason(StrEnum):
     BAD_TIME = "bad_time"  # TradingDate/Time unreadable
     INVALID_VALUE = "invalid_value"  # a field of the wrong type (e.g. a non-numeric volume)
     NO_TRADE = "no_trade"  # an X-TRADE frame with nothing traded yet (TotalVol 0)
+    NON_FINITE = "non_finite"  # a number or numeric string that is inf, NaN, Infinity, or overflows to infinity
+    OUT_OF_RANGE = "out_of_range"  # a number beyond its bound (a price, volume, value, index value, count, room)
+    IMPLAUSIBLE_DATE = "implausible_date"  # a trading date outside the market's era, or too far from the feed's date
+    CONTROL_CHARACTER = "control_character"  # a string holding NUL or another control character
+    STRING_TOO_LONG = "string_too_long"  # a string longer than MAX_TEXT characters
+    TOO_LARGE = "too_large"  # a frame longer than MAX_FRAME_BYTES, or a message too large to publish
+    TOO_DEEP = "too_deep"  # JSON nested deeper than MAX_NESTING
+    INTERNAL_ERROR = "internal_error"  # the decoder itself failed: a bug, the frame kept on md.rejected to mend it
 
 
 def negative_reason(field: str) -> str:
@@ -208,8 +251,8 @@ class Decoded(NamedTuple):
 
 # --- decoding -----------------------------------------------------------------------------------------------------
 
-_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,29}$")
-_NEGATIVE = re.compile(r">= 0(?:\.0)? - at `\$\.(\w+)`")
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+_ERROR_FIELD = re.compile(r" - at `\$\.(\w+)`$")
 RAW_KEPT_BYTES = 4096
 
 
@@ -231,9 +274,12 @@ def _time(trading_date: str | None, clock: str | None) -> tuple[date, datetime]:
         raise FrameRejected(Reason.MISSING_FIELD, "no Time")
     try:
         day = parse_trading_date(trading_date)
-        return day, exchange_datetime(day, parse_clock(clock))
+        moment = exchange_datetime(day, parse_clock(clock))
     except ValueError as err:
         raise FrameRejected(Reason.BAD_TIME, str(err)) from None
+    if not in_market_era(day):
+        raise FrameRejected(Reason.IMPLAUSIBLE_DATE, f"TradingDate {trading_date!r} is outside the market's era")
+    return day, moment
 
 
 def _required(value: float | None, field: str) -> float:
@@ -447,6 +493,17 @@ DATA_TYPES = ("X-TRADE", "X-QUOTE", "X", "R", "MI", "B", "F")
 
 _decoders = {name: msgspec.json.Decoder(channel.wire, strict=False) for name, channel in _CHANNELS.items()}
 _any_decoder = msgspec.json.Decoder()
+# Each wire type's text fields, read together when a frame may hold a control character.
+_TEXT_NAMES = {wire: [f.name for f in msgspec.structs.fields(wire) if f.type == WireText]
+               for wire in {channel.wire for channel in _CHANNELS.values()}}
+_TEXTS = {wire: attrgetter(*names) for wire, names in _TEXT_NAMES.items()}
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# JSON can carry a control character only as an escape (raw ones are malformed JSON): \u0000-\u001f, \u007f-\u009f,
+# \b \f \n \r \t. A frame with none of these, in either layer, has none, and its strings need no further look.
+_CONTROL_ESCAPE = re.compile(r"\\(?:u00[0189]|u007[fF]|[bfnrt])")
+_CONTROL_ESCAPE_BYTES = re.compile(_CONTROL_ESCAPE.pattern.encode())
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
 
 
 def _field(envelope: Mapping[str, Any], name: str) -> Any:
@@ -454,30 +511,84 @@ def _field(envelope: Mapping[str, Any], name: str) -> Any:
     if value is None:
         lowered = name.lower()
         for key, candidate in envelope.items():
-            if key.lower() == lowered:
+            if isinstance(key, str) and key.lower() == lowered:
                 return candidate
     return value
 
 
-def _validation_reason(err: msgspec.ValidationError) -> tuple[str, str]:
+def _too_deep(text: str | bytes) -> bool:
+    """Whether JSON `text` nests objects and arrays deeper than MAX_NESTING (brackets inside strings do not count).
+    Counting brackets is enough for every frame SSI sends; the exact walk runs only for odd ones."""
+    if text.count("{" if isinstance(text, str) else b"{") + text.count("[" if isinstance(text, str) else b"[") \
+            <= MAX_NESTING:
+        return False
+    data = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    depth = 0
+    for bracket in _BRACKET.finditer(_JSON_STRING.sub(b"", data)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        if depth > MAX_NESTING:
+            return True
+    return False
+
+
+def _check_size(text: str | bytes, what: str) -> None:
+    if len(text) > MAX_FRAME_BYTES:
+        raise FrameRejected(Reason.TOO_LARGE, f"{what} is {len(text):,} long, over {MAX_FRAME_BYTES:,}")
+    if _too_deep(text):
+        raise FrameRejected(Reason.TOO_DEEP, f"{what} nests deeper than {MAX_NESTING} levels")
+
+
+def _number_verdict(value: Any, field: str) -> str:
+    """Why a number failed its bound: not finite, negative, or too large."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):  # an integer too large for a float overflows too
+        return Reason.NON_FINITE
+    if not math.isfinite(number):
+        return Reason.NON_FINITE
+    return negative_reason(field) if number < 0 else Reason.OUT_OF_RANGE
+
+
+def _validation_reason(err: msgspec.ValidationError, content: Any) -> tuple[str, str]:
     message = str(err)
-    negative = _NEGATIVE.search(message)
-    if negative:
-        return negative_reason(negative.group(1)), message
     if message.startswith("Expected `object`"):
         return Reason.CONTENT_NOT_OBJECT, message
+    located = _ERROR_FIELD.search(message)
+    if located is None:
+        return Reason.INVALID_VALUE, message
+    field = located.group(1)
+    if "of length <=" in message:
+        return Reason.STRING_TOO_LONG, message
+    if message.startswith(("Expected `float` >=", "Expected `float` <=", "Number out of range")):
+        try:
+            fields = _any_decoder.decode(content) if isinstance(content, str | bytes) else content
+            raw = fields.get(field) if isinstance(fields, Mapping) else None
+        except (msgspec.DecodeError, msgspec.ValidationError):  # a JSON number too large to read at all
+            raw = "inf"
+        return _number_verdict(raw, field), message
     return Reason.INVALID_VALUE, message
 
 
 def _decode_content(channel: _Channel, content: Any) -> Any:
     try:
         if isinstance(content, str | bytes):
-            return _decoders[channel.data_type].decode(content)
-        return msgspec.convert(content, channel.wire, strict=False)
+            _check_size(content, "Content")
+            frame = _decoders[channel.data_type].decode(content)
+            suspect = (_CONTROL_ESCAPE if isinstance(content, str) else _CONTROL_ESCAPE_BYTES).search(content)
+        else:
+            frame = msgspec.convert(content, channel.wire, strict=False)
+            suspect = True  # already parsed: no escapes left to tell by
     except msgspec.ValidationError as err:
-        raise FrameRejected(*_validation_reason(err)) from None
+        raise FrameRejected(*_validation_reason(err, content)) from None
     except msgspec.DecodeError as err:
         raise FrameRejected(Reason.CONTENT_NOT_JSON, f"Content is not JSON: {err}") from None
+    if suspect:
+        texts = _TEXTS[channel.wire](frame)
+        for name, text in zip(_TEXT_NAMES[channel.wire], texts, strict=True):
+            if text and _CONTROL.search(text):
+                raise FrameRejected(Reason.CONTROL_CHARACTER, f"{name} holds a control character: {text!r}")
+    return frame
+
 
 
 def _rtype_of(content: Any) -> str | None:
@@ -501,6 +612,8 @@ def decode_envelope(envelope: Any) -> Decoded:
     content = _field(envelope, "Content")
     if content is None:
         raise FrameRejected(Reason.MISSING_FIELD, "no Content")
+    if isinstance(content, str | bytes):
+        _check_size(content, "Content")
     data_type = _field(envelope, "DataType")
     if not isinstance(data_type, str) or not data_type.strip():
         data_type = _rtype_of(content)
@@ -508,47 +621,55 @@ def decode_envelope(envelope: Any) -> Decoded:
     channel = _CHANNELS.get(key)
     if channel is None:
         if key in _IGNORED_TYPES:
-            raise FrameRejected(Reason.UNSUPPORTED_TYPE, f"DataType {data_type!r} is not processed")
-        raise FrameRejected(Reason.UNKNOWN_TYPE, f"unknown DataType {data_type!r}")
+            raise FrameRejected(Reason.UNSUPPORTED_TYPE, f"DataType {data_type[:MAX_TEXT]!r} is not processed")
+        raise FrameRejected(Reason.UNKNOWN_TYPE, f"unknown DataType {str(data_type)[:MAX_TEXT]!r}")
     frame = _decode_content(channel, content)
     return Decoded(channel.data_type, channel.parse(frame))
 
 
 def decode_frame(raw: bytes | str | Mapping[str, Any]) -> Decoded | Rejection:
     """Decode one frame (a recorded line, a raw payload, or the dict `ssi-fc-data` hands over) into domain messages,
-    or a `Rejection` saying why not. Never raises for bad input."""
+    or a `Rejection` saying why not. Never raises, whatever the input."""
     try:
         if isinstance(raw, Mapping):
             return decode_envelope(raw)
         if not raw.strip():
             raise FrameRejected(Reason.BLANK, "empty frame")
+        _check_size(raw, "the frame")
         try:
             envelope = _any_decoder.decode(raw)
         except msgspec.DecodeError as err:
             raise FrameRejected(Reason.INVALID_JSON, f"frame is not JSON: {err}") from None
         return decode_envelope(envelope)
     except FrameRejected as rejected:
-        return Rejection(
-            reason=str(rejected.reason),
-            detail=rejected.detail,
-            data_type=_data_type_hint(raw),
-            raw=_raw_text(raw),
-            received_at=datetime.now(UTC),
-        )
+        return rejection(raw, rejected.reason, rejected.detail)
+    except RecursionError:
+        return rejection(raw, Reason.TOO_DEEP, "nested too deep to decode")
+    except Exception as err:  # a bug of ours must not stop the feed: the frame is kept on md.rejected
+        return rejection(raw, Reason.INTERNAL_ERROR, f"decoding failed: {err!r}"[:RAW_KEPT_BYTES])
+
+
+def rejection(raw: bytes | str | Mapping[str, Any], reason: str, detail: str) -> Rejection:
+    """The `Rejection` of a frame: its reason, and the start of the frame as text."""
+    return Rejection(reason=str(reason), detail=detail, data_type=_data_type_hint(raw), raw=_raw_text(raw),
+                     received_at=datetime.now(UTC))
 
 
 def _data_type_hint(raw: bytes | str | Mapping[str, Any]) -> str | None:
     if isinstance(raw, Mapping):
         value = _field(raw, "DataType")
-        return value if isinstance(value, str) else None
+        return value[:MAX_TEXT] if isinstance(value, str) else None
     return None
 
 
 def _raw_text(raw: bytes | str | Mapping[str, Any]) -> str:
     if isinstance(raw, Mapping):
-        text = msgspec.json.encode(raw).decode(errors="replace")
+        try:
+            text = msgspec.json.encode(raw).decode(errors="replace")
+        except Exception:  # not JSON-encodable (a key that is not a string, a cycle): kept as Python shows it
+            text = repr(raw)[:RAW_KEPT_BYTES]
     elif isinstance(raw, bytes):
-        text = raw.decode(errors="replace")
+        text = raw[:RAW_KEPT_BYTES].decode(errors="replace")
     else:
         text = raw
     return text[:RAW_KEPT_BYTES]
