@@ -56,6 +56,14 @@ class Refused:
     message: Outgoing
 
 
+def oversized(messages: tuple[Outgoing, ...], limit: int) -> str | None:
+    """Why a frame's messages cannot be published (a payload over the bus's `limit`), or None."""
+    for message in messages:
+        if len(message.payload) > limit:
+            return f"{message.subject} would be {len(message.payload):,} bytes, over the bus's {limit:,}"
+    return None
+
+
 class Normalizer:
     """Turns frames into publishable messages.
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from prometheus_client import Counter, Gauge
 
-from services.ingest.normalize import Normalized, Normalizer, Outgoing, Refused
+from services.ingest.normalize import Normalized, Normalizer, Refused, oversized
 from services.ingest.sources import FrameRecorder, Pacer, ReplaySource, SimSource, Source
 from shared import metrics
 from shared.config import ConfigError, Settings
@@ -130,8 +130,8 @@ class Ingest(Actor):
         self.frames_read += 1
         result = self.normalizer.normalize(frame)
         if isinstance(result, Normalized):
-            too_large = self._too_large(result.messages)
-            if too_large is not None:
+            too_large = oversized(result.messages, self._ctx.publisher.max_payload)
+            if too_large is not None:  # refused whole, before any of its messages goes out
                 result = self.normalizer.refuse(rejection(frame, Reason.TOO_LARGE, too_large))
         if isinstance(result, Refused):
             self._count_rejection(result)
@@ -143,15 +143,6 @@ class Ingest(Actor):
             await self._ctx.publisher.publish(message.subject, message.payload, message.msg_id)
         self.frames_published += 1
         self.messages_published += len(result.messages)
-
-    def _too_large(self, messages: tuple[Outgoing, ...]) -> str | None:
-        """Why a frame's messages cannot be published (checked before any is, so a frame goes out whole or not)."""
-        assert self._ctx is not None
-        limit = self._ctx.publisher.max_payload
-        for message in messages:
-            if len(message.payload) > limit:
-                return f"{message.subject} would be {len(message.payload):,} bytes, over the bus's {limit:,}"
-        return None
 
     def _count_accepted(self, result: Normalized) -> None:
         _child(FRAMES, result.data_type).inc()

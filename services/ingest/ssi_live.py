@@ -29,7 +29,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from services.ingest.sources import Frame, Reference
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from shared.market import (
     Exchange,
     exchange_datetime,
@@ -55,6 +55,11 @@ log = structlog.get_logger("ingest.ssi")
 
 class SsiError(RuntimeError):
     """SSI refused us or answered nonsense; the message says which, in one line."""
+
+
+class CredentialsRejected(SsiError, ConfigError):
+    """SSI refused SSI_CONSUMER_ID/SECRET: at start a configuration error (no restart mends it); mid-day, when a
+    reconnect asks for a fresh token, one more failed attempt (as any SsiError)."""
 
 
 def client_config(settings: Settings) -> SimpleNamespace:
@@ -211,7 +216,8 @@ class SsiSource:
                 try:
                     return MarketDataClient(self._config)
                 except NameError as refused:  # the client's way of saying status != 200
-                    raise SsiError(f"SSI rejected the credentials (SSI_CONSUMER_ID/SECRET): {refused}") from None
+                    raise CredentialsRejected(
+                        f"SSI rejected the credentials (SSI_CONSUMER_ID/SECRET): {refused}") from None
                 except (KeyError, TypeError, ValueError) as err:
                     raise SsiError(f"SSI's AccessToken answer is not what the client expects: {err!r}") from None
                 except OSError as err:

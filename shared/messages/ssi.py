@@ -639,6 +639,8 @@ def decode_frame(raw: bytes | str | Mapping[str, Any]) -> Decoded | Rejection:
         try:
             envelope = _any_decoder.decode(raw)
         except msgspec.DecodeError as err:
+            if str(err).startswith("Number out of range"):  # a JSON number beyond a float, e.g. 1e400
+                raise FrameRejected(Reason.NON_FINITE, str(err)) from None
             raise FrameRejected(Reason.INVALID_JSON, f"frame is not JSON: {err}") from None
         return decode_envelope(envelope)
     except FrameRejected as rejected:
