@@ -42,6 +42,10 @@ PUBLISH_DUPLICATES = Counter(
 PUBLISH_ERRORS = Counter(
     "stocktracker_publish_errors_total", "Publishes JetStream refused for good (e.g. too large), by code", ["code"]
 )
+KV_ENTRIES_REFUSED = Counter(
+    "stocktracker_kv_entries_refused_total", "KV entries a watcher skipped because they do not decode, by bucket",
+    ["bucket"]
+)
 PUBLISH_SECONDS = Histogram(
     "stocktracker_publish_seconds",
     "Time from publish to JetStream acknowledgement (sampled: one message in 16)",

@@ -103,7 +103,12 @@ class Gateway(Actor):
         return app
 
     async def _on_basis_point(self, subject: str, payload: bytes, position: bus.Delivery) -> None:
-        self.view.add_basis_point(self._decode_point(payload))
+        try:
+            point = self._decode_point(payload)
+        except msgspec.DecodeError:  # (ValidationError included) the recorder dead-letters it; the view skips it
+            self.view.undecodable += 1
+            return
+        self.view.add_basis_point(point)
 
     async def _broadcast_every(self, interval_s: float) -> None:
         while True:
