@@ -183,10 +183,11 @@ class Classifier:
                 day.duplicates += 1
             return TradeOutcome(ignored="out_of_order" if stale else "duplicate")
         new_day = day is None or day.trading_date != trade.trading_date
-        if day is None or new_day:
+        if new_day:  # stored only once the trade is known to be whole
             day = SymbolDay(symbol=trade.symbol, trading_date=trade.trading_date,
                             stats=SessionStats(symbol=trade.symbol, trading_date=trade.trading_date,
                                                last_updated=trade.timestamp))
+        assert day is not None
         added = trade.total_volume - day.last_total
         volume = min(trade.volume, added)
         unseen = added - volume

@@ -516,26 +516,23 @@ def _field(envelope: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-def _too_deep(text: str | bytes) -> bool:
-    """Whether JSON `text` nests objects and arrays deeper than MAX_NESTING (brackets inside strings do not count).
-    Counting brackets is enough for every frame SSI sends; the exact walk runs only for odd ones."""
-    if text.count("{" if isinstance(text, str) else b"{") + text.count("[" if isinstance(text, str) else b"[") \
-            <= MAX_NESTING:
-        return False
+def _check_size(text: str | bytes, what: str) -> None:
+    """Refuse `text` over MAX_FRAME_BYTES, or nesting objects and arrays deeper than MAX_NESTING (brackets inside
+    strings do not count). Counting brackets is enough for every frame SSI sends; the exact walk runs for odd ones."""
+    if len(text) > MAX_FRAME_BYTES:
+        raise FrameRejected(Reason.TOO_LARGE, f"{what} is {len(text):,} long, over {MAX_FRAME_BYTES:,}")
+    if isinstance(text, bytes):
+        brackets = text.count(b"{") + text.count(b"[")
+    else:
+        brackets = text.count("{") + text.count("[")
+    if brackets <= MAX_NESTING:
+        return
     data = text.encode("utf-8", "replace") if isinstance(text, str) else text
     depth = 0
     for bracket in _BRACKET.finditer(_JSON_STRING.sub(b"", data)):
         depth += 1 if bracket.group() in (b"[", b"{") else -1
         if depth > MAX_NESTING:
-            return True
-    return False
-
-
-def _check_size(text: str | bytes, what: str) -> None:
-    if len(text) > MAX_FRAME_BYTES:
-        raise FrameRejected(Reason.TOO_LARGE, f"{what} is {len(text):,} long, over {MAX_FRAME_BYTES:,}")
-    if _too_deep(text):
-        raise FrameRejected(Reason.TOO_DEEP, f"{what} nests deeper than {MAX_NESTING} levels")
+            raise FrameRejected(Reason.TOO_DEEP, f"{what} nests deeper than {MAX_NESTING} levels")
 
 
 def _number_verdict(value: Any, field: str) -> str:
@@ -571,8 +568,7 @@ def _validation_reason(err: msgspec.ValidationError, content: Any) -> tuple[str,
 
 def _decode_content(channel: _Channel, content: Any) -> Any:
     try:
-        if isinstance(content, str | bytes):
-            _check_size(content, "Content")
+        if isinstance(content, str | bytes):  # its size and depth were checked with the envelope
             frame = _decoders[channel.data_type].decode(content)
             suspect = (_CONTROL_ESCAPE if isinstance(content, str) else _CONTROL_ESCAPE_BYTES).search(content)
         else:
@@ -605,14 +601,15 @@ def _rtype_of(content: Any) -> str | None:
     return probe.RType or probe.Rtype
 
 
-def decode_envelope(envelope: Any) -> Decoded:
-    """Decode one Broadcast payload already parsed as JSON. Raises `FrameRejected` with a `Reason`."""
+def decode_envelope(envelope: Any, *, content_checked: bool = False) -> Decoded:
+    """Decode one Broadcast payload already parsed as JSON. Raises `FrameRejected` with a `Reason`.
+    `content_checked`: the frame it was parsed from passed `_check_size`, so a Content string inside it does too."""
     if not isinstance(envelope, Mapping):
         raise FrameRejected(Reason.NOT_OBJECT, f"frame is a JSON {type(envelope).__name__}, not an object")
     content = _field(envelope, "Content")
     if content is None:
         raise FrameRejected(Reason.MISSING_FIELD, "no Content")
-    if isinstance(content, str | bytes):
+    if not content_checked and isinstance(content, str | bytes):
         _check_size(content, "Content")
     data_type = _field(envelope, "DataType")
     if not isinstance(data_type, str) or not data_type.strip():
@@ -642,7 +639,7 @@ def decode_frame(raw: bytes | str | Mapping[str, Any]) -> Decoded | Rejection:
             if str(err).startswith("Number out of range"):  # a JSON number beyond a float, e.g. 1e400
                 raise FrameRejected(Reason.NON_FINITE, str(err)) from None
             raise FrameRejected(Reason.INVALID_JSON, f"frame is not JSON: {err}") from None
-        return decode_envelope(envelope)
+        return decode_envelope(envelope, content_checked=True)
     except FrameRejected as rejected:
         return rejection(raw, rejected.reason, rejected.detail)
     except RecursionError:
