@@ -52,7 +52,12 @@ log = structlog.get_logger("bus")
 
 
 class BusError(RuntimeError):
-    """NATS cannot be used as the system needs it; the message is one line saying why."""
+    """NATS cannot be used as the system needs it; the message is one line saying why. `restartable`: whether trying
+    again later may succeed (an unreachable server may come back; one too old or without JetStream stays so)."""
+
+    def __init__(self, message: str, *, restartable: bool = True) -> None:
+        super().__init__(message)
+        self.restartable = restartable
 
 
 def version_tuple(text: str) -> tuple[int, int, int]:
@@ -67,7 +72,8 @@ def version_tuple(text: str) -> tuple[int, int, int]:
 def check_server_version(version: str) -> None:
     if version_tuple(version) < MIN_NATS_VERSION:
         need = ".".join(map(str, MIN_NATS_VERSION))
-        raise BusError(f"nats-server {version} is too old: stock-tracker needs nats-server >= {need} with JetStream")
+        raise BusError(f"nats-server {version} is too old: stock-tracker needs nats-server >= {need} with JetStream",
+                       restartable=False)
 
 
 RawReceiver = Callable[[bytes, bytes, bytes, bytes | None], None]  # subject, reply, payload, headers
@@ -236,7 +242,8 @@ async def connect(settings: Settings, name: str) -> _Client:
     try:
         check_server_version(nc.connected_server_version._server_version)
         if not nc._server_info.get("jetstream"):
-            raise BusError(f"nats-server at {nc.connected_url.geturl()} runs without JetStream: start it with -js")
+            raise BusError(f"nats-server at {nc.connected_url.geturl()} runs without JetStream: start it with -js",
+                           restartable=False)
     except BusError:
         await nc.close()
         raise
@@ -842,12 +849,21 @@ class BucketWatch:
                         else:
                             initial[entry.key] = entry.value
                         continue
-                    await _maybe_await(self.on_change(entry.key, None if deleted else entry.value))
+                    await self._deliver(entry.key, None if deleted else entry.value)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
                 log.warning("kv watch lost; re-creating", bucket=str(self.bucket), error=str(err))
             await asyncio.sleep(1.0)
+
+    async def _deliver(self, key: str, value: bytes | None) -> None:
+        """One update to the receiver. One it cannot take (an entry that does not decode) is skipped and counted:
+        re-creating the watch for it would only meet it again, and freeze the receiver on it."""
+        try:
+            await _maybe_await(self.on_change(key, value))
+        except (msgspec.DecodeError, ValueError) as err:  # ValidationError is a DecodeError
+            metrics.KV_ENTRIES_REFUSED.labels(str(self.bucket)).inc()
+            log.warning("kv entry refused", bucket=str(self.bucket), key=key, error=str(err))
 
 
 async def _maybe_await(result: Awaitable[None] | None) -> None:

@@ -1,5 +1,5 @@
-"""`stocktracker`: run the whole system here (`up`), look inside it (`status`, `tap`), feed it a file (`replay`),
-keep what the feed sends (`record`), and show the configuration (`config`)."""
+"""`stocktracker`: run the whole system here (`up`), look inside it (`status`, `tap`, `dlq`), feed it a file
+(`replay`), keep what the feed sends (`record`), and show the configuration (`config`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,18 @@ def _nats_settings(settings: config.Settings, state_dir: Path | None) -> config.
 
 
 def up(args: argparse.Namespace) -> int:
+    """Exits EXIT_CONFIG whenever configuration stops it, its own or a service's (so its supervisor need not retry)."""
+    from shared.runtime import EXIT_CONFIG
     from shared.stack import Stack, UpOptions
 
     settings = _settings("up")
     if settings is None:
-        return 2
+        return EXIT_CONFIG
     options = UpOptions(state_dir=args.state_dir or Path(settings.state_dir), source=args.source,
                         replay_file=args.replay_file, speed=args.speed)
     if options.replay_file is not None and not options.replay_file.is_file():
         print(f"stocktracker up: no such file {options.replay_file}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     return Stack(settings, options).run()
 
 
@@ -165,6 +168,122 @@ def tap(args: argparse.Namespace) -> int:
         return 1
 
 
+# --- dlq ---------------------------------------------------------------------------------------------------------
+
+DLQ_PAYLOAD_SHOWN = 120  # characters of a dead letter's payload in the listing
+
+
+async def _newest(js: Any, stream: str, subject: str, limit: int) -> tuple[list[Any], int]:
+    """The newest `limit` messages of `stream` on `subject`, oldest first, and how many it holds on `subject`.
+    Only about as many are read as are returned: when there are more, a window back from the stream's end is doubled
+    until it holds `limit` of them (a consumer's pending count says so without reading any), then read forward."""
+    from nats.js.errors import NotFoundError
+
+    info = await js.stream_info(stream, subjects_filter=subject)
+    total = sum((info.state.subjects or {}).values())
+    first, last = info.state.first_seq, info.state.last_seq
+    start = first
+    if total > limit:
+        window = limit
+        start = max(first, last - window + 1)
+        while start > first and await _pending_from(js, stream, subject, start) < limit:
+            window *= 2
+            start = max(first, last - window + 1)
+    newest: deque[Any] = deque(maxlen=limit)
+    sequence = start
+    while sequence <= last:
+        try:
+            message = await js.get_msg(stream, seq=sequence, subject=subject, next=True)
+        except NotFoundError:  # none after `sequence`
+            break
+        if message.seq > last:  # arrived while we read
+            break
+        newest.append(message)
+        sequence = message.seq + 1
+    return list(newest), total
+
+
+async def _pending_from(js: Any, stream: str, subject: str, start: int) -> int:
+    """How many messages of `stream` on `subject` there are from sequence `start` on."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    consumer = await js.add_consumer(stream, ConsumerConfig(
+        filter_subject=subject, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+        ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=10.0))
+    await js.delete_consumer(stream, consumer.name)
+    return consumer.num_pending
+
+
+def _printable(text: str) -> str:
+    """`text` on one line: control characters escaped."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _dead_letter_lines(sequence: int, data: bytes) -> str:
+    from shared.market import to_exchange_time
+    from shared.messages.domain import DeadLetter
+    from shared.subjects import DEADLETTER
+
+    try:
+        letter = msgspec.json.decode(data, type=DeadLetter)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        text = data.decode(errors="replace")
+        return f"{DEADLETTER.name} #{sequence} is not a dead letter ({err}): {_printable(text[:DLQ_PAYLOAD_SHOWN])}"
+    at = to_exchange_time(letter.dead_lettered_at).isoformat(sep=" ", timespec="seconds")
+    error = letter.error.splitlines()[0] if letter.error else ""
+    shown = _printable(letter.payload[:DLQ_PAYLOAD_SHOWN])
+    more = "..." if len(letter.payload) > DLQ_PAYLOAD_SHOWN else ""
+    return (f"{at}  {letter.service}  {letter.stream} #{letter.sequence}  {letter.subject}  {letter.reason}: {error}\n"
+            f"    {shown}{more}  ({letter.payload_bytes:,} bytes)")
+
+
+async def _dlq(settings: config.Settings, service: str | None, limit: int, raw: bool) -> int:
+    from nats.js.errors import NotFoundError
+
+    from shared import bus
+    from shared.subjects import DEAD_LETTERS, DEADLETTER
+
+    subject = DEAD_LETTERS(service) if service else DEAD_LETTERS.wildcard
+    nc = await bus.connect(msgspec.structs.replace(settings, nats_connect_timeout_s=3), "stocktracker-dlq")
+    where = nc.connected_url.geturl() if nc.connected_url else ""
+    try:
+        letters, total = await _newest(nc.jetstream(), DEADLETTER.name, subject, limit)
+    except NotFoundError:
+        print(f"stocktracker dlq: no {DEADLETTER.name} stream at {where}: no service has started there yet",
+              file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    whose = f" from {service}" if service else ""
+    if not letters:
+        print(f"{DEADLETTER.name} at {where} holds no dead letters{whose}", file=sys.stderr)
+        return 0
+    print(f"{DEADLETTER.name} at {where}: the newest {len(letters)} of {total:,} dead letters{whose}, newest last",
+          file=sys.stderr)
+    for message in letters:
+        print(message.data.decode(errors="replace") if raw else _dead_letter_lines(message.seq, message.data))
+    return 0
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def dlq(args: argparse.Namespace) -> int:
+    from shared.bus import BusError
+
+    settings = _settings("dlq")
+    if settings is None:
+        return 2
+    try:
+        return asyncio.run(_dlq(_nats_settings(settings, args.state_dir), args.service, args.limit, args.json))
+    except BusError as err:
+        print(f"stocktracker dlq: {err}", file=sys.stderr)
+        return 1
+
+
 # --- replay and record ---------------------------------------------------------------------------------------------
 
 
@@ -211,7 +330,11 @@ def record(args: argparse.Namespace) -> int:
         return 2
     settings = msgspec.structs.replace(_nats_settings(settings, args.state_dir), record_file=str(args.file),
                                        metrics_port=0)
-    Ingest.check(settings)
+    try:
+        Ingest.check(settings)
+    except config.ConfigError as err:
+        print(f"stocktracker record: {err}", file=sys.stderr)
+        return 2
     configure_logging("record", settings.log_level, "console")
     return asyncio.run(serve(Ingest(), settings))
 
@@ -252,6 +375,13 @@ def main(argv: list[str] | None = None) -> None:
     listen.add_argument("--count", type=int, help="stop after this many")
     listen.add_argument("--state-dir", type=Path, help=state_help)
     listen.set_defaults(handler=tap)
+
+    dead = commands.add_parser("dlq", help="the dead letters: stream messages a service could not use, and why")
+    dead.add_argument("--service", help="only those this service set aside (subject dlq.<SERVICE>)")
+    dead.add_argument("--limit", type=_at_least_one, default=20, help="the newest this many (default 20)")
+    dead.add_argument("--json", action="store_true", help="the dead letters as stored, one JSON object a line")
+    dead.add_argument("--state-dir", type=Path, help=state_help)
+    dead.set_defaults(handler=dlq)
 
     feed = commands.add_parser("replay", help="publish a recorded feed file into the running system, then exit")
     feed.add_argument("file", type=Path)

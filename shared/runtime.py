@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Concatenate, ParamSpec
 
@@ -61,9 +61,9 @@ class Context:
     def instrumented(self, handler: Callable[Concatenate[str, P], Awaitable[None]]
                      ) -> Callable[Concatenate[str, P], Awaitable[None]]:
         """`handler` (called with a subject first) counted: messages in and handling time, by subject family. A
-        handler that raises is a bug, not bad input (bad input is rejected and counted by the handler itself): the
-        service stops with a non-zero exit rather than go on with a message silently lost, and its supervisor
-        restarts it from its checkpoint."""
+        handler that raises is a bug, not bad input (bad input is dead-lettered or rejected, and counted, by the
+        handler itself): the service stops with a non-zero exit rather than go on with a message silently lost, and
+        its supervisor restarts it from its checkpoint."""
 
         counters: dict[str, Any] = {}
         timers: dict[str, Any] = {}
@@ -209,13 +209,21 @@ async def register_micro(nc: Client, actor: Actor, metrics_port: int) -> Service
 # --- the shell -----------------------------------------------------------------------------------------------------
 
 
+# How a service ends, for its supervisor (`stocktracker up`, systemd, Kubernetes): a restart may mend the first two,
+# never the third, which `up` does not restart (systemd: RestartPreventExitStatus=78).
 EXIT_FAILED = 1  # the service ran and failed
-EXIT_CANNOT_START = 2  # bad configuration, port taken, NATS unreachable or too old
+EXIT_CANNOT_START = 2  # the metrics port taken, NATS unreachable: both may change by the next try
+EXIT_CONFIG = 78  # EX_CONFIG of sysexits.h: a bad setting, a NATS server the system cannot use, credentials refused
+
+
+def fatal_line(name: str, message: str) -> str:
+    """The one line a service stops with on stderr (its supervisor finds it in the service's log)."""
+    return f"stocktracker {name}: {message}"
 
 
 def _fatal(name: str, message: str, code: int = EXIT_CANNOT_START) -> int:
     """One clear line on stderr, for errors that stop a service; returns the exit code."""
-    print(f"stocktracker {name}: {message}", file=sys.stderr, flush=True)
+    print(fatal_line(name, message), file=sys.stderr, flush=True)
     return code
 
 
@@ -238,7 +246,7 @@ async def serve(actor: Actor, settings: config.Settings, stop: asyncio.Event | N
             nc = await bus.connect(settings, name)
         except bus.BusError as err:
             log.error("cannot start", error=str(err))
-            return _fatal(name, str(err))
+            return _fatal(name, str(err), EXIT_CANNOT_START if err.restartable else EXIT_CONFIG)
         js = nc.jetstream()
         await bus.ensure_topology(js, settings)
         publisher = bus.Publisher(nc)
@@ -248,6 +256,10 @@ async def serve(actor: Actor, settings: config.Settings, stop: asyncio.Event | N
                       dead_letters=DeadLetters(name, publisher, log), stop_requested=stop)
         try:
             await actor.start(ctx)
+        except config.ConfigError as err:  # found only once the actor asks (e.g. SSI refusing the credentials)
+            log.error("cannot start", error=str(err))
+            await _shutdown(actor, publisher, micro, nc, log)
+            return _fatal(name, f"cannot start: {err}", EXIT_CONFIG)
         except Exception as err:
             log.exception("cannot start")
             await _shutdown(actor, publisher, micro, nc, log)
@@ -287,12 +299,19 @@ async def _shutdown(actor: Actor, publisher: bus.Publisher, micro: Service, nc: 
     log.info("stopped")
 
 
+def checked_settings(actor_type: type[Actor], environ: Mapping[str, str] | None = None) -> config.Settings:
+    """The settings a service starts with, checked as it checks them (`stocktracker up` asks every service before
+    it starts anything); raises `config.ConfigError`."""
+    settings = config.load(environ)
+    actor_type.check(settings)
+    return settings
+
+
 def main(actor_type: type[Actor]) -> None:
     """Entry point of `python -m services.<name>`: settings, logging, then `serve` until told to stop."""
     try:
-        settings = config.load()
-        actor_type.check(settings)
+        settings = checked_settings(actor_type)
     except config.ConfigError as err:
-        sys.exit(_fatal(actor_type.name, str(err)))
+        sys.exit(_fatal(actor_type.name, str(err), EXIT_CONFIG))
     configure_logging(actor_type.name, settings.log_level, settings.log_format)
     sys.exit(asyncio.run(serve(actor_type(), settings)))

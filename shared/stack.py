@@ -1,6 +1,8 @@
 """The whole system on one machine: NATS and PostgreSQL of its own (unless NATS_URL / DATABASE_URL point elsewhere),
-then every service as its own process, supervised: a service that exits is restarted with backoff, and Ctrl-C stops
-them in catalog order (ingest first, so nothing new enters while the rest finish; gateway last), then the servers.
+then every service as its own process, supervised: a service that exits is restarted with backoff (and one that keeps
+exiting is said to be in a crash loop), and Ctrl-C stops them in catalog order (ingest first, so nothing new enters
+while the rest finish; gateway last), then the servers. A configuration error is not restarted: `up` checks every
+service's configuration before it starts anything, and a service that exits with EXIT_CONFIG stops everything.
 
 What it chose (ports) is remembered in the state dir, so the next run continues on the same data and addresses.
 Every child is asked by the kernel to stop should this process die without cleaning up: no orphans either way.
@@ -8,6 +10,7 @@ Every child is asked by the kernel to stop should this process die without clean
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -15,9 +18,11 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import msgspec
 
@@ -33,8 +38,14 @@ from shared.local import (
     nats_server_version,
     port_is_free,
 )
+from shared.runtime import EXIT_CONFIG, Actor, checked_settings, fatal_line
 
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
+# A service that exits this often within the window is in a crash loop: said loudly, and still restarted (what it
+# lacks, a server say, may come back).
+CRASH_LOOP_EXITS = 3
+CRASH_LOOP_WINDOW_S = 300.0
+LOG_TAIL_BYTES = 256 * 1024  # of a service's run, read for its last error
 
 
 class UpState(msgspec.Struct):
@@ -55,15 +66,33 @@ class ServiceProcess:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    exits: deque[float] = field(default_factory=deque)  # when it exited, those within CRASH_LOOP_WINDOW_S
+    log_offset: int = 0  # where the current run's output starts in the log
     log_file: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
         if self.log_file is None:
             self.log_file = self.log_path.open("ab")
+        self.log_offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.spec.module], env=self.env, stdin=subprocess.DEVNULL, stdout=self.log_file,
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
         )
+
+    def exited(self, now: float) -> int:
+        """Count an exit; returns how many there were within CRASH_LOOP_WINDOW_S."""
+        self.exits.append(now)
+        while self.exits[0] < now - CRASH_LOOP_WINDOW_S:
+            self.exits.popleft()
+        return len(self.exits)
+
+    def last_run_output(self) -> list[str]:
+        """The lines the current (or just ended) run wrote to the log: at most its last LOG_TAIL_BYTES."""
+        with self.log_path.open("rb") as log:
+            start = max(self.log_offset, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES)
+            log.seek(start)
+            lines = log.read().decode(errors="replace").splitlines()
+        return lines[1:] if start > self.log_offset else lines  # a tail's first line is cut
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.process and self.process.poll() is None:
@@ -97,12 +126,73 @@ def _load_state(path: Path) -> UpState:
         return UpState()
 
 
-def _port(remembered: int, preferred: int = 0) -> int:
-    """The port used last time if it is free, else the preferred one if free, else any free one."""
-    for candidate in (remembered, preferred):
-        if candidate and port_is_free(candidate):
-            return candidate
-    return free_port()
+def last_fatal_line(lines: list[str], name: str) -> str | None:
+    """The last line the service stopped with (`stocktracker <name>: ...`) among its output's `lines`."""
+    prefix = fatal_line(name, "")
+    return next((line for line in reversed(lines) if line.startswith(prefix)), None)
+
+
+def last_error(lines: list[str], name: str) -> str | None:
+    """The last error among a service's output `lines`: the line it stopped with, an error-level JSON log line
+    summed up in one line, or the exception of a Python traceback (a crash nothing caught)."""
+    prefix = fatal_line(name, "")
+    unindented = None  # the line after a traceback's frames, which are indented: its exception
+    for line in reversed(lines):
+        if line.startswith(prefix):
+            return line
+        entry = _log_entry(line)
+        if entry is not None and entry.get("level") in ("error", "critical"):
+            return _error_summary(entry)
+        if line.startswith("Traceback (most recent call last):") and unindented:
+            return unindented
+        if line and not line[0].isspace():
+            unindented = line
+    return None
+
+
+_LOG_CONTEXT = frozenset({"event", "level", "logger", "timestamp", "service", "exception"})
+
+
+def _log_entry(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        entry = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _error_summary(entry: dict[str, Any]) -> str:
+    """Its event, its fields, and the last line of its traceback (the exception itself)."""
+    fields = [f"{key}={value}" for key, value in entry.items() if key not in _LOG_CONTEXT]
+    exception = str(entry.get("exception", "")).strip().splitlines()[-1:]
+    return " ".join([str(entry.get("event", "")), *fields, *exception])
+
+
+def actor_type(spec: ServiceSpec) -> type[Actor] | None:
+    """The service's actor: the Actor named after it in services/<name>/service.py, where every service has it.
+    None when that does not import: a bug, not configuration, which the service's own start then shows in its log."""
+    try:
+        module = importlib.import_module(f"{spec.module}.service")
+    except Exception:
+        return None
+    return next(value for value in vars(module).values()
+                if isinstance(value, type) and issubclass(value, Actor) and getattr(value, "name", None) == spec.name)
+
+
+def configuration_refusal(services: Iterable[ServiceProcess]) -> str | None:
+    """The line the first of `services` would stop with at start, in its environment, for its configuration; None
+    when every one would start (as far as can be told here)."""
+    for service in services:
+        actor = actor_type(service.spec)
+        if actor is None:
+            continue
+        try:
+            checked_settings(actor, service.env)
+        except config.ConfigError as err:
+            return fatal_line(service.spec.name, str(err))
+    return None
 
 
 def _ingest_env(options: UpOptions) -> dict[str, str]:
@@ -129,8 +219,11 @@ class Stack:
         self.services: list[ServiceProcess] = []
         self.stop_requested = threading.Event()
         self.gateway_url = ""
+        self._chosen_ports: set[int] = set()
 
     def run(self) -> int:
+        """Everything until Ctrl-C (0); EXIT_CONFIG with a service's one line when its configuration is refused,
+        before anything starts or when the service exits so."""
         if self.state.pid and self.state.pid != os.getpid() and _alive(self.state.pid):
             print(f"stocktracker up: already running in {self.state_dir} (pid {self.state.pid})", file=sys.stderr)
             return 1
@@ -139,66 +232,99 @@ class Stack:
         signal.signal(signal.SIGINT, lambda *_: self.stop_requested.set())
         signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
         try:
-            nats_url, database_url = self._start_servers()
-            self._start_services(nats_url, database_url)
-            self._remember()
-            self._announce_when_ready()
-            self._supervise()
+            nats, postgres = self._own_servers()
+            planned = self._plan_services(nats.url if nats else os.environ["NATS_URL"],
+                                          postgres.url if postgres else os.environ["DATABASE_URL"])
+            refusal = configuration_refusal(planned)
+            if refusal is None:
+                self._start_servers(nats, postgres)
+                self._start_services(planned)
+                self._remember()
+                self._announce_when_ready()
+                refusal = self._supervise()
         except (LocalServerError, subprocess.CalledProcessError) as err:
             print(f"stocktracker up: {err}", file=sys.stderr)
             return 1
         finally:
             self.shutdown()
+        if refusal is not None:
+            print(refusal, file=sys.stderr, flush=True)
+            return EXIT_CONFIG
         return 0
 
-    def _start_servers(self) -> tuple[str, str]:
-        _say(f"stock-tracker up (state and logs in {self.state_dir})")
-        if os.environ.get("NATS_URL"):
-            nats_url = os.environ["NATS_URL"]
-            _say(f"  NATS          {nats_url}  (from NATS_URL)")
-        else:
-            binary = nats_server_binary()
-            self.nats = NatsServer(self.state_dir / "nats", port=_port(self.state.nats_port), binary=binary)
-            nats_url = self.nats.start()
-            self.state.nats_port = self.nats.port
-            _say(f"  NATS          {nats_url}  (nats-server {nats_server_version(binary)})")
-        if os.environ.get("DATABASE_URL"):
-            database_url = os.environ["DATABASE_URL"]
-            _say(f"  PostgreSQL    {database_url}  (from DATABASE_URL)")
-        else:
-            self.postgres = PostgresServer(self.state_dir / "postgres", port=_port(self.state.postgres_port))
-            database_url = self.postgres.start()
-            self.state.postgres_port = self.postgres.port
-            _say(f"  PostgreSQL    {database_url}")
-        return nats_url, database_url
+    def _port(self, remembered: int, preferred: int = 0) -> int:
+        """The port used last time if it is free, else the preferred one if free, else any free one; never one
+        chosen already (every port is chosen before the servers that bind them start)."""
+        port = next((candidate for candidate in (remembered, preferred)
+                     if candidate and candidate not in self._chosen_ports and port_is_free(candidate)), 0)
+        while not port or port in self._chosen_ports:
+            port = free_port()
+        self._chosen_ports.add(port)
+        return port
 
-    def _start_services(self, nats_url: str, database_url: str) -> None:
-        settings = self.settings
+    def _own_servers(self) -> tuple[NatsServer | None, PostgresServer | None]:
+        """The servers to run here, not started yet: those NATS_URL and DATABASE_URL do not name."""
+        nats = None if os.environ.get("NATS_URL") else NatsServer(
+            self.state_dir / "nats", port=self._port(self.state.nats_port), binary=nats_server_binary())
+        postgres = None if os.environ.get("DATABASE_URL") else PostgresServer(
+            self.state_dir / "postgres", port=self._port(self.state.postgres_port))
+        return nats, postgres
+
+    def _plan_services(self, nats_url: str, database_url: str) -> list[ServiceProcess]:
+        """Every built service with the environment it will run in, not started yet."""
         base = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, **_ingest_env(self.options)}
+        planned = []
+        for spec in SERVICES:
+            if spec.is_built():
+                port = self._port(self.state.metrics_ports.get(spec.name, 0), spec.metrics_port)
+                self.state.metrics_ports[spec.name] = port
+                planned.append(ServiceProcess(spec, {**base, "METRICS_PORT": str(port)},
+                                              self.state_dir / "logs" / f"{spec.name}.log", port))
+        return planned
+
+    def _start_servers(self, nats: NatsServer | None, postgres: PostgresServer | None) -> None:
+        _say(f"stock-tracker up (state and logs in {self.state_dir})")
+        if nats is None:
+            _say(f"  NATS          {os.environ['NATS_URL']}  (from NATS_URL)")
+        else:
+            self.nats = nats
+            nats.start()
+            self.state.nats_port = nats.port
+            _say(f"  NATS          {nats.url}  (nats-server {nats_server_version(nats.binary)})")
+        if postgres is None:
+            _say(f"  PostgreSQL    {os.environ['DATABASE_URL']}  (from DATABASE_URL)")
+        else:
+            self.postgres = postgres
+            postgres.start()
+            self.state.postgres_port = postgres.port
+            _say(f"  PostgreSQL    {postgres.url}")
+
+    def _start_services(self, planned: list[ServiceProcess]) -> None:
+        settings = self.settings
+        env = {**os.environ, **_ingest_env(self.options)}
         gateway_host = "127.0.0.1" if settings.gateway_host in ("0.0.0.0", "") else settings.gateway_host
         self.gateway_url = f"http://{gateway_host}:{settings.gateway_port}"
-        source = base.get("INGEST_SOURCE", settings.ingest_source)
-        detail = {"sim": f"SIM_SPEED {base.get('SIM_SPEED', settings.sim_speed)}",
-                  "replay": f"{base.get('REPLAY_FILE', settings.replay_file)} at "
-                            f"REPLAY_SPEED {base.get('REPLAY_SPEED', settings.replay_speed)}",
+        source = env.get("INGEST_SOURCE", settings.ingest_source)
+        detail = {"sim": f"SIM_SPEED {env.get('SIM_SPEED', settings.sim_speed)}",
+                  "replay": f"{env.get('REPLAY_FILE', settings.replay_file)} at "
+                            f"REPLAY_SPEED {env.get('REPLAY_SPEED', settings.replay_speed)}",
                   "ssi": settings.ssi_stream_url}.get(source, "")
         _say(f"  Source        {source}  ({detail})")
         _say(f"  Dashboard     {self.gateway_url}/")
         _say(f"  REST          {self.gateway_url}/api/market/snapshot  (OpenAPI {self.gateway_url}/api/openapi.json)")
         _say(f"  WebSocket     ws://{gateway_host}:{settings.gateway_port}/ws/market | foreign | index | derivatives")
         _say("Services:")
+        by_name = {service.spec.name: service for service in planned}
         for spec in SERVICES:
-            if not spec.is_built():
+            service = by_name.get(spec.name)
+            if service is None:
                 _say(f"  {spec.name:<12} not built yet")
                 continue
-            port = _port(self.state.metrics_ports.get(spec.name, 0), spec.metrics_port)
-            self.state.metrics_ports[spec.name] = port
-            service = ServiceProcess(spec, {**base, "METRICS_PORT": str(port)},
-                                     self.state_dir / "logs" / f"{spec.name}.log", port)
             service.start()
             self.services.append(service)
             assert service.process is not None
-            _say(f"  {spec.name:<12} pid {service.process.pid:<7} metrics http://127.0.0.1:{port}/metrics")
+            _say(f"  {spec.name:<12} pid {service.process.pid:<7} metrics http://127.0.0.1:{service.metrics_port}"
+                 "/metrics")
 
     def _remember(self) -> None:
         self.state.pid = os.getpid()
@@ -221,26 +347,38 @@ class Stack:
             threading.Thread(target=wait, daemon=True).start()
         _say("Ctrl-C stops everything.")
 
-    def _supervise(self) -> None:
-        """Restart a service that exits, waiting longer after each crash."""
+    def _supervise(self) -> str | None:
+        """Restart a service that exits, waiting longer after each crash, until told to stop; returns None then.
+        A service that exits with EXIT_CONFIG is not restarted (nothing would change): returns its one line."""
         while not self.stop_requested.wait(0.5):
             for service in self.services:
                 assert service.process is not None
                 code = service.process.poll()
                 if code is None:
                     continue
+                name = service.spec.name
+                if code == EXIT_CONFIG:
+                    _say(f"{name} exited with code {code}: its configuration is refused, which no restart mends; "
+                         f"stopping everything (log: {service.log_path})")
+                    return (last_fatal_line(service.last_run_output(), name)
+                            or fatal_line(name, f"exited with code {code} (configuration), see {service.log_path}"))
                 now = time.monotonic()
                 if service.next_start == 0.0:
                     delay = RESTART_BACKOFF_S[min(service.restarts, len(RESTART_BACKOFF_S) - 1)]
                     service.next_start = now + delay
-                    _say(f"{service.spec.name} exited with code {code}; restarting in {delay} s "
-                         f"(log: {service.log_path})")
+                    _say(f"{name} exited with code {code}; restarting in {delay} s (log: {service.log_path})")
+                    exits = service.exited(now)
+                    if exits >= CRASH_LOOP_EXITS:
+                        error = last_error(service.last_run_output(), name) or "none logged"
+                        _say(f"WARNING: {name} is in a crash loop: {exits} exits within "
+                             f"{CRASH_LOOP_WINDOW_S / 60:g} min; still restarting with backoff. Last error: {error}")
                 elif now >= service.next_start:
                     service.restarts += 1
                     service.next_start = 0.0
                     service.start()
                     assert service.process is not None
-                    _say(f"{service.spec.name} restarted (pid {service.process.pid}, restart #{service.restarts})")
+                    _say(f"{name} restarted (pid {service.process.pid}, restart #{service.restarts})")
+        return None
 
     def shutdown(self) -> None:
         for service in self.services:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from helpers import expected_day
+from helpers import expected_day, running
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,11 +32,12 @@ async def get(url: str, **kwargs: Any) -> tuple[int, Any, Any]:
 
 class Up:
     def __init__(self, state_dir: Path, port: int, *args: str, basket: list[str] | None = None,
-                 servers: dict[str, str] | None = None) -> None:
-        """`servers`: NATS_URL / DATABASE_URL of servers the test runs itself; by default `up` starts its own."""
-        env = {key: value for key, value in os.environ.items()
-               if key not in ("NATS_URL", "DATABASE_URL", "VN30_SYMBOLS", "INGEST_SOURCE", "SIM_SPEED")}
-        env.update({"GATEWAY_PORT": str(port), "CHECKPOINT_INTERVAL_S": "0.2", **(servers or {})})
+                 servers: dict[str, str] | None = None, env: dict[str, str] | None = None) -> None:
+        """`servers`: NATS_URL / DATABASE_URL of servers the test runs itself; by default `up` starts its own.
+        `env`: other variables for `up` and its services (an empty value unsets one)."""
+        env = {**{key: value for key, value in os.environ.items()
+                  if key not in ("NATS_URL", "DATABASE_URL", "VN30_SYMBOLS", "INGEST_SOURCE", "SIM_SPEED")},
+               "GATEWAY_PORT": str(port), "CHECKPOINT_INTERVAL_S": "0.2", **(servers or {}), **(env or {})}
         if basket:
             env["VN30_SYMBOLS"] = ",".join(basket)
         self.env = env
@@ -81,11 +82,23 @@ class Up:
     def tree(self) -> list[int]:
         return [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
 
-    async def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        rest, _ = await asyncio.to_thread(self.process.communicate, timeout=90)
+    def servers_left(self) -> list[int]:
+        """Processes still running from the state dir: the NATS and PostgreSQL `up` started name it."""
+        left = []
+        for process in psutil.process_iter(["cmdline"]):
+            if any(str(self.state_dir.resolve()) in part for part in process.info["cmdline"] or ()):
+                left.append(process.pid)
+        return running(left)
+
+    async def finish(self, timeout: float = 90.0) -> int:
+        """Wait for `up` to end by itself; its exit code (the rest of its output is read)."""
+        rest, _ = await asyncio.to_thread(self.process.communicate, timeout=timeout)
         self.lines += rest.splitlines()
         return self.process.returncode
+
+    async def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return await self.finish()
 
 
 def snapshot_is_exact(body: dict[str, Any]) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 
 import msgspec
@@ -13,8 +14,9 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import StorageType
 
-from shared import bus, config
+from shared import bus, config, metrics
 from shared.local import NatsServer
+from shared.messages.domain import IndexBasket
 from shared.subjects import DERIVED, MARKET, MD_QUOTE, MD_TRADE, STREAMS, Bucket
 
 pytestmark = pytest.mark.integration
@@ -116,6 +118,28 @@ async def test_bucket_watch_loads_then_follows(nc: Client) -> None:
     watch.start()
     await asyncio.wait_for(watch.loaded.wait(), 10)
     assert plain == {"ACB": b"3", "FPT": None}
+    await watch.stop()
+
+
+async def test_an_entry_the_receiver_refuses_is_skipped_not_a_frozen_watch(nc: Client) -> None:
+    js = nc.jetstream()
+    kv = await js.key_value(str(Bucket.REFERENCE))
+    baskets: list[list[str]] = []
+
+    def take(key: str, value: bytes | None) -> None:
+        if value is not None:
+            baskets.append(msgspec.json.decode(value, type=IndexBasket).symbols)
+
+    watch = bus.BucketWatch(js, Bucket.REFERENCE, take)
+    watch.start()
+    await asyncio.wait_for(watch.loaded.wait(), 10)
+    refused = metrics.KV_ENTRIES_REFUSED.labels(str(Bucket.REFERENCE))._value.get()
+    await kv.put("basket.VN30", b'{"symbols": null}')
+    await kv.put("basket.VN30", msgspec.json.encode(IndexBasket(index_id="VN30", symbols=["ACB"], source="config",
+                                                                trading_date=date(2026, 11, 24))))
+    await wait_until(lambda: baskets == [["ACB"]])
+    assert metrics.KV_ENTRIES_REFUSED.labels(str(Bucket.REFERENCE))._value.get() == refused + 1
+    assert watch.loads == 1  # the watch itself was never re-created
     await watch.stop()
 
 

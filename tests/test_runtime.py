@@ -1,6 +1,7 @@
 """The actor shell, run as a real process against a real nats-server: it starts, registers with nats.micro
-(answers $SRV.PING), serves /metrics and /healthz, and shuts down cleanly on SIGTERM; bad configuration or an old
-nats-server stops it at once with one clear line."""
+(answers $SRV.PING), serves /metrics and /healthz, and shuts down cleanly on SIGTERM; bad configuration, an old
+nats-server or one without JetStream, credentials refused stop it at once with one clear line and the configuration
+exit (no restart mends them); an unreachable NATS with the exit a restart may mend."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
+from fake_ssi import FakeSsi
 
 from shared.bus import BusError, check_server_version
-from shared.local import NatsServer, free_port, nats_server_version
+from shared.local import NatsServer, free_port, nats_server_binary, nats_server_version
+from shared.runtime import EXIT_CANNOT_START, EXIT_CONFIG
 
 ECHO = Path(__file__).resolve().parent / "echo_actor.py"
 
@@ -129,7 +132,7 @@ async def test_a_failing_handler_stops_the_service_with_a_non_zero_exit(
 def test_bad_configuration_stops_with_one_line(variable: str, value: str) -> None:
     process = launch({variable: value})
     _stdout, stderr = process.communicate(timeout=20)
-    assert process.returncode == 2
+    assert process.returncode == EXIT_CONFIG
     assert stderr.strip().count("\n") == 0
     assert stderr.startswith(f"stocktracker echo: invalid {variable}=")
 
@@ -138,7 +141,7 @@ def test_unreachable_nats_stops_with_one_line() -> None:
     process = launch({"NATS_URL": f"nats://127.0.0.1:{free_port()}", "NATS_CONNECT_TIMEOUT_S": "1",
                       "METRICS_PORT": "0"})
     _, stderr = process.communicate(timeout=20)
-    assert process.returncode == 2
+    assert process.returncode == EXIT_CANNOT_START
     assert stderr.strip() == stderr.strip().splitlines()[0]
     assert "cannot reach NATS" in stderr
 
@@ -172,7 +175,40 @@ def test_old_nats_server_stops_every_service_with_one_line(tmp_path: Path) -> No
         _, stderr = process.communicate(timeout=20)
     finally:
         server.stop()
-    assert process.returncode == 2
+    assert process.returncode == EXIT_CONFIG
     line = stderr.strip()
     assert "\n" not in line
     assert "is too old: stock-tracker needs nats-server >= 2.10.0" in line
+
+
+@pytest.mark.integration
+def test_nats_server_without_jetstream_is_a_configuration_exit(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen([str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process = launch({"NATS_URL": f"nats://127.0.0.1:{port}", "NATS_CONNECT_TIMEOUT_S": "10", "METRICS_PORT": "0"})
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        server.terminate()
+        server.wait()
+    assert process.returncode == EXIT_CONFIG
+    assert stderr.strip() == (f"stocktracker echo: nats-server at nats://127.0.0.1:{port} runs without JetStream: "
+                              "start it with -js")
+
+
+@pytest.mark.integration
+async def test_credentials_ssi_rejects_are_a_configuration_exit(nats_url: str) -> None:
+    """Found only once ingest asks SSI for a token (`check` cannot know): still the configuration exit."""
+    async with FakeSsi() as fake:
+        env = {**os.environ, "NATS_URL": nats_url, "METRICS_PORT": "0", "INGEST_SOURCE": "ssi",
+               "SSI_URL": fake.url, "SSI_STREAM_URL": fake.url, "SSI_CONSUMER_ID": "wrong",
+               "SSI_CONSUMER_SECRET": "nope"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.ingest", env=env, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == EXIT_CONFIG
+    assert stderr.decode().strip().splitlines()[-1].startswith(
+        "stocktracker ingest: cannot start: SSI rejected the credentials")

@@ -521,13 +521,9 @@ def _check_size(text: str | bytes, what: str) -> None:
     strings do not count). Counting brackets is enough for every frame SSI sends; the exact walk runs for odd ones."""
     if len(text) > MAX_FRAME_BYTES:
         raise FrameRejected(Reason.TOO_LARGE, f"{what} is {len(text):,} long, over {MAX_FRAME_BYTES:,}")
-    if isinstance(text, bytes):
-        brackets = text.count(b"{") + text.count(b"[")
-    else:
-        brackets = text.count("{") + text.count("[")
-    if brackets <= MAX_NESTING:
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
+    if data.count(b"{") + data.count(b"[") <= MAX_NESTING:
         return
-    data = text.encode("utf-8", "replace") if isinstance(text, str) else text
     depth = 0
     for bracket in _BRACKET.finditer(_JSON_STRING.sub(b"", data)):
         depth += 1 if bracket.group() in (b"[", b"{") else -1
