@@ -7,14 +7,17 @@ committed position waits for).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import msgspec
 from prometheus_client import Counter
 
 from shared import bus
-from shared.messages.domain import DeadLetter, NonFiniteError
+from shared.market import LONGEST_CLOSURE_DAYS, in_market_era
+from shared.messages.domain import SYMBOL_PATTERN, DeadLetter, NonFiniteError
 from shared.subjects import DEAD_LETTERS
 from shared.throttle import Throttle
 
@@ -29,6 +32,37 @@ class Refused(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+
+
+def subject_instrument(subject: str) -> str:
+    """The instrument a subject names (its last token) when it is an instrument code, else "". Readers work it out
+    once per subject: a pattern costs more than decoding a message."""
+    token = subject.rpartition(".")[2]
+    return token if _SYMBOL.match(token) else ""
+
+
+def inbound(subject: str, token: str, payload: bytes, decode: Callable[[bytes], Any],
+            instrument_of: Callable[[Any], str], latest: date | None = None) -> Any:
+    """A stream message as its reader may use it: its subject names an instrument (`token`, from
+    `subject_instrument`), its payload decodes into its bounded domain type, names the same instrument, and carries
+    a trading date in the market's era and, when the reader knows the latest date it handled, at most
+    LONGEST_CLOSURE_DAYS after it. Raises `Refused`, or msgspec's DecodeError (ValidationError), for a dead letter."""
+    if not token:
+        raise Refused("bad_subject", f"{subject.rpartition('.')[2]!r} is not an instrument code")
+    message = decode(payload)
+    instrument = instrument_of(message)
+    if instrument != token:
+        raise Refused("subject_mismatch", f"the payload's instrument {instrument!r} is not the subject's {token!r}")
+    day: date = message.trading_date
+    if not in_market_era(day):
+        raise Refused("implausible_date", f"trading date {day} is outside the market's era")
+    if latest is not None and day > latest + timedelta(days=LONGEST_CLOSURE_DAYS):
+        raise Refused("implausible_date", f"trading date {day} is more than {LONGEST_CLOSURE_DAYS} days after the "
+                                          f"latest handled, {latest}")
+    return message
 
 
 def reason_of(err: BaseException) -> str:

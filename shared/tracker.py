@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 import zlib
 from abc import abstractmethod
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date
 from operator import attrgetter
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
@@ -39,9 +38,8 @@ from prometheus_client import Counter, Gauge
 
 from shared import bus
 from shared.config import ConfigError, Settings
-from shared.deadletter import Refused
-from shared.market import LONGEST_CLOSURE_DAYS, in_market_era
-from shared.messages.domain import SYMBOL_PATTERN, IndexUpdate, Message
+from shared.deadletter import inbound, subject_instrument
+from shared.messages.domain import IndexUpdate, Message
 from shared.runtime import Actor, Context
 from shared.subjects import MARKET, Bucket, StreamSpec, kv_subject
 from shared.throttle import Throttle
@@ -57,7 +55,6 @@ CHECKPOINTS_UNREADABLE = Counter("stocktracker_tracker_checkpoints_unreadable_to
 CHECKPOINTS_REFUSED = Counter("stocktracker_tracker_checkpoints_refused_total",
                               "States not checkpointed because they would not read back")
 KV_FAILURES = Counter("stocktracker_tracker_kv_failures_total", "KV values that could not be computed (not written)")
-SYMBOL = re.compile(SYMBOL_PATTERN)
 
 
 class Partition(msgspec.Struct, frozen=True):
@@ -145,8 +142,7 @@ class _Route(NamedTuple):
     """What the shell knows of one subject, worked out the first time it is seen."""
 
     owned: bool  # the subject's instrument is this instance's partition's
-    token: str  # the instrument, as the subject's last token
-    token_ok: bool  # the token is an instrument code (SYMBOL_PATTERN)
+    token: str  # the instrument the subject names ("" when its last token is not an instrument code)
     decode: Callable[[bytes], Any]
     instrument: Callable[[Any], str]  # the payload's instrument
 
@@ -243,7 +239,7 @@ class Tracker(Actor, Generic[State]):
         route = self._routes.get(subject) or self._route(subject)
         if route.owned:
             try:
-                message = self._checked(route, payload)
+                message = inbound(subject, route.token, payload, route.decode, route.instrument, self.feed_date)
                 await self.handle(subject, message)
                 if self.feed_date is None or message.trading_date > self.feed_date:
                     self.feed_date = message.trading_date
@@ -262,29 +258,12 @@ class Tracker(Actor, Generic[State]):
     def _route(self, subject: str) -> _Route:
         if len(self._routes) >= MAX_REMEMBERED_SUBJECTS:
             self._routes.clear()
-        token = subject.rpartition(".")[2]
         kind = next(kind for pattern, kind in self.inputs if bus.subject_matcher([pattern])(subject.encode()))
         route = self._routes[subject] = _Route(
-            owned=self.partition.owns(token), token=token, token_ok=SYMBOL.match(token) is not None,
+            owned=self.partition.owns(subject.rpartition(".")[2]), token=subject_instrument(subject),
             decode=msgspec.json.Decoder(kind).decode,
             instrument=attrgetter("index_id" if issubclass(kind, IndexUpdate) else "symbol"))
         return route
-
-    def _checked(self, route: _Route, payload: bytes) -> Any:
-        """The payload as its domain type, once its instrument and trading date are those it can be."""
-        if not route.token_ok:
-            raise Refused("bad_subject", f"{route.token!r} is not an instrument code")
-        message = route.decode(payload)
-        if route.instrument(message) != route.token:
-            raise Refused("subject_mismatch", f"the payload's instrument {route.instrument(message)!r} is not the "
-                                              f"subject's {route.token!r}")
-        day: date = message.trading_date
-        if not in_market_era(day):
-            raise Refused("implausible_date", f"trading date {day} is outside the market's era")
-        if self.feed_date is not None and day > self.feed_date + timedelta(days=LONGEST_CLOSURE_DAYS):
-            raise Refused("implausible_date", f"trading date {day} is more than {LONGEST_CLOSURE_DAYS} days after "
-                                              f"the latest handled, {self.feed_date}")
-        return message
 
     @property
     def pending(self) -> int:

@@ -1,7 +1,7 @@
 """The gateway against a real nats-server, its KV filled by the real trackers from the recorded day: every REST
-endpoint's shape and values, bad parameters, the token, CORS and gzip, WebSocket snapshots and throttled deltas,
-the per-address limit (abrupt disconnects included), a slow client not holding back a fast one, and a resync after
-a NATS restart."""
+endpoint's shape and values, bad parameters, the token, CORS and gzip, headers holding bytes that are not UTF-8
+(never a 500), WebSocket snapshots and throttled deltas, the per-address limit (abrupt disconnects included), a slow
+client not holding back a fast one, and a resync after a NATS restart."""
 
 from __future__ import annotations
 
@@ -202,6 +202,76 @@ async def test_token_on_websocket_and_optionally_rest(filled: config.Settings) -
         assert (await get(f"{running.url}/api/market/snapshot",
                           headers={"Authorization": "Bearer s3cret"}))[0] == 200
         assert (await get(f"{running.url}/healthz"))[0] == 200  # probes stay open
+
+
+# --- headers that are not UTF-8 --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def guarded(filled: config.Settings) -> AsyncIterator[Running]:
+    async with gateway(filled, gateway_token="s3cret", gateway_token_rest=True,
+                       gateway_cors_origins=["https://board.example"]) as running:
+        yield running
+
+
+async def raw_exchange(port: int, request: bytes) -> tuple[int, bytes, bytes]:
+    """`request` as bytes on a socket of its own (no client library cleans them up); (status, head, what follows
+    the head within a second: a WebSocket's first frame)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            if not chunk:
+                break
+            received += chunk
+        head, _, rest = received.partition(b"\r\n\r\n")
+        if head.startswith(b"HTTP/1.1 101") and not rest:
+            with contextlib.suppress(TimeoutError):
+                rest = await asyncio.wait_for(reader.read(65536), 1)
+        return int(head.split(b" ", 2)[1]), head, rest
+    finally:
+        writer.close()
+
+
+HANDSHAKE = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+WS_KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+WS_TEXT, WS_CLOSE = b"\x81", b"\x88"  # the first byte of a frame: FIN and the opcode
+
+
+@pytest.mark.parametrize(("request_line", "headers", "status"), [
+    (b"GET /api/market/snapshot", b"Authorization: Bearer \xff\xfe\r\n", 401),  # no token, not a 500
+    (b"GET /api/market/snapshot", b"Authorization: Bearer s3cret\xff\r\n", 401),
+    (b"GET /api/market/snapshot?token=s3cret", b"Origin: https://board\xff.example\r\n", 200),
+    (b"GET /api/market/snapshot?token=s3cret", b"Accept-Encoding: gzip\xff\r\n", 200),
+    (b"GET /api/market/snapshot?token=s3cret", b"Host: \xff\r\nUser-Agent: \xc3\x28\r\n", 200),
+    (b"OPTIONS /api/market/snapshot", b"Origin: \xff\r\nAccess-Control-Request-Method: GET\r\n", 405),
+    (b"OPTIONS /api/market/snapshot",
+     b"Origin: https://board.example\r\nAccess-Control-Request-Method: \xff\r\n", 405),
+    (b"GET /", b"If-None-Match: \xff\r\nIf-Modified-Since: \xff\r\n", 200),  # the dashboard, served by aiohttp
+    (b"GET /static/app.js", b"Range: bytes=\xff\r\n", 416),  # as any unreadable range
+    (b"GET /ws/market", b"Authorization: Bearer \xff\r\n" + HANDSHAKE + WS_KEY, 101),  # then closed: 1008
+    (b"GET /ws/market?token=s3cret", HANDSHAKE + b"Sec-WebSocket-Key: \xff\xfehlIHNhbXBsZSBub25jZQ==\r\n", 400),
+    (b"GET /ws/market?token=s3cret",
+     b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 1\xff\r\n" + WS_KEY, 400),
+    (b"GET /ws/market?token=s3cret", HANDSHAKE + WS_KEY + b"Sec-WebSocket-Protocol: \xff\r\n", 101),
+])
+async def test_headers_that_are_not_utf8_are_treated_as_absent(guarded: Running, request_line: bytes,
+                                                               headers: bytes, status: int) -> None:
+    host = b"" if headers.startswith(b"Host:") else b"Host: x\r\n"
+    request = request_line + b" HTTP/1.1\r\n" + host + headers + b"\r\n"
+    got, head, rest = await raw_exchange(guarded.gateway.port, request)
+    assert got == status, head
+    assert b"access-control-allow-origin" not in head.lower()  # an undecodable Origin is no origin
+    assert b"content-encoding" not in head.lower()  # nor an undecodable Accept-Encoding a wish for gzip
+    if got == 101 and b"Authorization" in headers:  # refused as without a token: a close frame, code 1008
+        assert rest[:1] == WS_CLOSE
+        assert rest[2:4] == (1008).to_bytes(2, "big")
+    elif got == 101:  # accepted: the channel's snapshot first
+        assert rest[:1] == WS_TEXT
+        assert b'"type":"snapshot"' in rest
 
 
 # --- WebSocket ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The recorder and the history API against a real nats-server and a real PostgreSQL: the recorded day ends with
 exactly one row per trade and candles equal to those computed from the ticks (and to the expected ones), every
-history endpoint answers the expected rows and refuses bad parameters; killed with SIGKILL mid-batch, or with
-PostgreSQL gone for a while, the recorder ends with no row missing and none twice."""
+history endpoint answers the expected rows and refuses bad parameters (far dates, extreme offsets, huge numbers: 4xx
+naming the parameter, never 500), and a query without dates opens no other day's partition; killed with SIGKILL
+mid-batch, or with PostgreSQL gone for a while, the recorder ends with no row missing and none twice."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
 from services.index.service import IndexService
 from services.ingest.simulator import MarketSimulator
+from services.recorder import schema
 from services.recorder.service import Recorder
 from shared import bus, config
 from shared.local import PostgresServer
@@ -41,7 +43,7 @@ TABLES = {"ticks": "trade.classified.*", "foreign_flows": "foreign.flow.*", "ind
 async def reset_database(url: str) -> None:
     conn = await asyncpg.connect(url)
     await conn.execute("DROP TABLE IF EXISTS ticks, candles_1m, foreign_flows, index_points, basis_points, "
-                       "recorder_positions, schema_migrations CASCADE")
+                       "recorder_positions, recorder_rejects, instrument_days, schema_migrations CASCADE")
     await conn.close()
 
 
@@ -90,15 +92,9 @@ async def history(recorded: config.Settings) -> AsyncIterator[str]:
         yield running.url
 
 
-async def test_one_row_per_trade_and_candles_from_the_ticks(recorded: config.Settings) -> None:
-    expected = expected_day()
-    conn = await asyncpg.connect(recorded.database_url)
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM ticks") == len(expected["classes"])
-        stored = {f"{r['symbol']}:{r['total_volume']}": r["trade_type"]
-                  for r in await conn.fetch("SELECT symbol, total_volume, trade_type FROM ticks")}
-        assert stored == dict(expected["classes"].items())
-        mismatched = await conn.fetch("""
+async def candle_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The 1-minute candles that differ from those computed straight from the stored ticks (none, when exact)."""
+    return await conn.fetch("""
             WITH direct AS (
                 SELECT symbol, trading_date, date_trunc('minute', ts) AS minute,
                        (array_agg(price ORDER BY total_volume))[1] AS open, max(price) AS high, min(price) AS low,
@@ -111,7 +107,17 @@ async def test_one_row_per_trade_and_candles_from_the_ticks(recorded: config.Set
                OR c.close IS DISTINCT FROM d.close OR c.volume IS DISTINCT FROM d.volume
                OR c.trades IS DISTINCT FROM d.trades OR c.unseen_volume IS DISTINCT FROM d.unseen
                OR c.buy_volume IS DISTINCT FROM coalesce(d.buy, 0)""")
-        assert mismatched == []
+
+
+async def test_one_row_per_trade_and_candles_from_the_ticks(recorded: config.Settings) -> None:
+    expected = expected_day()
+    conn = await asyncpg.connect(recorded.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM ticks") == len(expected["classes"])
+        stored = {f"{r['symbol']}:{r['total_volume']}": r["trade_type"]
+                  for r in await conn.fetch("SELECT symbol, total_volume, trade_type FROM ticks")}
+        assert stored == dict(expected["classes"].items())
+        assert await candle_mismatches(conn) == []
         by_table = await table_counts(recorded.database_url)
         assert by_table == await stream_counts(recorded)
     finally:
@@ -200,12 +206,47 @@ async def test_foreign_index_and_derivatives_endpoints(history: str) -> None:
     ("ACB/ticks", {"limit": "many"}, 400, "limit"),
     ("ACB/foreign/daily", {"days": "366"}, 422, "days"),
     ("A.C.B/ticks", {}, 400, "symbol"),
+    # the ends of the calendar and beyond the market's era: 400, not the 500 of an overflowing date
+    ("ACB/ticks", {"end": "9999-12-31"}, 400, "end"),
+    ("ACB/candles", {"start": "0001-01-01"}, 400, "start"),
+    ("ACB/candles", {"start": "1999-12-31", "end": "2000-01-05"}, 400, "start"),
+    ("ACB/ticks", {"start": "0001-01-01T00:00:00+14:00"}, 400, "start"),  # before year 1 in exchange time
+    ("ACB/foreign", {"start": "2026-11-24", "end": "9999-12-31T23:59:59-23:59"}, 400, "end"),  # after 9999
+    ("index/VNINDEX", {"start": "9999-12-31T23:59:59.999999"}, 400, "start"),
+    ("derivatives/VN30F2612", {"start": "2026-11-24T09:00:00+24:00"}, 400, "start"),  # no such offset
+    ("ACB/candles", {"start": "2026-11-24", "end": "2099-12-31T23:00:00-23:59"}, 400, "end"),  # 2100 in UTC+7
+    # numbers of thousands of digits: out of range (Python refuses to convert beyond 4,300)
+    ("ACB/ticks", {"limit": "9" * 5000}, 422, "limit"),
+    ("ACB/ticks", {"limit": "-" + "9" * 40}, 422, "limit"),
+    ("ACB/foreign/daily", {"days": "1" * 4301}, 422, "days"),
+    ("ACB/ticks", {"limit": "1e3"}, 400, "limit"),
 ])
 async def test_bad_history_parameters(history: str, path: str, params: dict[str, str], status: int,
                                       parameter: str) -> None:
     got, body, _ = await get(f"{history}/api/history/{path}", params=params)
     assert got == status
     assert body["parameter"] == parameter
+
+
+@pytest.mark.parametrize("path", ["ACB/candles", "ACB/candles?resolution=1d", "ACB/ticks", "FPT/foreign",
+                                  "FPT/foreign/daily", "index/VNINDEX", "derivatives/VN30F2612", "ZZZ/ticks"])
+async def test_a_query_without_dates_opens_only_its_day(recorded: config.Settings, history: str, path: str) -> None:
+    """Every table's partition of another day is locked: a query that opened it (max() over the partitioned
+    table to find the latest day, or a generic plan, which prepared statements switch to after five runs and which
+    covers every partition) would wait for the lock. Each query runs more often than that."""
+    other_day = date(2031, 1, 6)
+    conn = await asyncpg.connect(recorded.database_url)
+    try:
+        await schema.ensure_partitions(conn, {other_day})
+        partitions = ", ".join(schema.partition_name(table, other_day) for table in schema.PARTITIONED)
+        async with conn.transaction():
+            await conn.execute(f"LOCK TABLE {partitions} IN ACCESS EXCLUSIVE MODE")
+            for _ in range(8):
+                status, body, _ = await asyncio.wait_for(get(f"{history}/api/history/{path}"), 5)
+                assert status == 200
+                assert bool(body) == (not path.startswith("ZZZ"))
+    finally:
+        await conn.close()
 
 
 async def test_unknown_symbols_answer_an_empty_list(history: str) -> None:

@@ -1,17 +1,27 @@
 """The recorder's batch writes: the candle fold by hand, and on a real PostgreSQL, batches written twice, overlapping
-or holding a row twice, store each row once and fold each share into its candle once."""
+or holding a row twice, store each row once and fold each share into its candle once; a batch holding rows the
+database refuses stores the rest, with candles exact however it was split; which failures are the database's
+(retried) and which the rows' (set aside)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import date, datetime, timedelta
+from collections.abc import AsyncIterator, Sequence
+from datetime import date, datetime, timedelta, timezone
 
 import asyncpg
 import msgspec
 import pytest
+from asyncpg.exceptions._base import DataError as DriverDataError
 
 from services.recorder import schema
-from services.recorder.writer import INDEX_POINTS, minute_candles, write_rows, write_ticks
+from services.recorder.writer import (
+    INDEX_POINTS,
+    minute_candles,
+    write_refusing,
+    write_rows,
+    write_ticks,
+)
+from shared.database import database_unavailable
 from shared.market import EXCHANGE_TZ
 from shared.messages.domain import ClassificationRule, ClassifiedTrade, IndexPoint, TradeType
 
@@ -107,3 +117,59 @@ async def test_rows_without_candles_are_inserted_once(conn: asyncpg.Connection) 
     async with conn.transaction():
         assert await write_rows(conn, INDEX_POINTS, [*points, msgspec.structs.replace(points[0], value=1_400.0)]) == 1
     assert await conn.fetchval("SELECT count(*) FROM index_points") == 4
+
+
+async def ticks_inserted(conn: asyncpg.Connection, trades: Sequence[ClassifiedTrade]) -> int:
+    return (await write_ticks(conn, trades))[0]
+
+
+async def test_refused_rows_are_isolated_and_the_rest_folds_into_exact_candles(conn: asyncpg.Connection) -> None:
+    await write(conn, TRADES)
+    whole = await candles_of(conn)
+    await conn.execute("TRUNCATE ticks, candles_1m")
+    await write(conn, TRADES[:2])  # stored already: every part holding them goes through the staging tables
+    nul = msgspec.structs.replace(trade("ACB", 50, 25_000, 100, 950, BUY), session="LO\u0000")
+    far = msgspec.structs.replace(trade("FPT", 50, 98_000, 10, 210, BUY),
+                                  timestamp=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))))
+    async with conn.transaction():
+        inserted, refused = await write_refusing(conn, ticks_inserted, [*TRADES[:3], nul, *TRADES[3:], far])
+    assert inserted == 3
+    assert [(index, type(error).__name__) for index, error in refused] == [
+        (3, "CharacterNotInRepertoireError"),  # PostgreSQL: invalid byte sequence for encoding "UTF8": 0x00
+        (6, "OverflowError"),  # the driver: year 1 at UTC+14 is before its epoch's range
+    ]
+    assert await conn.fetchval("SELECT count(*) FROM ticks") == 5
+    assert await candles_of(conn) == whole  # each part folded only what it inserted
+
+
+async def test_a_database_outage_is_not_blamed_on_a_row(conn: asyncpg.Connection) -> None:
+    async def shut_down(conn: asyncpg.Connection, trades: Sequence[ClassifiedTrade]) -> int:
+        raise asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command")
+
+    with pytest.raises(asyncpg.exceptions.AdminShutdownError):
+        async with conn.transaction():
+            await write_refusing(conn, shut_down, TRADES)
+
+
+@pytest.mark.parametrize(("error", "unavailable"), [
+    (ConnectionRefusedError(111, "Connection refused"), True),
+    (TimeoutError(), True),
+    (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"), True),
+    (asyncpg.exceptions.InterfaceError("connection is closed"), True),
+    (asyncpg.exceptions.CannotConnectNowError("the database system is starting up"), True),
+    (asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"), True),
+    (asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"), True),
+    (asyncpg.exceptions.DiskFullError("could not extend file"), True),
+    (asyncpg.exceptions.SerializationError("could not serialize access"), True),
+    (asyncpg.exceptions.DeadlockDetectedError("deadlock detected"), True),
+    (asyncpg.exceptions.ReadOnlySQLTransactionError("cannot execute COPY in a read-only transaction"), True),
+    (asyncpg.exceptions.UndefinedTableError('relation "instrument_days" does not exist'), True),
+    (asyncpg.exceptions.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00'), False),
+    (asyncpg.exceptions.NumericValueOutOfRangeError("value out of range"), False),
+    (asyncpg.exceptions.CheckViolationError('no partition of relation "ticks" found for row'), False),
+    (asyncpg.exceptions.NotNullViolationError("null value in column"), False),
+    (DriverDataError("invalid input for query argument $1"), False),
+    (OverflowError("date value out of range"), False),
+])
+def test_which_failures_are_the_databases(error: Exception, unavailable: bool) -> None:
+    assert database_unavailable(error) is unavailable

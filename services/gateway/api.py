@@ -4,6 +4,7 @@ the middleware every request passes (JSON errors, optional token, CORS, gzip).""
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,16 +63,30 @@ def bad_parameter(request: web.Request, parameter: str, message: str, status: in
     return json_response(request, ApiError(error=message, parameter=parameter), status)
 
 
+SHOWN_CHARS = 40  # of a bad value quoted back in an error: a client's 8 KB query string is not echoed whole
+
+
+def shown(raw: str) -> str:
+    """A client's value, quoted for an error message: cut short and repr-escaped."""
+    return repr(raw) if len(raw) <= SHOWN_CHARS else f"{raw[:SHOWN_CHARS]!r}..."
+
+
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+
+
 def int_parameter(request: web.Request, name: str, default: int, low: int, high: int) -> int | web.Response:
     raw = request.query.get(name)
     if raw is None:
         return default
+    out_of_range = f"{name} must be between {low} and {high}, got {shown(raw)}"
     try:
         value = int(raw)
-    except ValueError:
-        return bad_parameter(request, name, f"{name} must be an integer, got {raw!r}")
+    except ValueError:  # not an integer, or one of more digits than Python converts (4,300)
+        if _DIGITS.fullmatch(raw):
+            return bad_parameter(request, name, out_of_range, 422)
+        return bad_parameter(request, name, f"{name} must be an integer, got {shown(raw)}")
     if not low <= value <= high:
-        return bad_parameter(request, name, f"{name} must be between {low} and {high}, got {value}", 422)
+        return bad_parameter(request, name, out_of_range, 422)
     return value
 
 
@@ -121,10 +136,34 @@ class MarketApi:
 # --- middleware --------------------------------------------------------------------------------------------------
 
 
+def undecodable_headers(request: web.Request) -> list[str]:
+    """The names of the request's headers whose values are not UTF-8. aiohttp hands such bytes over as surrogate
+    escapes, which fail wherever text is encoded again (a token compared as bytes, aiohttp's own WebSocket
+    handshake), so they must never reach the handlers."""
+    names = []
+    for name, value in request.headers.items():
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                names.append(name)
+    return names
+
+
 def error_middleware() -> Any:
+    """The outermost middleware: a JSON answer for every error, and requests made safe to handle. A header whose
+    value is not UTF-8 is treated as absent: an undecodable token is no token (401, or a WebSocket closed with 1008),
+    an undecodable WebSocket key no handshake (400), an undecodable Origin or Accept-Encoding no CORS or no gzip."""
+
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        undecodable = undecodable_headers(request)
+        if undecodable:
+            headers = request.headers.copy()
+            for name in undecodable:
+                headers.popall(name, None)
+            request = request.clone(headers=headers)
         try:
             response = await handler(request)
         except web.HTTPException as http_error:

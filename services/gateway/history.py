@@ -1,8 +1,15 @@
 """The history API: what the recorder stored, through an asyncpg pool, every query parameterized.
 
 Periods: `start`/`end` are dates (YYYY-MM-DD, exchange time, both days included) or ISO datetimes (a naive one is
-exchange time). Without them, the latest trading date holding data for the instrument: the market's own "today".
-Each endpoint caps the span it answers (MAX_SPAN_DAYS); longer, reversed or unreadable periods answer 400.
+exchange time), within the market's era (2000-2099) once in exchange time. Without them, the latest trading date
+holding data for the instrument: the market's own "today", found in `instrument_days` (one index probe; max() over a
+partitioned table would open every daily partition). Each endpoint caps the span it answers (MAX_SPAN_DAYS); longer,
+reversed, unreadable or out-of-era periods answer 400.
+
+Every table is partitioned by trading date and every query names its dates, so PostgreSQL opens only their
+partitions, but only when it plans the query for those dates: a generic plan (what a prepared statement switches to
+after five runs) covers, and locks, every partition. The pool's sessions therefore plan every query for its values
+(`plan_cache_mode = force_custom_plan`).
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from services.gateway.api import ApiError, bad_parameter, int_parameter, json_response
-from shared.market import EXCHANGE_TZ, normalize_index_id, to_exchange_time
+from services.gateway.api import ApiError, bad_parameter, int_parameter, json_response, shown
+from shared.database import database_unavailable
+from shared.market import EXCHANGE_TZ, MARKET_ERA, in_market_era, normalize_index_id, to_exchange_time
 
 log = structlog.get_logger("gateway.history")
 _SYMBOL = re.compile(r"^[A-Za-z0-9_-]{1,30}$")
@@ -95,6 +103,8 @@ class BasisRow(msgspec.Struct):
 
 
 ROW_TYPES = (Candle, Tick, ForeignFlowRow, ForeignDay, IndexValue, BasisRow)
+# Candles come from the ticks (the recorder folds them in the same transaction): they share the `ticks` family.
+LATEST_DAY = "SELECT max(trading_date) FROM instrument_days WHERE family = $1 AND instrument = $2"
 
 
 class Period(msgspec.Struct):
@@ -104,20 +114,25 @@ class Period(msgspec.Struct):
     end: datetime  # exclusive
 
 
-EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)  # the market's era; beyond it a date is a typo
+ERA = f"{MARKET_ERA[0].year}-{MARKET_ERA[1].year}"
 
 
 def _parse_moment(text: str, *, is_end: bool) -> tuple[date, datetime]:
-    """A date (the whole day) or an ISO datetime; (its trading date, the moment it bounds)."""
+    """A date (the whole day) or an ISO datetime; (its trading date, the moment it bounds). ValueError when it is
+    neither, or outside the market's era: checked before any arithmetic, which overflows at the ends of the calendar
+    (the day after 9999-12-31; 0001-01-01T00:00+14:00 in exchange time)."""
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         day = date.fromisoformat(text)
-        moment = datetime.combine(day + timedelta(days=1) if is_end else day, time(0), EXCHANGE_TZ)
-    else:
+        if not in_market_era(day):
+            raise ValueError(f"{text} is outside {ERA}")
+        return day, datetime.combine(day + timedelta(days=1) if is_end else day, time(0), EXCHANGE_TZ)
+    try:
         moment = to_exchange_time(datetime.fromisoformat(text.replace("Z", "+00:00")))
-        day = moment.date()
-    if not EARLIEST <= day <= LATEST:
-        raise ValueError(f"{text} is outside {EARLIEST.year}-{LATEST.year}")
-    return day, moment
+    except OverflowError:  # only a moment in year 1 or 9999 leaves the calendar when moved to UTC+7
+        raise ValueError(f"{text} is outside {ERA}") from None
+    if not in_market_era(moment.date()):
+        raise ValueError(f"{text} is outside {ERA}")
+    return moment.date(), moment
 
 
 def parse_period(request: web.Request, latest: date | None, max_days: int) -> Period | web.Response | None:
@@ -130,7 +145,8 @@ def parse_period(request: web.Request, latest: date | None, max_days: int) -> Pe
         try:
             bounds[name] = _parse_moment(raw, is_end=name == "end")
         except ValueError:
-            return bad_parameter(request, name, f"{name} must be YYYY-MM-DD or an ISO datetime, got {raw!r}")
+            return bad_parameter(request, name, f"{name} must be YYYY-MM-DD or an ISO datetime within {ERA} "
+                                                f"(exchange time), got {shown(raw)}")
     if not bounds and latest is None:
         return None
     default_day = latest or (bounds.get("start") or bounds["end"])[0]
@@ -162,8 +178,8 @@ class HistoryApi:
     async def _connect(self) -> None:
         while self.pool is None:
             try:
-                self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=8,
-                                                      server_settings={"timezone": "Asia/Ho_Chi_Minh"})
+                self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=8, server_settings={
+                    "timezone": "Asia/Ho_Chi_Minh", "plan_cache_mode": "force_custom_plan"})
             except (OSError, asyncpg.PostgresError) as err:
                 log.warning("history database unreachable; retrying", error=str(err))
                 await asyncio.sleep(2)
@@ -185,7 +201,7 @@ class HistoryApi:
         ]
 
     def _guard(self, handler: Callable[[web.Request, str], Awaitable[web.Response]]) -> Any:
-        """Instrument checks, and a 503 (not a 500) while the database is unreachable."""
+        """Instrument checks, and a 503 (not a 500) while the database is unreachable or unavailable."""
         async def handle(request: web.Request) -> web.Response:
             instrument = next(iter(request.match_info.values()))
             if not _SYMBOL.match(instrument):
@@ -195,22 +211,25 @@ class HistoryApi:
                 return json_response(request, ApiError(error=f"history unavailable: {reason}"), 503)
             try:
                 return await handler(request, instrument.upper())
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as err:
-                log.warning("history query failed", error=str(err))
+            except Exception as err:
+                if not database_unavailable(err):
+                    raise
+                log.warning("history query failed", error=str(err) or type(err).__name__)
                 return json_response(request, ApiError(error="history unavailable: database error"), 503)
 
         return handle
 
-    async def _latest(self, table: str, column: str, key: str) -> date | None:
+    async def _latest(self, family: str, instrument: str) -> date | None:
+        """The latest trading date `instrument` has rows on in the recorder's table `family`."""
         assert self.pool is not None
-        return await self.pool.fetchval(f"SELECT max(trading_date) FROM {table} WHERE {column} = $1", key)
+        return await self.pool.fetchval(LATEST_DAY, family, instrument)
 
     async def candles(self, request: web.Request, symbol: str) -> web.Response:
         resolution = request.query.get("resolution", "1m")
         if resolution not in RESOLUTIONS:
             return bad_parameter(request, "resolution", f"resolution must be one of {', '.join(RESOLUTIONS)}")
         span = "candles_1m" if resolution == "1m" else "candles_1d" if resolution == "1d" else "candles_intraday"
-        period = parse_period(request, await self._latest("candles_1m", "symbol", symbol), MAX_SPAN_DAYS[span])
+        period = parse_period(request, await self._latest("ticks", symbol), MAX_SPAN_DAYS[span])
         if not isinstance(period, Period):
             return period or json_response(request, [])
         assert self.pool is not None
@@ -237,7 +256,7 @@ class HistoryApi:
         limit = int_parameter(request, "limit", 1_000, 1, 50_000)
         if isinstance(limit, web.Response):
             return limit
-        period = parse_period(request, await self._latest("ticks", "symbol", symbol), MAX_SPAN_DAYS["ticks"])
+        period = parse_period(request, await self._latest("ticks", symbol), MAX_SPAN_DAYS["ticks"])
         if not isinstance(period, Period):
             return period or json_response(request, [])
         assert self.pool is not None
@@ -250,7 +269,7 @@ class HistoryApi:
         return json_response(request, [Tick(_local(r[0]), *r[1:]) for r in rows])
 
     async def foreign(self, request: web.Request, symbol: str) -> web.Response:
-        period = parse_period(request, await self._latest("foreign_flows", "symbol", symbol),
+        period = parse_period(request, await self._latest("foreign_flows", symbol),
                               MAX_SPAN_DAYS["foreign"])
         if not isinstance(period, Period):
             return period or json_response(request, [])
@@ -268,7 +287,7 @@ class HistoryApi:
         days = int_parameter(request, "days", 30, 1, 365)
         if isinstance(days, web.Response):
             return days
-        latest = await self._latest("foreign_flows", "symbol", symbol)
+        latest = await self._latest("foreign_flows", symbol)
         if latest is None:
             return json_response(request, [])
         assert self.pool is not None
@@ -284,7 +303,7 @@ class HistoryApi:
 
     async def index(self, request: web.Request, name: str) -> web.Response:
         index_id = normalize_index_id(name)
-        period = parse_period(request, await self._latest("index_points", "index_id", index_id),
+        period = parse_period(request, await self._latest("index_points", index_id),
                               MAX_SPAN_DAYS["index"])
         if not isinstance(period, Period):
             return period or json_response(request, [])
@@ -297,7 +316,7 @@ class HistoryApi:
         return json_response(request, [IndexValue(_local(r[0]), r[1]) for r in rows])
 
     async def derivatives(self, request: web.Request, contract: str) -> web.Response:
-        period = parse_period(request, await self._latest("basis_points", "futures_symbol", contract),
+        period = parse_period(request, await self._latest("basis_points", contract),
                               MAX_SPAN_DAYS["derivatives"])
         if not isinstance(period, Period):
             return period or json_response(request, [])

@@ -65,7 +65,8 @@ async def ensure_partitions(conn: asyncpg.Connection, days: set[date]) -> None:
 
 
 async def drop_partitions_before(conn: asyncpg.Connection, oldest_kept: date) -> list[str]:
-    """Retention: drop every partition of a trading date before `oldest_kept`."""
+    """Retention: drop every partition of a trading date before `oldest_kept`, and forget those days in
+    `instrument_days` (the history API's latest day of an instrument must be one that still has rows)."""
     rows = await conn.fetch(
         "SELECT child.relname AS name FROM pg_inherits "
         "JOIN pg_class child ON child.oid = pg_inherits.inhrelid "
@@ -78,4 +79,5 @@ async def drop_partitions_before(conn: asyncpg.Connection, oldest_kept: date) ->
         if match and date(int(match["day"][:4]), int(match["day"][4:6]), int(match["day"][6:])) < oldest_kept:
             await conn.execute(f"DROP TABLE IF EXISTS {row['name']}")
             dropped.append(row["name"])
+    await conn.execute("DELETE FROM instrument_days WHERE trading_date < $1", oldest_kept)
     return sorted(dropped)

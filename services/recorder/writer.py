@@ -5,11 +5,18 @@ goes through a session-local staging table and INSERT ... ON CONFLICT DO NOTHING
 
 Classified trades also fold into 1-minute candles in the same transaction, from the trades actually inserted: a
 message read twice cannot count a share twice in a candle either. Each candle's open and close belong to the trades
-with the lowest and highest TotalVol, so batches may arrive in any order."""
+with the lowest and highest TotalVol, so batches may arrive in any order.
+
+A row the database refuses (a NUL byte in a text, a time beyond what it stores) must not hold back the rows around
+it: `write_refusing` writes a batch in a savepoint and, when it fails for its rows, halves it, each half in its own
+savepoint, until every refused message stands alone; the rest is written. Only a failure no row can cause (the
+database unreachable, shutting down, out of resources: `shared.database.database_unavailable`) fails the whole
+batch, to be retried.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -17,6 +24,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from shared.database import database_unavailable
 from shared.messages.domain import BasisPoint, ClassifiedTrade, ForeignFlow, IndexPoint, TradeType
 
 
@@ -85,8 +93,11 @@ ON CONFLICT (symbol, trading_date, minute) DO UPDATE SET
 
 
 async def _stage(conn: asyncpg.Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+    """`rows`, alone, in the table's staging table. Emptied first, in the same round trip: a batch split by
+    `write_refusing` stages several parts in one transaction, and each must merge only its own rows."""
     await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {table.stage} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        f"CREATE TEMP TABLE IF NOT EXISTS {table.stage} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
+        f"DELETE FROM {table.stage}"
     )
     await conn.copy_records_to_table(table.stage, records=rows, columns=table.columns)
 
@@ -167,3 +178,61 @@ async def write_rows(conn: asyncpg.Connection, table: Table, messages: Sequence[
     """Insert the messages not stored yet; returns how many were. Must run inside a transaction."""
     inserted = await insert_new(conn, table, [as_row(message) for message in messages])
     return len(messages) if inserted is None else len(inserted)
+
+
+Write = Callable[[asyncpg.Connection, Sequence[Any]], Awaitable[int]]  # a batch's write: rows inserted
+
+
+async def write_refusing(conn: asyncpg.Connection, write: Write,
+                         messages: Sequence[Any]) -> tuple[int, list[tuple[int, Exception]]]:
+    """`write` the messages, setting aside those the database refuses: (rows inserted, [(index of a refused
+    message, why)]). Each attempt runs in its own savepoint, so a failed one leaves nothing behind (its candles
+    neither); a part that fails is halved until each refused message is alone, so one bad row in a batch of n costs
+    about 2·log2(n) more attempts. A failure `database_unavailable` names stops the search and is raised: no row is
+    to blame. Must run inside a transaction."""
+
+    async def attempt(low: int, high: int) -> tuple[int, list[tuple[int, Exception]]]:
+        try:
+            async with conn.transaction():
+                return await write(conn, messages[low:high]), []
+        except Exception as err:
+            if database_unavailable(err):
+                raise
+            if high - low == 1:
+                return 0, [(low, err)]
+        middle = (low + high) // 2
+        first_inserted, first_refused = await attempt(low, middle)
+        second_inserted, second_refused = await attempt(middle, high)
+        return first_inserted + second_inserted, first_refused + second_refused
+
+    return await attempt(0, len(messages)) if messages else (0, [])
+
+
+_INSERT_REJECTS = """
+INSERT INTO recorder_rejects (family, subject, stream_created, stream_sequence, error, message)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+"""
+_ERROR_KEPT_CHARS = 4096
+_encode = msgspec.json.Encoder().encode
+
+
+async def insert_rejects(conn: asyncpg.Connection, family: str, stream_created: datetime,
+                         refused: Sequence[tuple[str, int, Any, Exception]]) -> None:
+    """Keep each refused message (subject, stream sequence, message, why) in `recorder_rejects`, once however often
+    it is read. The message goes in as JSON, whose text never holds a NUL byte (JSON escapes it); the error text is
+    ours and the driver's, which may quote the value, so its NULs are escaped here: a reject that could not be
+    stored would block the family again."""
+    await conn.executemany(_INSERT_REJECTS, [
+        (family, subject, stream_created, sequence, f"{type(err).__name__}: {err}"[:_ERROR_KEPT_CHARS]
+         .replace("\x00", "\\x00"), _encode(message).decode())
+        for subject, sequence, message, err in refused])
+
+
+async def insert_days(conn: asyncpg.Connection, family: str, days: Iterable[tuple[str, date]]) -> None:
+    """Note that each (instrument, trading date) has rows in `family`, for the history API's latest-day lookups
+    (`instrument_days`). Sorted, so two recorders inserting the same days take their locks in one order."""
+    ordered = sorted(days)
+    await conn.execute(
+        "INSERT INTO instrument_days (family, instrument, trading_date) "
+        "SELECT $1, * FROM unnest($2::text[], $3::date[]) ON CONFLICT DO NOTHING",
+        family, [instrument for instrument, _ in ordered], [day for _, day in ordered])
