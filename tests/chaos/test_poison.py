@@ -1,7 +1,8 @@
 """A hostile day through the whole system (`stocktracker up`, real NATS and PostgreSQL): the recorded day with every
 class of hostile frame mixed in ends exactly as the clean day (snapshot, history, rows), every hostile frame counted
 as rejected by its reason, no service restarted; then poison published straight onto the MARKET subjects is
-dead-lettered while the next valid message is counted; then each tracker, killed with SIGKILL, resumes exactly."""
+dead-lettered while the next valid message is counted, and a row PostgreSQL refuses reaches the rejects table while
+the trade after it is recorded; then each tracker, killed with SIGKILL, resumes exactly."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import json
 import os
 import signal
 from collections import Counter
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import msgspec
 import nats
 import pytest
 from helpers import eventually, expected_day
@@ -21,13 +25,22 @@ from test_drills import ROWS, database_url_of, ends_exact, rows
 from test_tracker_poison import AFTER_THE_DAY, VALID_AFTER, dead_letters
 
 from shared.local import free_port
-from shared.subjects import MARKET
+from shared.market import EXCHANGE_TZ
+from shared.messages.domain import ClassificationRule, ClassifiedTrade, TradeType
+from shared.subjects import DERIVED, MARKET
 
 pytestmark = pytest.mark.integration
 TRACKERS = ("classifier", "foreign", "index", "derivatives")
 # On the bus, whatever the trackers must refuse; a VN30 of 5e-324 is left out: the index tracker takes a value that
 # small (it is within its bound) and the snapshot would no longer be the clean day's.
 BUS_POISON = [entry for entry in AFTER_THE_DAY if entry[3] != "non_finite"]
+
+
+def classified(symbol: str, session: str) -> bytes:
+    return msgspec.json.encode(ClassifiedTrade(
+        symbol=symbol, trading_date=date(2026, 11, 24), timestamp=datetime(2026, 11, 24, 14, 50, tzinfo=EXCHANGE_TZ),
+        price=10000.0, volume=100, value=1e6, trade_type=TradeType.NEUTRAL, rule=ClassificationRule.AUCTION,
+        total_volume=100, session=session))
 
 
 def nats_url_of(up: Up) -> str:
@@ -78,6 +91,10 @@ async def test_a_hostile_day_ends_exactly_as_the_clean_one(tmp_path: Path, launc
 
         await eventually(poison_handled, timeout=60, interval=0.5)
         assert await exact(up.url)
+        await js.publish("trade.classified.ZZY", classified("ZZY", "L\u0000O"), stream=DERIVED.name)  # a poison row
+        await js.publish("trade.classified.ZZX", classified("ZZX", "PT"), stream=DERIVED.name)  # and the next one
+        await eventually(lambda: _rows_are(database_url, {**ROWS, "ticks": ROWS["ticks"] + 2}), timeout=60)
+        assert await _rejects(database_url) == [("ticks", "trade.classified.ZZY")]
         assert sorted((d.service, d.reason) for d in await dead_letters(nc)) == sorted(
             (service, reason) for _, _, services, reason in BUS_POISON for service in services)
 
@@ -91,13 +108,22 @@ async def test_a_hostile_day_ends_exactly_as_the_clean_one(tmp_path: Path, launc
             assert resumed["restored_from"] > 0, (service, resumed)  # from its checkpoint, not rebuilt
             assert not resumed["rebuilt"], (service, resumed)
         assert len(await dead_letters(nc)) == letters  # read again after the restarts, set aside once
-        await eventually(lambda: _rows_are(database_url, {**ROWS, "ticks": ROWS["ticks"] + 1}), timeout=60)
+        await eventually(lambda: _rows_are(database_url, {**ROWS, "ticks": ROWS["ticks"] + 2}), timeout=60)
+        assert await _rejects(database_url) == [("ticks", "trade.classified.ZZY")]
         _, snapshot, _ = await get(f"{up.url}/api/market/snapshot")
         assert snapshot["quotes"]["ZZZ"]["total_volume"] == 700
     finally:
         if nc is not None:
             await nc.close()
         assert await up.stop() == 0
+
+
+async def _rejects(database_url: str) -> list[tuple[str, str]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return [tuple(row) for row in await conn.fetch("SELECT family, subject FROM recorder_rejects")]
+    finally:
+        await conn.close()
 
 
 async def _rows_are(database_url: str, expected: dict[str, int]) -> bool:
