@@ -522,7 +522,7 @@ def _check_size(text: str | bytes, what: str) -> None:
     if len(text) > MAX_FRAME_BYTES:
         raise FrameRejected(Reason.TOO_LARGE, f"{what} is {len(text):,} long, over {MAX_FRAME_BYTES:,}")
     data = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
-    if data.count(b"{") + data.count(b"[") <= MAX_NESTING:
+    if b"[" not in data and data.count(b"{") <= MAX_NESTING:  # SSI's frames: no array, two objects
         return
     depth = 0
     for bracket in _BRACKET.finditer(_JSON_STRING.sub(b"", data)):
@@ -566,7 +566,11 @@ def _decode_content(channel: _Channel, content: Any) -> Any:
     try:
         if isinstance(content, str | bytes):  # its size and depth were checked with the envelope
             frame = _decoders[channel.data_type].decode(content)
-            suspect = (_CONTROL_ESCAPE if isinstance(content, str) else _CONTROL_ESCAPE_BYTES).search(content)
+            # Most Contents hold no escape at all (the outer layer's are gone): one scan for a backslash says so.
+            if isinstance(content, str):
+                suspect = "\\" in content and _CONTROL_ESCAPE.search(content) is not None
+            else:
+                suspect = b"\\" in content and _CONTROL_ESCAPE_BYTES.search(content) is not None
         else:
             frame = msgspec.convert(content, channel.wire, strict=False)
             suspect = True  # already parsed: no escapes left to tell by
