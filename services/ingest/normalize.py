@@ -92,6 +92,8 @@ class Normalizer:
         self.futures: set[str] = set()  # codes that are futures though neither their format nor exchange says so
         self.today = today
         self.feed_date: date | None = None  # the latest trading date accepted
+        self._window_of: date | None = None  # the current date `_window` was worked out for
+        self._window = (date.min, date.max)  # the trading dates plausible on it
         self._last_total: dict[str, tuple[date, int]] = {}
         self._ordinals: dict[str, tuple[datetime, int]] = {}
 
@@ -116,10 +118,14 @@ class Normalizer:
         day: date = decoded.messages[0].trading_date  # type: ignore[attr-defined]
         current = self.today() if self.today is not None else self.feed_date
         if current is not None:
-            ahead = 1 if self.today is not None else LONGEST_CLOSURE_DAYS
-            if day > current + timedelta(days=ahead):
-                return f"trading date {day} is more than {ahead} days after the feed's {current}"
-            if day < current - timedelta(days=LONGEST_CLOSURE_DAYS):
+            if current != self._window_of:  # the bounds change once a day, not with every frame
+                ahead = 1 if self.today is not None else LONGEST_CLOSURE_DAYS
+                self._window = (current - timedelta(days=LONGEST_CLOSURE_DAYS), current + timedelta(days=ahead))
+                self._window_of = current
+            earliest, latest = self._window
+            if day > latest:
+                return f"trading date {day} is more than {(latest - current).days} days after the feed's {current}"
+            if day < earliest:
                 return f"trading date {day} is more than {LONGEST_CLOSURE_DAYS} days before the feed's {current}"
         if self.feed_date is None or day > self.feed_date:
             self.feed_date = day
