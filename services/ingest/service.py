@@ -18,7 +18,7 @@ from services.ingest.sources import FrameRecorder, Pacer, ReplaySource, SimSourc
 from shared import metrics
 from shared.config import ConfigError, Settings
 from shared.market import exchange_now
-from shared.messages.ssi import Reason, rejection
+from shared.messages.ssi import MAX_FRAME_BYTES, Reason, rejection
 from shared.reference import configured_basket
 from shared.runtime import Actor, Context
 from shared.subjects import VN30_BASKET_KEY, Bucket, security_key
@@ -83,6 +83,7 @@ class Ingest(Actor):
         self.messages_published = 0
         self.rejections: dict[str, int] = {}
         self._rejection_log = Throttle()
+        self._payload_limit = 0  # the bus's max_payload when a message could exceed it, else 0: no check needed
         self._last_frame_at: dict[str, float] = {}
         self._source = source
         self._recorder: FrameRecorder | None = None
@@ -93,6 +94,10 @@ class Ingest(Actor):
 
     async def start(self, ctx: Context) -> None:
         self._ctx = ctx
+        # A message is never much larger than the frame it comes from (MAX_FRAME_BYTES at most): only a server that
+        # takes less than a few times that (its default is 1 MiB) needs every frame's messages measured.
+        if ctx.publisher.max_payload < 4 * MAX_FRAME_BYTES:
+            self._payload_limit = ctx.publisher.max_payload
         self._source = self._source or make_source(ctx.settings)
         if self._source.name == "ssi":
             self.normalizer.today = lambda: exchange_now().date()  # the live feed's date is the exchange's own
@@ -129,8 +134,8 @@ class Ingest(Actor):
         assert self._ctx is not None
         self.frames_read += 1
         result = self.normalizer.normalize(frame)
-        if isinstance(result, Normalized):
-            too_large = oversized(result.messages, self._ctx.publisher.max_payload)
+        if self._payload_limit and isinstance(result, Normalized):
+            too_large = oversized(result.messages, self._payload_limit)
             if too_large is not None:  # refused whole, before any of its messages goes out
                 result = self.normalizer.refuse(rejection(frame, Reason.TOO_LARGE, too_large))
         if isinstance(result, Refused):
