@@ -8,6 +8,7 @@ Exchange holidays are not modelled: a holiday looks like a trading day whose fee
 from __future__ import annotations
 
 import calendar
+import itertools
 import re
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -53,8 +54,10 @@ def _t(hhmm: str) -> time:
     return time(int(hours), int(minutes))
 
 
-# (start, phase) pairs per exchange; each phase lasts until the next start. Before the first: PRE_OPEN.
-_SCHEDULES: dict[Exchange, tuple[tuple[time, Phase], ...]] = {
+# (start, phase) pairs per exchange, exchange time; each phase lasts until the next start. Before the first: PRE_OPEN;
+# weekends CLOSED. The one schedule: the classifier's auctions, the live feed's watchdog and the dashboard (served as
+# /api/market/schedule) all read it here.
+SCHEDULES: dict[Exchange, tuple[tuple[time, Phase], ...]] = {
     Exchange.HOSE: (
         (_t("09:00"), Phase.ATO),
         (_t("09:15"), Phase.CONTINUOUS),
@@ -98,7 +101,7 @@ def phase_at(exchange: Exchange, moment: datetime) -> Phase:
         return Phase.CLOSED
     clock = local.time()
     phase = Phase.PRE_OPEN
-    for start, scheduled in _SCHEDULES[exchange]:
+    for start, scheduled in SCHEDULES[exchange]:
         if clock < start:
             break
         phase = scheduled
@@ -115,6 +118,54 @@ def session_phase(session_code: str | None) -> Phase | None:
     if not session_code:
         return None
     return _SESSION_CODES.get(session_code.strip().upper())
+
+
+# The phases whose matches have no aggressor: the opening and closing call auctions, and the post-close session
+# (put-through deals, HNX's post-close lots at the closing price).
+AUCTION_PHASES = frozenset({Phase.ATO, Phase.ATC, Phase.POST_CLOSE})
+
+
+def trade_phase(session_code: str | None, exchange_code: str | None, moment: datetime, *,
+                first_of_day: bool) -> tuple[Phase | None, bool]:
+    """The phase a match belongs to, and whether the exchange's schedule (not the session code) said so.
+
+    A session code naming a trading phase (ATO, LO, ATC, PT, PLO) decides. The live feed also sends matches with no
+    session code, or one that names no phase (C, BREAK, codes not known here); those take the schedule's phase at
+    their exchange time, read as the exchange matches: the opening auction's single match is stamped the instant
+    continuous trading begins (HOSE 09:15:00, the derivatives market 09:00:00), so at that instant a symbol's first
+    match of the day is the opening print, later ones continuous; the closing auction's match lands at its end or
+    seconds after (14:45:00 on HOSE, up to 14:45:12 seen on the derivatives market, which closes then), so from
+    that instant a match is the closing print or, once a post-close session runs (HOSE, HNX to 15:00), one of its
+    deals. UPCOM has no auctions: its matches are continuous. None: the exchange is not known."""
+    by_code = session_phase(session_code)
+    if by_code in (Phase.ATO, Phase.CONTINUOUS, Phase.ATC, Phase.POST_CLOSE):
+        return by_code, False
+    exchange = parse_exchange(exchange_code)
+    if exchange is None:
+        return None, False
+    scheduled = phase_at(exchange, moment)
+    if scheduled is Phase.CLOSED and to_exchange_time(moment).weekday() >= 5:
+        return scheduled, True
+    opening_ends, closing_ends = _AUCTION_ENDS[exchange]
+    clock = to_exchange_time(moment).time().replace(microsecond=0)
+    if first_of_day and clock == opening_ends:
+        return Phase.ATO, True
+    if closing_ends is not None and clock >= closing_ends:
+        return (Phase.POST_CLOSE if scheduled is Phase.POST_CLOSE and clock > closing_ends else Phase.ATC), True
+    return scheduled, True
+
+
+def _end_of(exchange: Exchange, phase: Phase) -> time | None:
+    """When `phase` gives way to the next in the exchange's schedule (None: the exchange has no such phase)."""
+    schedule = SCHEDULES[exchange]
+    for (_, current), (start, _) in itertools.pairwise(schedule):
+        if current is phase:
+            return start
+    return None
+
+
+# When each exchange's opening and closing call auctions end: their matches are stamped then (or just after).
+_AUCTION_ENDS = {exchange: (_end_of(exchange, Phase.ATO), _end_of(exchange, Phase.ATC)) for exchange in Exchange}
 
 
 _SESSION_CODES = {

@@ -22,8 +22,8 @@ def at(clock: str, day: date = DAY) -> datetime:
 
 def trade(price: float, volume: int, total: int, *, clock: str = "10:00:00", session: str | None = "LO",
           side: TradeType | None = None, ref: float | None = 24_500.0, symbol: str = "ACB",
-          day: date = DAY) -> Trade:
-    return Trade(symbol=symbol, exchange="HOSE", trading_date=day, timestamp=at(clock, day), price=price,
+          day: date = DAY, exchange: str | None = "HOSE") -> Trade:
+    return Trade(symbol=symbol, exchange=exchange, trading_date=day, timestamp=at(clock, day), price=price,
                  volume=volume, total_volume=total, ref_price=ref, ceiling=26_200.0, floor=22_800.0,
                  session=session, side=side)
 
@@ -181,6 +181,53 @@ def test_per_phase_breakdown() -> None:
     assert phases["continuous"].mua_chu_dong_volume == 100
     assert phases["atc"].neutral_volume == 3_000
     assert phase_key("PT") == "pt"
+
+
+# --- rule 1 by the schedule: auctions the feed sent without a session code ---------------------------------------
+
+
+def test_hose_auction_prints_without_a_session_code_are_neutral_by_the_schedule() -> None:
+    core = Classifier()
+    core.on_quote(quote(24_500, 24_550))
+    assert classify(core, trade(24_550, 5_000, 5_000, session=None, clock="09:15:00")) == (NEUTRAL, Decision.SCHEDULE)
+    # the same instant, after the opening print: continuous trading, the book decides
+    assert classify(core, trade(24_550, 100, 5_100, session=None, clock="09:15:00")) == (BUY,
+                                                                                          Decision.AT_OR_ABOVE_ASK)
+    assert classify(core, trade(24_550, 100, 5_200, session=None, clock="10:30:00")) == (BUY,
+                                                                                          Decision.AT_OR_ABOVE_ASK)
+    assert classify(core, trade(24_550, 9_000, 14_200, session="C", clock="14:45:00")) == (NEUTRAL,
+                                                                                            Decision.SCHEDULE)
+    assert classify(core, trade(24_550, 300, 14_500, session=None, clock="14:52:00")) == (NEUTRAL, Decision.SCHEDULE)
+    outcome = core.on_trade(trade(24_550, 100, 14_600, session="", clock="14:58:00"))
+    assert outcome.classified is not None
+    assert outcome.classified.rule is ClassificationRule.SCHEDULE  # which rule decided stays visible
+    phases = core.days["ACB"].stats.phases
+    assert phases["ato"].neutral_volume == 5_000
+    assert phases["atc"].neutral_volume == 9_000
+    assert phases["post_close"].neutral_volume == 400
+    assert phases["continuous"].mua_chu_dong_volume == 200
+
+
+def test_a_session_code_naming_a_phase_still_decides() -> None:
+    core = Classifier()
+    core.on_quote(quote(24_500, 24_550))
+    assert classify(core, trade(24_550, 100, 100, session="LO", clock="14:45:00")) == (BUY, Decision.AT_OR_ABOVE_ASK)
+    assert classify(core, trade(24_550, 100, 200, session="ATC", clock="10:00:00")) == (NEUTRAL, Decision.AUCTION)
+
+
+@pytest.mark.parametrize(("exchange", "clock", "expected"), [
+    ("HNX", "09:00:00", (BUY, Decision.AT_OR_ABOVE_ASK)),  # no opening auction: continuous from 09:00
+    ("HNX", "14:40:00", (NEUTRAL, Decision.SCHEDULE)),  # the closing auction
+    ("HNX", "14:50:00", (NEUTRAL, Decision.SCHEDULE)),  # post-close
+    ("UPCOM", "14:40:00", (BUY, Decision.AT_OR_ABOVE_ASK)),  # no auctions at all
+    ("DERIVATIVES", "08:50:00", (NEUTRAL, Decision.SCHEDULE)),  # the opening auction
+    ("DERIVATIVES", "14:45:12", (NEUTRAL, Decision.SCHEDULE)),  # the closing print, seconds after the close
+    (None, "14:40:00", (BUY, Decision.AT_OR_ABOVE_ASK)),  # no exchange named: no schedule to go by
+])
+def test_the_schedule_of_each_exchange(exchange: str | None, clock: str, expected: tuple) -> None:
+    core = Classifier()
+    core.on_quote(quote(24_500, 24_550))
+    assert classify(core, trade(24_550, 100, 100, session=None, clock=clock, exchange=exchange)) == expected
 
 
 def test_price_data_against_the_reference() -> None:

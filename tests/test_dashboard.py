@@ -4,6 +4,7 @@ opens its candles, and the page logs no error. A screenshot is saved to tests/ar
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from helpers import REPLAY_DAY, eventually, expected_day
 from stack import exact, get
 
 from shared.local import free_port
+from shared.market import EXCHANGE_TZ, Exchange, phase_at
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -50,6 +52,11 @@ async def test_dashboard_in_a_real_browser(tmp_path: Path, launch: Any) -> None:
             basis = await browser.wait_for("document.querySelector('#basis-value')?.dataset.value")
             assert float(basis) == pytest.approx(snapshot["derivatives"]["basis"], abs=1e-6)
 
+            # The page's phase is the one schedule's: the day's last update is 14:45:12, so for the next quarter of an
+            # hour HOSE is in its post-close session (put-through to 15:00), not closed.
+            phase = await browser.wait_for("document.querySelector('#phase')?.dataset.phase || undefined")
+            assert phase == phase_at(Exchange.HOSE, datetime(2026, 11, 24, 14, 46, tzinfo=EXCHANGE_TZ)) == "post_close"
+
             await browser.evaluate("document.querySelector('tr[data-symbol=\"BID\"]').click()")
             candles = await browser.wait_for(
                 "Number(document.querySelector('#detail-candles')?.dataset.candles || 0)")
@@ -83,7 +90,7 @@ async def test_dashboard_during_a_simulated_session(tmp_path: Path, launch: Any)
                 "document.querySelector('#indices [data-index=VN30] [data-field=value]')?.dataset.value !== undefined")
             await browser.wait_for("document.querySelectorAll('#foreign-flows [data-symbol]').length > 0", timeout=60)
             phase = await browser.evaluate("document.querySelector('#phase')?.dataset.phase")
-            assert phase in ("pre-open", "ato", "continuous", "lunch", "atc", "closed")
+            assert phase in ("pre_open", "ato", "continuous", "lunch", "atc", "post_close", "closed")
             await browser.screenshot(ARTIFACTS / "dashboard-simulated.png")
             assert browser.problems == []
     finally:

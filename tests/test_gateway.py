@@ -30,6 +30,7 @@ from services.gateway.service import Gateway
 from services.index.service import IndexService
 from shared import bus, config
 from shared.local import NatsServer, free_port
+from shared.market import SCHEDULES
 from shared.messages.domain import SessionStats
 from shared.subjects import Bucket
 
@@ -119,6 +120,19 @@ async def test_foreign_detail_and_volume_stats(served: Running) -> None:
     assert status == 200
     assert [s["symbol"] for s in body["stats"]] == sorted(expected["quotes"])
     assert body["stats"][0]["mua_chu_dong_volume"] == expected["quotes"]["ACB"]["mua_chu_dong_volume"]
+
+
+async def test_the_trading_schedule_is_the_one_the_system_uses(served: Running) -> None:
+    status, body, _ = await get(f"{served.url}/api/market/schedule")
+    assert status == 200
+    assert body["utc_offset"] == "+07:00"
+    assert set(body["exchanges"]) == {str(exchange) for exchange in SCHEDULES}
+    for exchange, phases in SCHEDULES.items():
+        assert [(p["start"], p["phase"]) for p in body["exchanges"][str(exchange)]] == [
+            (start.strftime("%H:%M"), str(phase)) for start, phase in phases]
+    hose = {p["start"]: p["phase"] for p in body["exchanges"]["HOSE"]}
+    assert hose["14:45"] == "post_close"  # put-through runs to 15:00
+    assert hose["15:00"] == "closed"
 
 
 async def test_basis_trend_counts_back_from_the_latest_point(served: Running) -> None:

@@ -8,7 +8,12 @@ so the day's total always equals the exchange's latest TotalVol. Its value is no
 never saw are unknown, so unseen volume adds nothing to neutral_value.
 
 Classification, the first rule that applies:
-1. auction: TradingSession ATO, ATC or PT -> neutral (call auction or put-through: no aggressor);
+1. auction: an auction or post-close print -> neutral (a call auction's single price, a put-through deal: no
+   aggressor). Its phase comes from TradingSession (ATO, ATC, PT, PLO: rule `auction`) or, when the feed sends no
+   session code or one naming no phase (null, C, ...), from the exchange's schedule at the trade's time (rule
+   `schedule`; `shared.market.trade_phase`): HOSE's opening print at 09:15:00 (the symbol's first match of the day),
+   its closing print from 14:30 to 14:45:00, its post-close deals after that; HNX's closing auction and post-close;
+   the derivatives market's auctions; UPCOM has none;
 2. exchange: Side BU -> active buy, SD -> active sell (the exchange's own flag);
 3. quote: against the latest book received before the trade (bid1/ask1; 0 or missing: that side is absent;
    bid1 >= ask1: no book): price >= ask1 -> buy; price <= bid1 -> sell; strictly inside: above the mid -> buy,
@@ -28,7 +33,7 @@ from enum import StrEnum
 
 import msgspec
 
-from shared.market import Phase, session_phase
+from shared.market import AUCTION_PHASES, Phase, session_phase, trade_phase
 from shared.messages.domain import (
     ClassificationRule,
     ClassifiedTrade,
@@ -41,7 +46,6 @@ from shared.messages.domain import (
     finite,
 )
 
-_AUCTION_SESSIONS = frozenset({"ATO", "ATC", "PT"})
 _EXCHANGE_SIDES = (TradeType.MUA_CHU_DONG, TradeType.BAN_CHU_DONG)
 
 
@@ -49,6 +53,7 @@ class Decision(StrEnum):
     """The rule and branch that decided a trade: finer than `ClassificationRule`, for metrics and audits."""
 
     AUCTION = "1_auction"
+    SCHEDULE = "1_schedule"
     SIDE = "2_side"
     AT_OR_ABOVE_ASK = "3_at_or_above_ask"
     AT_OR_BELOW_BID = "3_at_or_below_bid"
@@ -60,6 +65,7 @@ class Decision(StrEnum):
 
 _RULE_OF = {
     Decision.AUCTION: ClassificationRule.AUCTION,
+    Decision.SCHEDULE: ClassificationRule.SCHEDULE,
     Decision.SIDE: ClassificationRule.EXCHANGE,
     Decision.AT_OR_ABOVE_ASK: ClassificationRule.QUOTE,
     Decision.AT_OR_BELOW_BID: ClassificationRule.QUOTE,
@@ -88,12 +94,13 @@ def classify_by_book(price: float, bid1: float, ask1: float) -> tuple[TradeType,
     return None
 
 
-def phase_key(session: str | None) -> str:
-    """Where a trade's volume goes in the per-phase breakdown: ato, continuous, atc, or the session's own code."""
-    phase = session_phase(session)
+def phase_key(session: str | None, phase: Phase | None = None) -> str:
+    """Where a trade's volume goes in the per-phase breakdown: ato, continuous, atc, or the session's own code (the
+    phase's name when the schedule told it). `phase`: the trade's, when known; else its session code's."""
+    phase = phase or session_phase(session)
     if phase in (Phase.ATO, Phase.CONTINUOUS, Phase.ATC):
         return str(phase)
-    return (session or "unknown").strip().lower()
+    return (session or (str(phase) if phase else "unknown")).strip().lower()
 
 
 class SymbolDay(msgspec.Struct, kw_only=True):
@@ -193,15 +200,17 @@ class Classifier:
         unseen = added - volume
         value = finite(trade.price * volume, "the trade's value")
         price = self._price(day, trade)
+        phase, by_schedule = trade_phase(trade.session, trade.exchange, trade.timestamp,
+                                         first_of_day=day.last_total == 0)
         if new_day:
             self.days[trade.symbol] = day
 
         day.last_total = trade.total_volume
         self._reference(day, trade)
-        trade_type, decision = self._classify(day, trade)
+        trade_type, decision = self._classify(day, trade, phase, by_schedule)
         self._tick(day, trade.price)
-        phase = day.stats.phases.setdefault(phase_key(trade.session), PhaseVolumes())
-        for split in (day.stats, phase):
+        split_of_phase = day.stats.phases.setdefault(phase_key(trade.session, phase), PhaseVolumes())
+        for split in (day.stats, split_of_phase):
             _add(split, trade_type, volume, value)
             if unseen:
                 _add(split, TradeType.NEUTRAL, unseen, 0.0)
@@ -220,9 +229,10 @@ class Classifier:
         )
         return TradeOutcome(classified=classified, decision=decision)
 
-    def _classify(self, day: SymbolDay, trade: Trade) -> tuple[TradeType, Decision]:
-        if (trade.session or "").strip().upper() in _AUCTION_SESSIONS:
-            return TradeType.NEUTRAL, Decision.AUCTION
+    def _classify(self, day: SymbolDay, trade: Trade, phase: Phase | None,
+                  by_schedule: bool) -> tuple[TradeType, Decision]:
+        if phase in AUCTION_PHASES:
+            return TradeType.NEUTRAL, Decision.SCHEDULE if by_schedule else Decision.AUCTION
         if trade.side in _EXCHANGE_SIDES:
             return trade.side, Decision.SIDE
         by_book = classify_by_book(trade.price, day.bid1, day.ask1)

@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from services.gateway.view import MarketView
+from shared.market import EXCHANGE_TZ, SCHEDULES, Phase
 from shared.messages.domain import (
     BasisPoint,
     ForeignInvestorData,
@@ -44,6 +45,30 @@ class VolumeStats(msgspec.Struct):
 
 class Basket(msgspec.Struct):
     symbols: list[str]  # the VN30 basket (reference data); every tracked symbol while none is known
+
+
+class PhaseStart(msgspec.Struct):
+    start: str  # HH:MM, exchange time
+    phase: Phase
+
+
+class TradingSchedule(msgspec.Struct):
+    """Each exchange's trading day: its phases by start time (each lasts until the next; before the first, pre_open;
+    weekends closed), in exchange time."""
+
+    timezone: str
+    utc_offset: str
+    exchanges: dict[str, list[PhaseStart]]
+
+
+def trading_schedule() -> TradingSchedule:
+    return TradingSchedule(
+        timezone=str(EXCHANGE_TZ.tzname(None)), utc_offset="+07:00",
+        exchanges={str(exchange): [PhaseStart(start.strftime("%H:%M"), phase) for start, phase in schedule]
+                   for exchange, schedule in SCHEDULES.items()})
+
+
+SCHEDULE = trading_schedule()
 
 
 class ApiError(msgspec.Struct):
@@ -117,6 +142,9 @@ class MarketApi:
     async def basket(self, request: web.Request) -> web.Response:
         return json_response(request, Basket(symbols=list(self.view.basket) or sorted(self.view.prices)))
 
+    async def schedule(self, request: web.Request) -> web.Response:
+        return json_response(request, SCHEDULE)
+
     async def basis_trend(self, request: web.Request) -> web.Response:
         minutes = int_parameter(request, "minutes", 30, 1, 120)
         if isinstance(minutes, web.Response):
@@ -130,6 +158,7 @@ class MarketApi:
             web.get("/api/market/volume-stats", self.volume_stats),
             web.get("/api/market/basis-trend", self.basis_trend),
             web.get("/api/market/basket", self.basket),
+            web.get("/api/market/schedule", self.schedule),
         ]
 
 
@@ -240,7 +269,7 @@ def openapi_document(extra_paths: dict[str, Any] | None = None,
                      extra_types: tuple[type, ...] = ()) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the REST API; its schemas are generated from the very Structs the handlers
     encode, so the document and the responses cannot drift apart."""
-    types = (MarketSnapshot, ForeignDetail, VolumeStats, Basket, BasisPoint, ApiError, *extra_types)
+    types = (MarketSnapshot, ForeignDetail, VolumeStats, Basket, BasisPoint, TradingSchedule, ApiError, *extra_types)
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     ref = dict(zip(types, schemas, strict=True))
     error = {"$ref": "#/components/schemas/ApiError"}
@@ -263,6 +292,10 @@ def openapi_document(extra_paths: dict[str, Any] | None = None,
             "summary": "The VN30 basket's symbols",
             "operationId": "basket",
             "responses": {"200": _json(ref[Basket], "The basket"), "401": unauthorized}}},
+        "/api/market/schedule": {"get": {
+            "summary": "Each exchange's trading phases by start time, exchange time (the one schedule the system uses)",
+            "operationId": "schedule",
+            "responses": {"200": _json(ref[TradingSchedule], "The trading schedule"), "401": unauthorized}}},
         "/api/market/basis-trend": {"get": {
             "summary": "The active contract's basis points over the last N minutes of market time",
             "operationId": "basisTrend",

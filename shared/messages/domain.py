@@ -83,7 +83,8 @@ class TradeType(StrEnum):
 class ClassificationRule(StrEnum):
     """Which rule decided a trade's type (see the classifier)."""
 
-    AUCTION = "auction"  # ATO/ATC/PT print: no aggressor
+    AUCTION = "auction"  # an auction or post-close print by its session code (ATO, ATC, PT, PLO): no aggressor
+    SCHEDULE = "schedule"  # the same, known by the exchange's schedule: the session code was missing or said nothing
     EXCHANGE = "exchange"  # the exchange's own Side flag
     QUOTE = "quote"  # the book before the trade
     TICK = "tick"  # the day's price sequence

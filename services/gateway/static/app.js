@@ -3,6 +3,7 @@
 import { apiGet } from './auth.js';
 import { initBoard, selectRow } from './board.js';
 import { closeDetail, initDetail, noteMarketChange, openDetail } from './detail.js';
+import { setSchedule } from './format.js';
 import { initForeign, refreshForeignDetail } from './foreign.js';
 import { initFutures } from './futures.js';
 import { initHeader } from './header.js';
@@ -14,6 +15,12 @@ import {
 
 const BASKET_RETRY_MS = 5000;
 let basketTimer = 0;
+
+/** The trading schedule the header's phase follows; retried until the gateway answers. */
+async function loadSchedule() {
+  const res = await apiGet('/api/market/schedule');
+  if (!(res.ok && setSchedule(res.data))) setTimeout(loadSchedule, BASKET_RETRY_MS);
+}
 
 /** The VN30 basket; retried while the gateway cannot answer or does not know it yet. */
 async function loadBasket() {
@@ -44,6 +51,7 @@ const handlers = {
 };
 
 function start() {
+  loadSchedule();
   initHeader();
   initIndices();
   initBoard({

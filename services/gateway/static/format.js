@@ -90,24 +90,35 @@ export function fmtClock(ms, withSeconds = true) {
 export const fmtDate = (iso) => (typeof iso === 'string' && iso.length >= 10
   ? `${iso.slice(8, 10)}/${iso.slice(5, 7)}/${iso.slice(0, 4)}` : DASH);
 
-// HOSE schedule as [start minute of the day, phase]; each phase lasts until the next start.
-const SCHEDULE = [
-  [0, 'pre-open'], [9 * 60, 'ato'], [9 * 60 + 15, 'continuous'], [11 * 60 + 30, 'lunch'],
-  [13 * 60, 'continuous'], [14 * 60 + 30, 'atc'], [14 * 60 + 45, 'closed'],
-];
+// The HOSE schedule as [start minute of the day, phase], each phase lasting until the next start: served by the
+// gateway (/api/market/schedule), the one the classifier and the feed's watchdog use, never a copy of it here.
+let schedule = null;
+
+/** Take the gateway's schedule (a TradingSchedule); the board shows HOSE's. */
+export function setSchedule(data) {
+  const phases = data && data.exchanges && data.exchanges.HOSE;
+  if (!Array.isArray(phases)) return false;
+  schedule = phases.map(({ start, phase }) => {
+    const [h, m] = String(start).split(':').map(Number);
+    return [h * 60 + m, phase];
+  });
+  return true;
+}
 
 export const PHASE_LABELS = {
-  'pre-open': 'Chờ mở cửa', ato: 'ATO', continuous: 'Liên tục', lunch: 'Nghỉ trưa', atc: 'ATC', closed: 'Đóng cửa',
+  pre_open: 'Chờ mở cửa', ato: 'ATO', continuous: 'Liên tục', lunch: 'Nghỉ trưa', atc: 'ATC',
+  post_close: 'Thỏa thuận', closed: 'Đóng cửa',
 };
 
-/** The HOSE trading phase at an exchange moment (weekends closed). */
+/** The HOSE trading phase at an exchange moment (weekends closed); null until the schedule is known. */
 export function phaseAt(ms) {
+  if (!schedule) return null;
   if (!isNum(ms)) return 'closed';
   const p = exchangeParts(ms);
   if (p.dow === 0 || p.dow === 6) return 'closed';
   const minute = p.h * 60 + p.m;
-  let phase = 'pre-open';
-  for (const [start, name] of SCHEDULE) if (minute >= start) phase = name;
+  let phase = 'pre_open';
+  for (const [start, name] of schedule) if (minute >= start) phase = name;
   return phase;
 }
 
