@@ -56,13 +56,39 @@ def test_a_counter_going_backwards_reseeds_without_a_negative_flow() -> None:
     assert flow.buy_volume == 800  # counted from the new baseline
 
 
-def test_a_new_trading_date_starts_from_a_baseline_and_old_dates_are_ignored() -> None:
+def test_a_new_trading_date_starts_from_zero_and_old_dates_are_ignored() -> None:
     core = ForeignCore()
-    core.on_room(room("FPT", 50_000, 20_000))
-    assert core.on_room(room("FPT", 100, 0, day=date(2026, 11, 25), at=OPEN + timedelta(days=1))) is None
+    core.on_room(room("FPT", 50_000, 20_000))  # began mid-day: a baseline
+    flow = core.on_room(room("FPT", 100, 0, day=date(2026, 11, 25), at=OPEN + timedelta(days=1)))
+    assert flow is not None  # SSI's cumulatives restart at zero: the day's first update is its first flow, whole
+    assert (flow.buy_volume, flow.sell_volume, flow.buy_value, flow.cumulative_buy_volume) == (100, 0, 1e6, 100)
     assert core.symbols["FPT"].trading_date == date(2026, 11, 25)
     assert core.on_room(room("FPT", 60_000, 20_000)) is None
     assert core.stale == 1
+    assert core.baselines == 1
+
+
+def test_only_a_core_begun_within_the_day_takes_baselines() -> None:
+    core = ForeignCore()
+    assert core.on_room(room("FPT", 50_000, 20_000)) is None
+    assert core.on_room(room("VNM", 7_000, 0, at=OPEN + timedelta(hours=1))) is None  # the same day: a baseline too
+    assert core.baselines == 2
+    next_day = OPEN + timedelta(days=1)
+    first = core.on_room(room("HPG", 300, 0, day=date(2026, 11, 25), at=next_day))  # never seen: from zero as well
+    assert first is not None
+    assert first.buy_volume == 300
+    restored = ForeignCore(core.symbols, first_day=core.first_day)  # from a checkpoint: still knows when it began
+    assert restored.on_room(room("MWG", 10, 0, day=date(2026, 11, 25), at=next_day)) is not None
+
+
+def test_a_value_falling_while_volumes_grow_is_a_flow_not_a_reseed() -> None:
+    core = ForeignCore()
+    core.on_room(room("FPT", 50_000, 20_000, price=10_000.0))
+    flow = core.on_room(room("FPT", 50_100, 20_000, price=9_900.0, at=OPEN + timedelta(seconds=30)))
+    assert flow is not None
+    assert flow.buy_volume == 100
+    assert flow.buy_value == pytest.approx(50_100 * 9_900.0 - 50_000 * 10_000.0)  # negative: derived, re-priced
+    assert core.symbols["FPT"].reseeds == 0
 
 
 def test_speed_and_acceleration_on_a_minute_by_minute_series() -> None:

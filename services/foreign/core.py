@@ -1,10 +1,15 @@
 """The foreign tracker's pure core: foreign investors' cumulative buy/sell per symbol (SSI channel R) into flows,
 speed and acceleration, and the VN30 summary. No I/O.
 
-SSI sends cumulative figures since the open. Per symbol and trading date:
-- the first update seen is a baseline (after a mid-day start it holds the whole morning: not a flow);
+SSI sends cumulative figures since the open, which start again from zero every trading day. Per symbol and date:
+- the day's first update is a flow from zero, whole: a symbol's first foreign trades of the day are flows like any
+  other. Only a core that began within that very day (a tracker started mid-day without a checkpoint: `first_day`)
+  takes the first update of each symbol as a baseline instead, since it holds a morning it did not see flow (it
+  says so: `baselines` counts them);
 - each later update yields a flow event: the difference to the previous one (only when something changed);
-- a figure that goes backwards (a feed reset, a reconnect) re-seeds the baseline instead of producing a negative flow.
+- a cumulative volume that goes backwards (a feed reset, a reconnect) re-seeds the baseline instead of producing a
+  negative flow. Values alone may fall while volumes grow (HOSE derives them, volume × price): that is a flow, its
+  value delta negative.
 
 Speed and acceleration, over exchange time (W = FOREIGN_SPEED_WINDOW_S):
     speed(t) = (V(t) - V(t0)) / ((t - t0) / 60)      volume per minute
@@ -58,8 +63,12 @@ def investor_data(room: ForeignRoom, buy_speed: float, sell_speed: float, buy_ac
 
 
 def _went_backwards(previous: ForeignRoom, room: ForeignRoom) -> bool:
-    return (room.buy_volume < previous.buy_volume or room.sell_volume < previous.sell_volume
-            or room.buy_value < previous.buy_value or room.sell_value < previous.sell_value)
+    return room.buy_volume < previous.buy_volume or room.sell_volume < previous.sell_volume
+
+
+def _opening(room: ForeignRoom) -> ForeignRoom:
+    """The figures a day starts from: zero (at the update's own time, so no window spans the night)."""
+    return msgspec.structs.replace(room, buy_volume=0, sell_volume=0, buy_value=0.0, sell_value=0.0)
 
 
 def _latest_at_or_before(samples: list[Sample], moment: datetime) -> Sample | None:
@@ -72,10 +81,13 @@ def _latest_at_or_before(samples: list[Sample], moment: datetime) -> Sample | No
 
 
 class ForeignCore:
-    def __init__(self, symbols: dict[str, SymbolForeign] | None = None, *, window_s: float = 300.0) -> None:
+    def __init__(self, symbols: dict[str, SymbolForeign] | None = None, *, window_s: float = 300.0,
+                 first_day: date | None = None) -> None:
         self.symbols: dict[str, SymbolForeign] = symbols or {}
         self.window_s = window_s
+        self.first_day = first_day  # the trading date this core began in (None: it has seen nothing yet)
         self.stale = 0
+        self.baselines = 0
 
     def on_room(self, room: ForeignRoom) -> ForeignFlow | None:
         """Take one update; returns the flow it represents, if any."""
@@ -83,9 +95,14 @@ class ForeignCore:
         if state is not None and room.trading_date < state.trading_date:
             self.stale += 1
             return None
+        if self.first_day is None:
+            self.first_day = room.trading_date
         if state is None or room.trading_date != state.trading_date:
-            self.symbols[room.symbol] = self._baseline(room)
-            return None
+            if room.trading_date == self.first_day:  # begun within this day: the morning so far is not a flow
+                self.symbols[room.symbol] = self._baseline(room)
+                self.baselines += 1
+                return None
+            state = self.symbols[room.symbol] = self._baseline(_opening(room))
         previous = state.last
         if room.timestamp < previous.timestamp:
             self.stale += 1

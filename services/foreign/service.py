@@ -3,6 +3,7 @@ VN30 summary in KV."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import msgspec
@@ -18,11 +19,14 @@ from shared.subjects import FOREIGN_SUMMARY_KEY, MD_FOREIGN, VN30_BASKET_KEY, Bu
 from shared.tracker import Tracker
 
 FLOWS = Counter("stocktracker_foreign_flows_total", "Foreign flow events published")
-RESEEDS = Counter("stocktracker_foreign_reseeds_total", "Cumulative figures that went backwards and re-seeded")
+RESEEDS = Counter("stocktracker_foreign_reseeds_total", "Cumulative volumes that went backwards and re-seeded")
+BASELINES = Counter("stocktracker_foreign_baselines_total",
+                    "First updates of the day taken as a baseline, not a flow: begun mid-day without a checkpoint")
 
 
 class ForeignState(msgspec.Struct):
     symbols: dict[str, SymbolForeign]
+    first_day: date | None = None  # the trading date the tracker began in: only that day's first updates are baselines
 
 
 class ForeignService(Tracker[ForeignState]):
@@ -30,6 +34,7 @@ class ForeignService(Tracker[ForeignState]):
     description = "Foreign investors' flows, speed and acceleration; the VN30 summary"
     inputs = ((MD_FOREIGN.wildcard, ForeignRoom),)
     state_type = ForeignState
+    state_version = 2  # 2: the day it began (first_day): an older checkpoint is rebuilt from the stream
     partitionable = False  # the VN30 summary needs every basket symbol
 
     def __init__(self) -> None:
@@ -52,17 +57,25 @@ class ForeignService(Tracker[ForeignState]):
             self._summary_changed()
 
     def restore(self, state: ForeignState | None) -> None:
-        self.core = ForeignCore(state.symbols if state else None, window_s=self._window_s())
+        self.core = ForeignCore(state.symbols if state else None, window_s=self._window_s(),
+                                first_day=state.first_day if state else None)
 
     def _window_s(self) -> float:
         return self.ctx.settings.foreign_speed_window_s if self.ctx else 300.0
 
     def snapshot(self) -> ForeignState:
-        return ForeignState(symbols=self.core.symbols)
+        return ForeignState(symbols=self.core.symbols, first_day=self.core.first_day)
 
     async def handle(self, subject: str, room: ForeignRoom) -> None:
         reseeds_before = self.core.symbols[room.symbol].reseeds if room.symbol in self.core.symbols else 0
+        baselines_before = self.core.baselines
         flow = self.core.on_room(room)
+        if self.core.baselines > baselines_before:
+            BASELINES.inc()
+            if baselines_before == 0:
+                assert self.ctx is not None
+                self.ctx.log.info("begun within the trading day without a checkpoint: each symbol's first update "
+                                  "today is a baseline, not a flow", trading_date=room.trading_date.isoformat())
         state = self.core.symbols.get(room.symbol)
         if state is None:
             return
@@ -93,4 +106,5 @@ class ForeignService(Tracker[ForeignState]):
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "symbols": len(self.core.symbols), "flows": self.flows,
-                "basket": len(self.basket), "stale": self.core.stale}
+                "basket": len(self.basket), "stale": self.core.stale, "baselines": self.core.baselines,
+                "first_day": self.core.first_day.isoformat() if self.core.first_day else None}

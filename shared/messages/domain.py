@@ -43,6 +43,7 @@ PriceChange = Annotated[float, Meta(ge=-MAX_PRICE, le=MAX_PRICE)]
 Volume = Annotated[int, Meta(ge=0, le=MAX_VOLUME)]
 MarketVolume = Annotated[float, Meta(ge=0, le=MAX_MARKET_VOLUME)]
 Value = Annotated[float, Meta(ge=0, le=MAX_VALUE)]
+ValueChange = Annotated[float, Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
 IndexValue = Annotated[float, Meta(ge=0, le=MAX_INDEX)]
 IndexChange = Annotated[float, Meta(ge=-MAX_INDEX, le=MAX_INDEX)]
 Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
@@ -348,8 +349,8 @@ class ForeignFlow(Message, kw_only=True):
     timestamp: datetime
     buy_volume: Volume  # deltas
     sell_volume: Volume
-    buy_value: Value
-    sell_value: Value
+    buy_value: ValueChange  # may fall while the volume grows: HOSE derives the value (volume × price)
+    sell_value: ValueChange
     cumulative_buy_volume: Volume
     cumulative_sell_volume: Volume
     cumulative_buy_value: Value
