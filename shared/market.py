@@ -383,6 +383,12 @@ def listed_contracts(today: date, holidays: frozenset[date] = frozenset()) -> li
     return [contract_code(year, month) for year, month in months]
 
 
+def expiry_on(symbol: str, trading_date: date, holidays: frozenset[date] = frozenset()) -> date | None:
+    """A contract's last trading day as its code tells it on `trading_date`: a generic alias (VN30F1M ...) as the
+    contract it stands for that day, a VN30FYYMM code by the third-Thursday rule; None for other codes."""
+    return contract_expiry(resolve_contract_alias(symbol, trading_date, holidays), holidays)
+
+
 def resolve_contract_alias(symbol: str, today: date, holidays: frozenset[date] = frozenset()) -> str:
     """VN30F1M/2M (front and next month) and VN30F1Q/2Q (the two quarter contracts) as `VN30FYYMM` codes on `today`;
     any other symbol is returned unchanged."""

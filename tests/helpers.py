@@ -71,7 +71,7 @@ def track_recorded(path: Path) -> tuple[Any, Any, Any, list[Any]]:
             foreign.on_room(message)
         elif isinstance(message, IndexUpdate):
             indices.on_update(message)
-            derivatives.on_index(message)
+            points += derivatives.on_index(message)[1]
         elif isinstance(message, Quote) and is_futures(message.symbol, message.exchange):
             derivatives.on_quote(message)
         elif (isinstance(message, Trade) and is_futures(message.symbol, message.exchange)

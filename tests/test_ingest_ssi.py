@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from test_ingest import expected_unique_messages, subject_counts
 
 from services.ingest.service import Ingest
-from services.ingest.ssi_live import SsiSource
+from services.ingest.ssi_live import SsiSource, channel_order_warning
 from shared import config
 from shared.market import DEFAULT_VN30_BASKET, exchange_now
 from shared.messages.domain import Bar, IndexBasket, SecurityInfo
@@ -150,3 +150,17 @@ async def test_the_bearer_token_stays_out_of_the_output(nats_url: str, reap: Any
     for token in fake.tokens_issued:
         assert token not in output
     assert "Bearer" not in output
+
+
+@pytest.mark.parametrize(("channels", "warned"), [
+    (["X:ALL", "R:ALL"], False),  # the default: trades and their books in one channel, in order
+    (["X-TRADE:ALL", "X-QUOTE:ALL", "R:ALL"], True),
+    (["x-trade:ACB", "x-quote:ACB"], True),
+    (["X-TRADE:ALL"], False),  # trades alone: no book to be out of order with
+])
+def test_separate_trade_and_quote_channels_are_said_to_make_the_split_approximate(channels: list[str],
+                                                                                 warned: bool) -> None:
+    warning = channel_order_warning(channels)
+    assert (warning is not None) is warned
+    if warning:
+        assert "approximate" in warning

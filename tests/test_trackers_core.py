@@ -9,6 +9,7 @@ import pytest
 from helpers import REPLAY_DAY, expected_day, track_recorded
 
 from services.derivatives.core import DerivativesCore
+from services.derivatives.service import DerivativesService
 from services.foreign.core import ForeignCore
 from services.index.core import IndexCore
 from shared.market import EXCHANGE_TZ
@@ -189,7 +190,7 @@ def test_basis_when_the_index_moves_after_the_trade_and_before() -> None:
     core = DerivativesCore()
     core.on_trade(fut("VN30F2612", 1905.0, 1, OPEN))  # no spot yet: no basis
     assert core.data("VN30F2612").basis is None
-    assert core.on_index(index(1901.5, OPEN + timedelta(seconds=1))) == ["VN30F2612"]
+    assert core.on_index(index(1901.5, OPEN + timedelta(seconds=1))) == (["VN30F2612"], [])
     data = core.data("VN30F2612")
     assert (data.spot_value, data.basis, data.is_premium) == (1901.5, pytest.approx(3.5), True)
     assert data.basis_pct == pytest.approx(3.5 / 1901.5 * 100)
@@ -242,11 +243,59 @@ def test_front_month_on_before_and_after_the_expiry_day(today: date, active: str
 
 def test_post_krx_codes_take_their_expiry_from_reference_data() -> None:
     expiries = {"41I1G3000": date(2026, 12, 17), "41I1G1000": date(2027, 1, 21)}
-    core = DerivativesCore(expiry_of=expiries.get)
+    core = DerivativesCore(expiry_of=lambda symbol, _: expiries.get(symbol))
     at = datetime(2026, 11, 24, 10, tzinfo=EXCHANGE_TZ)
     core.on_trade(fut("41I1G1000", 1905.0, 1, at))
     core.on_trade(fut("41I1G3000", 1903.0, 1, at))
     assert core.active_contract(DAY) == "41I1G3000"
+
+
+def test_after_a_roll_only_the_new_front_month_says_it_is_active() -> None:
+    core = DerivativesCore()
+    expiry_day = datetime(2026, 11, 19, 10, tzinfo=EXCHANGE_TZ)
+    core.on_trade(fut("VN30F2611", 1900.0, 1, expiry_day, day=date(2026, 11, 19)))
+    assert core.data("VN30F2611").is_active
+    core.on_trade(fut("VN30F2612", 1905.0, 1, expiry_day + timedelta(days=1), day=date(2026, 11, 20)))
+    assert core.data("VN30F2612").is_active
+    assert not core.data("VN30F2611").is_active  # yesterday's front month: not the active one today
+
+
+@pytest.mark.parametrize(("code", "expected"), [("VN30F1M", date(2026, 12, 17)), ("VN30F2M", date(2027, 1, 21)),
+                                               ("VN30F1Q", date(2027, 3, 18)), ("VN30F2Q", date(2027, 6, 17))])
+def test_generic_codes_have_the_expiry_of_the_contract_they_stand_for(code: str, expected: date) -> None:
+    core = DerivativesCore()
+    at = datetime(2026, 11, 24, 10, tzinfo=EXCHANGE_TZ)
+    core.on_trade(fut(code, 1905.0, 1, at))
+    assert core.expiry_of(code, DAY) == expected
+    if code == "VN30F1M":  # the front month, traded under its generic code only: the active contract
+        assert core.active_contract(DAY) == "VN30F1M"
+        assert core.data("VN30F1M").is_active
+
+
+def test_the_service_trusts_reference_data_then_aliases_then_the_rule() -> None:
+    service = DerivativesService()
+    service.aliases = {"41I1G3000": "VN30F2612"}
+    service.expiries = {"VN30F2612": date(2026, 12, 16)}  # a holiday on the third Thursday: the exchange knows
+    assert service.expiry_of("VN30F2612", DAY) == date(2026, 12, 16)
+    assert service.expiry_of("41I1G3000", DAY) == date(2026, 12, 17)  # by its alias, the rule of its contract
+    assert service.expiry_of("VN30F1M", DAY) == date(2026, 12, 17)  # generic: the front month on that date
+    assert service.expiry_of("VN30F2703", DAY) == date(2027, 3, 18)  # the third-Thursday rule
+    assert service.expiry_of("41I1G9999", DAY) is None
+
+
+def test_a_vn30_move_after_the_last_futures_trade_is_a_basis_point() -> None:
+    core = DerivativesCore()
+    core.on_index(index(1900.0, OPEN))
+    core.on_trade(fut("VN30F2612", 1905.0, 1, OPEN))
+    moved, released = core.on_index(index(1902.5, OPEN + timedelta(seconds=5)))  # no trade since
+    assert moved == ["VN30F2612"]
+    assert [(p.timestamp, p.basis) for p in released] == [(OPEN, 5.0)]  # the trade's second, completed
+    (held,) = core.held_points()
+    assert (held.timestamp, held.basis) == (OPEN + timedelta(seconds=5), 2.5)
+    assert held.basis == core.data("VN30F2612").basis  # the trend ends where the snapshot is
+    _, released = core.on_index(index(1903.0, OPEN + timedelta(seconds=5, microseconds=500)))
+    assert released == []  # the same second: the latest value wins
+    assert core.held_points()[0].basis == 2.0
 
 
 def test_futures_trades_are_classified_against_their_book() -> None:

@@ -1,16 +1,19 @@
 """The derivatives tracker's pure core: VN30 index futures, their basis to the VN30 index, and the aggressor of each
 futures trade. No I/O.
 
-- Contracts: `VN30FYYMM` codes expire on their month's third Thursday; other codes (post-KRX exchange codes) get their
-  last trading day from reference data or from an alias to a `VN30FYYMM` code. On a trading date, the active contract
-  is the front month: the one with the nearest last trading day not yet passed (`shared.market.front_month` when no
-  expiry is known at all).
+- Contracts: each one's last trading day comes from `expiry_of(code, trading date)` (the service's order of truth:
+  reference data, FUTURES_ALIASES, a generic alias such as VN30F1M resolved for that date, the third-Thursday rule).
+  The active contract is the front month of the latest trading date seen: the one traded that day with the nearest
+  last trading day not yet passed (`shared.market.front_month` when no expiry is known at all); `is_active` is true of
+  that one contract only, so after a roll the previous front month says false.
 - DerivativesData per contract: last price, change against the trade's reference price (the previous settlement),
   cumulative volume, best bid/ask, and basis = last price - the latest VN30 value, basis_pct = basis / VN30 × 100,
   is_premium = basis > 0; differences of points to 0.01, the index's own precision. Recomputed whenever the contract
   trades or VN30 moves.
-- BasisPoint events after each futures trade, at most one per contract per second of exchange time: within a second
-  the latest value wins; a second's point is released when a later second begins (or when the service flushes).
+- BasisPoint events whenever the basis moves (a futures trade, or a VN30 update for each contract traded that day),
+  at most one per contract per second of exchange time: within a second the latest value wins; a second's point is
+  released when a later second begins (or when the service flushes). So the basis trend always ends at the basis
+  `DerivativesData` shows.
 - Each futures trade is classified like a stock's (the classifier's core, rules and tallies), for the tick history.
 """
 
@@ -22,7 +25,7 @@ from datetime import date, datetime
 import msgspec
 
 from services.classifier.core import Classifier, SymbolDay, TradeOutcome
-from shared.market import contract_expiry, front_month
+from shared.market import expiry_on, front_month
 from shared.messages.domain import BasisPoint, DerivativesData, IndexUpdate, Quote, Trade, finite
 
 SPOT_INDEX = "VN30"
@@ -72,6 +75,9 @@ def change_of(last_price: float, ref_price: float | None) -> tuple[float, float]
     return change, finite(change / ref_price * 100, "the change in percent")
 
 
+Expiry = Callable[[str, date], date | None]  # a contract's last trading day, by its code, on a trading date
+
+
 def basis_point(contract: Contract, spot: Spot, at: datetime) -> BasisPoint | None:
     if contract.last_price is None or not spot.value:
         return None
@@ -82,29 +88,31 @@ def basis_point(contract: Contract, spot: Spot, at: datetime) -> BasisPoint | No
 
 
 class DerivativesCore:
-    def __init__(self, state: DerivativesState | None = None, *,
-                 expiry_of: Callable[[str], date | None] = contract_expiry) -> None:
+    def __init__(self, state: DerivativesState | None = None, *, expiry_of: Expiry = expiry_on) -> None:
         self.state = state or DerivativesState()
         self.classifier = Classifier(self.state.trades)
         self.expiry_of = expiry_of
 
     # --- input ---------------------------------------------------------------------------------------------------
 
-    def on_index(self, update: IndexUpdate) -> list[str]:
-        """A VN30 update moves every contract's basis; returns the contracts whose data changed. Every new basis is
-        computed before the spot is taken, so a corrupt value is refused with the state untouched."""
+    def on_index(self, update: IndexUpdate) -> tuple[list[str], list[BasisPoint]]:
+        """A VN30 update moves the basis of every contract traded that day: returns those contracts and the basis
+        points released (a second completed). Every new basis is computed before the spot is taken, so a corrupt value
+        is refused with the state untouched."""
         if update.index_id != SPOT_INDEX:
-            return []
+            return [], []
         spot = self.state.spot
         if spot is not None and (update.trading_date, update.timestamp) < (spot.trading_date, spot.timestamp):
-            return []
-        moved = [symbol for symbol, contract in self.state.contracts.items()
+            return [], []
+        moved = [contract for contract in self.state.contracts.values()
                  if contract.trading_date == update.trading_date and contract.last_price is not None]
         if update.value:
-            for symbol in moved:
-                basis_of(self.state.contracts[symbol].last_price or 0.0, update.value)
+            for contract in moved:
+                basis_of(contract.last_price or 0.0, update.value)
         self.state.spot = Spot(update.trading_date, update.value, update.timestamp)
-        return moved
+        released = [point for contract in moved
+                    if (point := self._hold(contract, self.state.spot, update.timestamp)) is not None]
+        return [contract.symbol for contract in moved], released
 
     def on_quote(self, quote: Quote) -> None:
         contract = self._contract(quote.symbol, quote.trading_date)
@@ -130,13 +138,20 @@ class DerivativesCore:
         contract.last_updated = trade.timestamp
         released = None
         if spot is not None and spot.trading_date == trade.trading_date:
-            point = basis_point(contract, spot, trade.timestamp)
-            pending = contract.pending_point
-            if pending is not None and pending.timestamp.replace(microsecond=0) != trade.timestamp.replace(
-                    microsecond=0):
-                released = pending
-            contract.pending_point = point
+            released = self._hold(contract, spot, trade.timestamp)
         return outcome, released
+
+    @staticmethod
+    def _hold(contract: Contract, spot: Spot, at: datetime) -> BasisPoint | None:
+        """Hold the contract's basis at `at` as its second's point; returns the point of an earlier second it ends."""
+        pending = contract.pending_point
+        point = basis_point(contract, spot, at)
+        if pending is not None and pending.timestamp.replace(microsecond=0) != at.replace(microsecond=0):
+            contract.pending_point = point
+            return pending
+        if point is not None:  # the second's latest value wins
+            contract.pending_point = point
+        return None
 
     def held_points(self) -> list[BasisPoint]:
         """The basis points still held back (each contract's latest second)."""
@@ -157,14 +172,26 @@ class DerivativesCore:
 
     # --- output --------------------------------------------------------------------------------------------------
 
+    def current_date(self) -> date | None:
+        """The latest trading date seen, of a contract or of the index: the market's today."""
+        dates = [contract.trading_date for contract in self.state.contracts.values()]
+        if self.state.spot is not None:
+            dates.append(self.state.spot.trading_date)
+        return max(dates, default=None)
+
     def active_contract(self, trading_date: date) -> str:
-        """The front month on `trading_date` among the contracts seen, by their last trading days."""
+        """The front month on `trading_date` among the contracts traded that day, by their last trading days."""
         candidates = []
         for symbol, contract in self.state.contracts.items():
-            expiry = self.expiry_of(symbol)
+            expiry = self.expiry_of(symbol, trading_date)
             if contract.trading_date == trading_date and expiry is not None and expiry >= trading_date:
                 candidates.append((expiry, symbol))
         return min(candidates)[1] if candidates else front_month(trading_date)
+
+    def active_now(self) -> str | None:
+        """The active contract on the latest trading date seen."""
+        today = self.current_date()
+        return self.active_contract(today) if today is not None else None
 
     def data(self, symbol: str) -> DerivativesData | None:
         contract = self.state.contracts.get(symbol)
@@ -181,6 +208,6 @@ class DerivativesCore:
             volume=contract.total_volume, bid_price=contract.bid1 or None, ask_price=contract.ask1 or None,
             spot_value=spot.value if spot is not None else None, basis=basis, basis_pct=basis_pct,
             is_premium=basis > 0 if basis is not None else None,
-            is_active=symbol == self.active_contract(contract.trading_date),
+            is_active=symbol == self.active_now(),
             last_updated=max(contract.last_updated, spot.timestamp) if spot is not None else contract.last_updated,
         )

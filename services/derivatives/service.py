@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from services.derivatives.core import SPOT_INDEX, DerivativesCore, DerivativesState
 from shared.bus import BucketWatch
-from shared.market import contract_expiry
+from shared.market import contract_expiry, expiry_on
 from shared.messages.domain import BasisPoint, IndexUpdate, Quote, SecurityInfo, Trade
 from shared.runtime import Context
 from shared.subjects import MD_FUTURES_QUOTE, MD_FUTURES_TRADE, MD_INDEX, Bucket, derived_subject
@@ -22,7 +22,7 @@ from shared.tracker import Tracker
 
 BASIS_POINTS = Counter("stocktracker_derivatives_basis_points_total", "Basis points published")
 FUTURES_TRADES = Counter("stocktracker_derivatives_trades_total", "Futures trades classified")
-IDLE_RELEASE_S = 1.0  # a second's basis point goes out when no futures trade came for this long
+IDLE_RELEASE_S = 1.0  # a second's basis point goes out when the basis has not moved for this long
 
 
 class DerivativesService(Tracker[DerivativesState]):
@@ -38,7 +38,8 @@ class DerivativesService(Tracker[DerivativesState]):
         self.core = DerivativesCore()
         self.aliases: dict[str, str] = {}
         self.expiries: dict[str, date] = {}
-        self._last_trade_at = 0.0
+        self._last_point_at = 0.0  # when a basis point was last held back (a futures trade, a VN30 move)
+        self._active: str | None = None  # the active contract whose KV entry says so
         self._encode = msgspec.json.Encoder().encode
         self._reference: BucketWatch | None = None
         self._releaser: asyncio.Task[None] | None = None
@@ -57,10 +58,16 @@ class DerivativesService(Tracker[DerivativesState]):
         if security.sec_type == "FU" and security.last_trading_date is not None:
             self.expiries[security.symbol] = security.last_trading_date
 
-    def expiry_of(self, symbol: str) -> date | None:
-        """VN30FYYMM codes by the third-Thursday rule; other codes from reference data or FUTURES_ALIASES."""
-        return (contract_expiry(symbol) or self.expiries.get(symbol)
-                or (contract_expiry(self.aliases[symbol]) if symbol in self.aliases else None))
+    def expiry_of(self, symbol: str, trading_date: date) -> date | None:
+        """A contract's last trading day, in order of truth: SSI's reference data (LastTradingDate, else
+        MaturityDate: a holiday moves the expiry, and only the exchange knows it), FUTURES_ALIASES, a generic alias
+        (VN30F1M, VN30F2M, VN30F1Q, VN30F2Q) as the contract it stands for on `trading_date`, the third-Thursday
+        rule of a VN30FYYMM code."""
+        if symbol in self.expiries:
+            return self.expiries[symbol]
+        if symbol in self.aliases:
+            return contract_expiry(self.aliases[symbol])
+        return expiry_on(symbol, trading_date)
 
     def restore(self, state: DerivativesState | None) -> None:
         self.core = DerivativesCore(state, expiry_of=self.expiry_of)
@@ -70,8 +77,13 @@ class DerivativesService(Tracker[DerivativesState]):
 
     async def handle(self, subject: str, message: Trade | Quote | IndexUpdate) -> None:
         if isinstance(message, IndexUpdate):
-            for symbol in self.core.on_index(message):
+            moved, released = self.core.on_index(message)
+            for point in released:
+                await self._publish_point(point)
+            for symbol in moved:
                 self._changed(symbol)
+            if moved:
+                self._last_point_at = time.monotonic()
             return
         if isinstance(message, Quote):
             self.core.on_quote(message)
@@ -86,17 +98,26 @@ class DerivativesService(Tracker[DerivativesState]):
         await self.ctx.publisher.publish(derived_subject(classified), self._encode(classified),
                                          f"classified:{classified.natural_key()}")
         FUTURES_TRADES.inc()
-        self._last_trade_at = time.monotonic()
+        self._last_point_at = time.monotonic()
         if released is not None:
             await self._publish_point(released)
         self._changed(trade.symbol)
 
     def _changed(self, symbol: str) -> None:
+        """Write the contract's state; when the active contract changed, both the new one's and the old one's (which
+        would otherwise still say it is active)."""
+        assert self.kv is not None
+        self._put(symbol)
+        active = self.core.active_now()
+        if active != self._active:
+            for contract in (self._active, active):
+                if contract is not None and contract != symbol and contract in self.core.state.contracts:
+                    self._put(contract)
+            self._active = active
+
+    def _put(self, symbol: str) -> None:
         assert self.kv is not None
         self.kv.put(Bucket.DERIVATIVES, symbol, lambda: self._encode(self.core.data(symbol)))
-        active = self.core.active_contract(self.core.state.contracts[symbol].trading_date)
-        if active != symbol and active in self.core.state.contracts:
-            self.kv.put(Bucket.DERIVATIVES, active, lambda: self._encode(self.core.data(active)))
 
     async def _publish_point(self, point: BasisPoint) -> None:
         assert self.ctx is not None
@@ -107,7 +128,7 @@ class DerivativesService(Tracker[DerivativesState]):
     async def _release_when_idle(self) -> None:
         while True:
             await asyncio.sleep(IDLE_RELEASE_S / 2)
-            if time.monotonic() - self._last_trade_at >= IDLE_RELEASE_S:
+            if time.monotonic() - self._last_point_at >= IDLE_RELEASE_S:
                 await self._release_held()
 
     async def _release_held(self) -> None:

@@ -137,7 +137,8 @@ def securities_from_details(response: dict[str, Any], trading_date: date) -> lis
                 sec_type=item.get("SecType"),
                 lot_size=_int_or_none(item.get("LotSize")),
                 underlying=item.get("Underlying") or None,
-                last_trading_date=_date_or_none(item.get("LastTradingDate")),
+                # a futures contract's last trading day; MaturityDate when LastTradingDate is not sent
+                last_trading_date=_date_or_none(item.get("LastTradingDate")) or _date_or_none(item.get("MaturityDate")),
             )
         )
     return securities
@@ -186,6 +187,17 @@ class ChannelStream:
         return self.channel.split(":", 1)[0].upper()
 
 
+def channel_order_warning(channels: list[str]) -> str | None:
+    """What to say when trades and quotes come on channels of their own (X-TRADE, X-QUOTE): each channel is its own
+    stream, with its own connection and client thread, so nothing orders a trade after the book change before it,
+    and at burst rates a trade can meet the wrong book. The combined X channel carries both in the exchange's order."""
+    types = {channel.split(":", 1)[0].strip().upper() for channel in channels}
+    if {"X-TRADE", "X-QUOTE"} <= types:
+        return ("trades and quotes arrive on separate channels (X-TRADE, X-QUOTE), whose relative order is not "
+                "guaranteed: the active buy / sell split is approximate; X:ALL keeps the order")
+    return None
+
+
 class SsiSource:
     """Frames from SSI's live hub, one stream per configured channel, with reference data from its REST API."""
 
@@ -200,6 +212,8 @@ class SsiSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._channels = [ChannelStream(channel) for channel in settings.ssi_channels]
+        if (warning := channel_order_warning(settings.ssi_channels)) is not None:
+            log.warning(warning, channels=settings.ssi_channels)
         self._watchers: list[asyncio.Task[None]] = []
         self._symbols_for_reconcile: set[str] = set()
         self.reconnects = 0

@@ -22,7 +22,7 @@ from shared.catalog import SERVICES
 from shared.local import NatsServer, PostgresServer, free_port
 
 pytestmark = pytest.mark.integration
-ROWS = {"ticks": 347, "foreign_flows": 99, "index_points": 130, "basis_points": 47}
+ROWS = {"ticks": 347, "foreign_flows": 99, "index_points": 130, "basis_points": 159}
 
 
 async def rows(database_url: str) -> dict[str, int]:
