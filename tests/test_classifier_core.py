@@ -8,7 +8,7 @@ import pytest
 from helpers import REPLAY_DAY, classify_recorded, expected_day, stock_feed
 
 from services.classifier.core import Classifier, Decision, classify_by_book, phase_key
-from shared.market import EXCHANGE_TZ
+from shared.market import EXCHANGE_TZ, Phase
 from shared.messages.domain import ClassificationRule, PriceLevel, Quote, Trade, TradeType
 
 DAY = date(2026, 11, 24)
@@ -205,6 +205,8 @@ def test_hose_auction_prints_without_a_session_code_are_neutral_by_the_schedule(
     assert phases["ato"].neutral_volume == 5_000
     assert phases["atc"].neutral_volume == 9_000
     assert phases["post_close"].neutral_volume == 400
+    assert phase_key("C", Phase.POST_CLOSE) == "post_close"  # a code naming no phase: the schedule's name
+    assert phase_key(None, Phase.CONTINUOUS) == "continuous"
     assert phases["continuous"].mua_chu_dong_volume == 200
 
 

@@ -97,10 +97,13 @@ def classify_by_book(price: float, bid1: float, ask1: float) -> tuple[TradeType,
 def phase_key(session: str | None, phase: Phase | None = None) -> str:
     """Where a trade's volume goes in the per-phase breakdown: ato, continuous, atc, or the session's own code (the
     phase's name when the schedule told it). `phase`: the trade's, when known; else its session code's."""
-    phase = phase or session_phase(session)
+    named = session_phase(session)
+    phase = phase or named
     if phase in (Phase.ATO, Phase.CONTINUOUS, Phase.ATC):
         return str(phase)
-    return (session or (str(phase) if phase else "unknown")).strip().lower()
+    if session and named is phase:  # a session code naming its phase: as sent (pt, plo)
+        return session.strip().lower()
+    return str(phase) if phase else (session or "unknown").strip().lower()
 
 
 class SymbolDay(msgspec.Struct, kw_only=True):

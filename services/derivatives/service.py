@@ -110,7 +110,10 @@ class DerivativesService(Tracker[DerivativesState]):
         self._put(symbol)
         active = self.core.active_now()
         if active != self._active:
-            for contract in (self._active, active):
+            # After a start every contract is written once: which one an earlier run's entries call active is not
+            # known here (a roll's rewrite may have been lost with that run).
+            rewrite = self.core.state.contracts if self._active is None else (self._active, active)
+            for contract in rewrite:
                 if contract is not None and contract != symbol and contract in self.core.state.contracts:
                     self._put(contract)
             self._active = active
