@@ -24,11 +24,11 @@ import msgspec
 import nats
 from nats.js.api import ConsumerConfig
 
+from launcher.local import NatsServer
 from services.classifier.service import ClassifierService
 from services.ingest.service import Ingest
 from services.ingest.simulator import MarketSimulator
 from shared import bus, config
-from shared.local import NatsServer
 from shared.messages.domain import Quote, Trade
 from shared.runtime import serve
 from shared.subjects import MARKET, MD_QUOTE, MD_TRADE, STREAMS, Bucket

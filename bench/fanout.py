@@ -29,8 +29,8 @@ import msgspec
 import psutil
 from aiohttp import web
 
+from launcher.local import NatsServer, free_port
 from shared import bus, config
-from shared.local import NatsServer, free_port
 from shared.market import EXCHANGE_TZ
 from shared.messages.domain import SessionStats
 from shared.subjects import Bucket

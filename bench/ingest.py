@@ -24,11 +24,11 @@ from pathlib import Path
 import msgspec
 import nats
 
+from launcher.local import NatsServer
 from services.ingest.service import Ingest
 from services.ingest.simulator import MarketSimulator
 from services.ingest.sources import next_trading_day
 from shared import bus, config
-from shared.local import NatsServer
 from shared.runtime import serve
 from shared.subjects import STREAMS
 

@@ -37,8 +37,8 @@ import msgspec
 import nats
 import psutil
 
+from launcher.local import NatsServer, free_port
 from services.ingest.simulator import MarketSimulator
-from shared.local import NatsServer, free_port
 from shared.market import exchange_datetime, parse_clock, parse_trading_date
 from shared.messages.domain import ClassifiedTrade, SessionStats, Trade
 
@@ -87,7 +87,7 @@ class System:
         env = {**os.environ, "NATS_URL": nats_url, "GATEWAY_PORT": str(self.gateway_port), "LOG_LEVEL": "warning"}
         env.pop("DATABASE_URL", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "up", "--state-dir", str(workdir / "state"), "--source", "replay",
+            [sys.executable, "-m", "launcher.cli", "up", "--state-dir", str(workdir / "state"), "--source", "replay",
              "--replay-file", str(replay), "--speed", str(speed)],
             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []

@@ -28,12 +28,12 @@ import aiohttp
 import asyncpg
 import msgspec
 
+from launcher.local import NatsServer, PostgresServer, free_port
 from services.gateway.service import Gateway
 from services.recorder import schema
 from services.recorder.service import Recorder
 from services.recorder.writer import TICKS, as_row, write_ticks
 from shared import bus, config
-from shared.local import NatsServer, PostgresServer, free_port
 from shared.market import EXCHANGE_TZ
 from shared.messages.domain import ClassificationRule, ClassifiedTrade, TradeType
 from shared.runtime import serve

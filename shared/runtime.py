@@ -31,7 +31,6 @@ from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceCo
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import bus, config, metrics
-from shared.catalog import default_metrics_port
 from shared.deadletter import DeadLetters
 
 VERSION = "0.1.0"
@@ -94,6 +93,7 @@ class Context:
 class Actor(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    metrics_port: ClassVar[int] = 0  # the service's own /metrics port (METRICS_PORT overrides it); 0: any free one
 
     @staticmethod  # noqa: B027 - most actors need no cross-setting checks
     def check(settings: config.Settings) -> None:
@@ -232,7 +232,7 @@ async def serve(actor: Actor, settings: config.Settings, stop: asyncio.Event | N
     name = actor.name
     log = structlog.get_logger(name)
     metrics.SERVICE_INFO.info({"name": name, "version": VERSION})
-    port = settings.metrics_port if settings.metrics_port is not None else default_metrics_port(name)
+    port = settings.metrics_port if settings.metrics_port is not None else actor.metrics_port
     try:
         runner, port = await start_metrics_server(actor, settings.metrics_host, port)
     except OSError as err:

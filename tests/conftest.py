@@ -20,8 +20,8 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
+from launcher.local import NatsServer, PostgresServer
 from shared import bus, config
-from shared.local import NatsServer, PostgresServer
 from shared.subjects import STREAMS, Bucket
 
 

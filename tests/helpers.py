@@ -42,7 +42,7 @@ def stock_feed(path: Path) -> Iterator[Any]:
 
 def classify_recorded(path: Path) -> Any:
     """The pure classifier core fed a recorded file's stock quotes and trades, uninterrupted: the reference result."""
-    from services.classifier.core import Classifier
+    from shared.aggressor import Classifier
     from shared.messages.domain import Quote
 
     core = Classifier()

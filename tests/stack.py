@@ -44,7 +44,7 @@ class Up:
         self.state_dir = state_dir
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "up", "--state-dir", str(state_dir), *args],
+            [sys.executable, "-m", "launcher.cli", "up", "--state-dir", str(state_dir), *args],
             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []

@@ -14,8 +14,8 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import StorageType
 
+from launcher.local import NatsServer
 from shared import bus, config, metrics
-from shared.local import NatsServer
 from shared.messages.domain import IndexBasket
 from shared.subjects import DERIVED, MARKET, MD_QUOTE, MD_TRADE, STREAMS, Bucket
 

@@ -1,5 +1,7 @@
 """The bus's lean NATS protocol paths agree byte for byte with nats-py's own: the message parser on any split of the
-byte stream, and the publish command with and without a Nats-Msg-Id."""
+byte stream, and the publish command with and without a Nats-Msg-Id. And every nats-py internal the bus relies on is
+still there: nats-py is pinned to the release they were read from, and an upgrade that drops one fails here, loudly,
+before anything runs against a server."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from nats.aio.client import Client
 from nats.protocol.parser import Parser
 
 from shared import bus
+from shared.bus import protocol
 
 TRANSCRIPT = (
     b"INFO {\"server_id\":\"x\",\"max_payload\":1048576}\r\n"
@@ -61,15 +64,15 @@ async def test_parser_matches_nats_py_on_every_split_of_the_stream() -> None:
     expected = await parsed(Parser, [TRANSCRIPT])
     assert [event[0] for event in expected] == ["info", "msg", "msg", "ping", "msg", "msg", "pong", "msg"]
     for cut in range(1, len(TRANSCRIPT)):
-        assert await parsed(bus._Parser, [TRANSCRIPT[:cut], TRANSCRIPT[cut:]]) == expected, f"split at {cut}"
-    assert await parsed(bus._Parser, [TRANSCRIPT[i : i + 1] for i in range(len(TRANSCRIPT))]) == expected
+        assert await parsed(protocol._Parser, [TRANSCRIPT[:cut], TRANSCRIPT[cut:]]) == expected, f"split at {cut}"
+    assert await parsed(protocol._Parser, [TRANSCRIPT[i : i + 1] for i in range(len(TRANSCRIPT))]) == expected
 
 
 async def test_raw_routes_get_every_message_of_their_subscription_whatever_comes_between() -> None:
     client = Recorder()
     routed: list[tuple[bytes, bytes, bytes, bytes | None]] = []
     client.raw_routes[1] = lambda subject, reply, payload, headers: routed.append((subject, reply, payload, headers))
-    parser = bus._Parser(client)
+    parser = protocol._Parser(client)
     await parser.parse(TRANSCRIPT)
     assert [payload for _, _, payload, _ in routed] == [b"hello", b'{"v":"a b"}']
     assert [event[0] for event in client.seen] == ["info", "msg", "ping", "msg", "msg", "pong"]
@@ -78,7 +81,7 @@ async def test_raw_routes_get_every_message_of_their_subscription_whatever_comes
 @pytest.mark.parametrize("line", [b"MSG md.trade.FPT 5\r\n", b"HMSG md.trade.FPT 1 a b 3 4 5\r\n"])
 async def test_parser_refuses_a_malformed_message_line(line: bytes) -> None:
     with pytest.raises(nats.errors.ProtocolError):
-        await parsed(bus._Parser, [line])
+        await parsed(protocol._Parser, [line])
 
 
 async def sent_by_nats_py(subject: str, reply: str, payload: bytes, msg_id: str | None) -> bytes:
@@ -89,7 +92,7 @@ async def sent_by_nats_py(subject: str, reply: str, payload: bytes, msg_id: str 
 
 @pytest.mark.parametrize("msg_id", ["2026-11-24:FPT:1200", None])
 async def test_publish_command_matches_nats_py(msg_id: str | None) -> None:
-    client = bus._Client()
+    client = protocol._Client()
     await client.publish_with_id("md.trade.FPT", b'{"price":85000}', "_INBOX.x.1", msg_id)
     assert b"".join(client._pending) == await sent_by_nats_py("md.trade.FPT", "_INBOX.x.1", b'{"price":85000}', msg_id)
 
@@ -97,7 +100,30 @@ async def test_publish_command_matches_nats_py(msg_id: str | None) -> None:
 @pytest.mark.parametrize(("subject", "msg_id"), [("md.trade.F PT", "k"), ("md.trade.FPT\r\nPUB x 1", "k"),
                                                ("md.trade.FPT", "key\r\nPUB x")])
 async def test_publish_refuses_what_would_corrupt_the_protocol(subject: str, msg_id: str) -> None:
-    client = bus._Client()
+    client = protocol._Client()
     with pytest.raises(nats.errors.BadSubjectError):
         await client.publish_with_id(subject, b"{}", "_INBOX.x.1", msg_id)
     assert client._pending == []
+
+
+NATS_PY_PINNED = "2.16.0"  # pyproject.toml pins this release: the internals below were read from it
+
+CLIENT_INTERNALS = ("_ps", "_process_msg", "_send_command", "_flush_pending", "_flush_queue", "_pending",
+                    "_pending_data_size", "_max_payload", "_server_info", "_reconnected_cb", "_disconnected_cb",
+                    "stats", "connected_server_version")
+PARSER_INTERNALS = ("buf", "state", "needed", "header_needed", "msg_arg", "nc", "parse")
+
+
+def test_the_nats_py_internals_the_bus_relies_on_are_there() -> None:
+    from importlib.metadata import version
+
+    import nats.protocol.parser as parser_module
+
+    assert version("nats-py") == NATS_PY_PINNED, "nats-py changed: re-read the internals shared/bus/protocol.py uses"
+    client = Client()
+    missing = [name for name in CLIENT_INTERNALS if not hasattr(client, name)]
+    parser = Parser(client)
+    missing += [f"Parser.{name}" for name in PARSER_INTERNALS if not hasattr(parser, name)]
+    missing += [f"parser.{name}" for name in ("AWAITING_CONTROL_LINE", "AWAITING_MSG_PAYLOAD", "CRLF_SIZE",
+                                              "MAX_CONTROL_LINE_SIZE") if not hasattr(parser_module, name)]
+    assert missing == [], f"nats-py no longer has what shared/bus relies on: {missing}"

@@ -7,7 +7,7 @@ from datetime import date, datetime
 import pytest
 from helpers import REPLAY_DAY, classify_recorded, expected_day, stock_feed
 
-from services.classifier.core import Classifier, Decision, classify_by_book, phase_key
+from shared.aggressor import Classifier, Decision, classify_by_book, phase_key
 from shared.market import EXCHANGE_TZ, Phase
 from shared.messages.domain import ClassificationRule, PriceLevel, Quote, Trade, TradeType
 

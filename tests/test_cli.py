@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_config_prints_every_setting() -> None:
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "config"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "launcher.cli", "config"], capture_output=True, text=True,
                             env={**os.environ, "METRICS_PORT": "9999"}, check=True)
     names = [line.split("=", 1)[0] for line in result.stdout.splitlines()]
     assert names == list(config.documented_settings())
@@ -32,14 +32,14 @@ def test_config_prints_every_setting() -> None:
 
 
 def test_config_rejects_a_bad_value_in_one_line() -> None:
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "config"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "launcher.cli", "config"], capture_output=True, text=True,
                             env={**os.environ, "LOG_LEVEL": "chatty"})
     assert result.returncode == 2
     assert result.stderr.strip() == "stocktracker config: invalid LOG_LEVEL='chatty': Invalid enum value 'chatty'"
 
 
 def test_up_refuses_a_bad_value_of_its_own_with_the_configuration_exit(tmp_path: Any) -> None:
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "up", "--state-dir", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "launcher.cli", "up", "--state-dir", str(tmp_path)],
                             capture_output=True, text=True, env={**os.environ, "LOG_LEVEL": "chatty"}, timeout=30)
     assert result.returncode == EXIT_CONFIG
     assert result.stderr.strip() == "stocktracker up: invalid LOG_LEVEL='chatty': Invalid enum value 'chatty'"
@@ -54,7 +54,7 @@ def letter(service: str, sequence: int, payload: str = '{"symbol": "ACB", "volum
 
 
 async def dlq(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared.cli", "dlq", *args],
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "launcher.cli", "dlq", *args],
                                    capture_output=True, text=True, env={**os.environ, "NATS_URL": nats_url},
                                    timeout=30)
 

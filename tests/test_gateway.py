@@ -23,13 +23,13 @@ from helpers import REPLAY_DAY, eventually, expected_day, run_in_process
 from stack import get
 from test_ingest import replay
 
+from launcher.local import NatsServer, free_port
 from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
 from services.gateway.service import Gateway
 from services.index.service import IndexService
 from shared import bus, config
-from shared.local import NatsServer, free_port
 from shared.market import SCHEDULES
 from shared.messages.domain import SessionStats
 from shared.subjects import Bucket

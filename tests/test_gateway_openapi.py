@@ -15,8 +15,8 @@ from helpers import eventually, expected_day
 from test_gateway import fill
 from test_recorder import record_all
 
+from launcher.local import free_port
 from shared import config
-from shared.local import free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ import asyncpg
 import nats
 import pytest
 
+from launcher.local import NatsServer, PostgresServer
 from shared.bus import MIN_NATS_VERSION, version_tuple
-from shared.local import NatsServer, PostgresServer
 
 pytestmark = pytest.mark.integration
 

@@ -23,6 +23,7 @@ from stack import get
 from test_gateway import fill, gateway
 from test_ingest import replay
 
+from launcher.local import PostgresServer
 from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
@@ -31,7 +32,6 @@ from services.ingest.simulator import MarketSimulator
 from services.recorder import schema
 from services.recorder.service import Recorder
 from shared import bus, config
-from shared.local import PostgresServer
 from shared.subjects import DERIVED
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ from nats.aio.client import Client
 from prometheus_client import REGISTRY
 from test_recorder import candle_mismatches
 
+from launcher.local import PostgresServer
 from services.recorder.service import Recorder
 from shared import config
-from shared.local import PostgresServer
 from shared.market import EXCHANGE_TZ
 from shared.messages.domain import ClassificationRule, ClassifiedTrade, DeadLetter, IndexPoint, TradeType
 from shared.subjects import DEADLETTER, DERIVED

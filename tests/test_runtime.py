@@ -20,8 +20,8 @@ import nats
 import pytest
 from fake_ssi import FakeSsi
 
+from launcher.local import NatsServer, free_port, nats_server_binary, nats_server_version
 from shared.bus import BusError, check_server_version
-from shared.local import NatsServer, free_port, nats_server_binary, nats_server_version
 from shared.runtime import EXIT_CANNOT_START, EXIT_CONFIG
 
 ECHO = Path(__file__).resolve().parent / "echo_actor.py"

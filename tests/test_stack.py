@@ -22,10 +22,10 @@ from fake_ssi import FakeSsi
 from helpers import REPLAY_DAY, eventually, expected_day, running
 from stack import exact, get, history_complete
 
-from shared.local import free_port
+from launcher.local import free_port
+from launcher.stack import CRASH_LOOP_EXITS, last_error, last_fatal_line
 from shared.market import DEFAULT_VN30_BASKET
 from shared.runtime import EXIT_CONFIG
-from shared.stack import CRASH_LOOP_EXITS, last_error, last_fatal_line
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
@@ -48,13 +48,13 @@ async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_
     assert status == 200
     assert [c["volume"] for c in candles] == [c["volume"] for c in expected_day()["candles"]["BID"]]
 
-    tools = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared.cli", "status", "--state-dir",
+    tools = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "launcher.cli", "status", "--state-dir",
                                                      str(tmp_path)], env=first.env, cwd=REPO, capture_output=True,
                                     text=True, timeout=30)
     assert tools.returncode == 0, tools.stderr
     for name in ("ingest", "classifier", "foreign", "index", "derivatives", "recorder", "gateway"):
         assert f"  {name} " in tools.stdout
-    again = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "shared.cli", "replay", str(REPLAY_DAY),
+    again = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "launcher.cli", "replay", str(REPLAY_DAY),
                                                      "--state-dir", str(tmp_path)], env=first.env, cwd=REPO,
                                     capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr

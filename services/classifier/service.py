@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from prometheus_client import Counter
 
-from services.classifier.core import Classifier, SymbolDay
+from shared.aggressor import Classifier, SymbolDay
 from shared.config import Settings
 from shared.messages.domain import Quote, Trade
 from shared.subjects import MD_QUOTE, MD_TRADE, Bucket, derived_subject
@@ -35,6 +35,7 @@ def _labelled(metric: Counter, *labels: str) -> Any:
 class ClassifierService(Tracker[ClassifierState]):
     name = "classifier"
     description = "Classifies trades as active buy / active sell; session stats and prices"
+    metrics_port = 9102
     inputs = ((MD_TRADE.wildcard, Trade), (MD_QUOTE.wildcard, Quote))
     state_type = ClassifierState
 

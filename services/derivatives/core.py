@@ -14,7 +14,8 @@ futures trade. No I/O.
   at most one per contract per second of exchange time: within a second the latest value wins; a second's point is
   released when a later second begins (or when the service flushes). So the basis trend always ends at the basis
   `DerivativesData` shows.
-- Each futures trade is classified like a stock's (the classifier's core, rules and tallies), for the tick history.
+- Each futures trade is classified like a stock's (`shared.aggressor`: the same rules and tallies), for the tick
+  history.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import date, datetime
 
 import msgspec
 
-from services.classifier.core import Classifier, SymbolDay, TradeOutcome
+from shared.aggressor import Classifier, SymbolDay, TradeOutcome
 from shared.market import expiry_on, front_month
 from shared.messages.domain import BasisPoint, DerivativesData, IndexUpdate, Quote, Trade, finite
 

@@ -28,6 +28,7 @@ IDLE_RELEASE_S = 1.0  # a second's basis point goes out when the basis has not m
 class DerivativesService(Tracker[DerivativesState]):
     name = "derivatives"
     description = "VN30F futures and their basis to the VN30 index"
+    metrics_port = 9105
     inputs = ((MD_FUTURES_TRADE.wildcard, Trade), (MD_FUTURES_QUOTE.wildcard, Quote),
               (MD_INDEX(SPOT_INDEX), IndexUpdate))
     state_type = DerivativesState

@@ -32,6 +32,7 @@ class ForeignState(msgspec.Struct):
 class ForeignService(Tracker[ForeignState]):
     name = "foreign"
     description = "Foreign investors' flows, speed and acceleration; the VN30 summary"
+    metrics_port = 9103
     inputs = ((MD_FOREIGN.wildcard, ForeignRoom),)
     state_type = ForeignState
     state_version = 2  # 2: the day it began (first_day): an older checkpoint is rebuilt from the stream

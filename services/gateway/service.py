@@ -38,6 +38,7 @@ STATIC = Path(__file__).resolve().parent / "static"  # the dashboard: plain HTML
 class Gateway(Actor):
     name = "gateway"
     description = "REST snapshots, history and WebSocket streams"
+    metrics_port = 9107
 
     def __init__(self) -> None:
         self.view = MarketView()

@@ -23,6 +23,7 @@ class IndexState(msgspec.Struct):
 class IndexService(Tracker[IndexState]):
     name = "index"
     description = "Index values, breadth and intraday series"
+    metrics_port = 9104
     inputs = ((MD_INDEX.wildcard, IndexUpdate),)
     state_type = IndexState
     partitionable = False

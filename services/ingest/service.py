@@ -73,6 +73,7 @@ def make_pacer(settings: Settings) -> Pacer:
 class Ingest(Actor):
     name = "ingest"
     description = "Reads the SSI feed (live, simulated or replayed), publishes normalized market data"
+    metrics_port = 9101
 
     def __init__(self, source: Source | None = None) -> None:
         """`source` overrides the one INGEST_SOURCE names (tests drive the live adapter with their own clock)."""

@@ -179,6 +179,7 @@ class Partitions:
 class Recorder(Actor):
     name = "recorder"
     description = "Persists every tick, flow, index point and basis point to PostgreSQL"
+    metrics_port = 9106
 
     def __init__(self) -> None:
         self.families = [

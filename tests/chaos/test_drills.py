@@ -18,8 +18,8 @@ import pytest
 from helpers import REPLAY_DAY, eventually, expected_day
 from stack import Up, exact, get, history_complete
 
-from shared.catalog import SERVICES
-from shared.local import NatsServer, PostgresServer, free_port
+from launcher.catalog import SERVICES
+from launcher.local import NatsServer, PostgresServer, free_port
 
 pytestmark = pytest.mark.integration
 ROWS = {"ticks": 347, "foreign_flows": 99, "index_points": 130, "basis_points": 159}

@@ -19,10 +19,10 @@ from stack import get
 from test_drills import database_url_of
 from test_poison import nats_url_of
 
-from services.classifier.core import Classifier
+from launcher.local import free_port
 from services.foreign.core import ForeignCore
 from services.ingest.simulator import MarketSimulator
-from shared.local import free_port
+from shared.aggressor import Classifier
 from shared.market import is_futures
 from shared.messages.domain import ForeignRoom, Quote, Trade
 from shared.messages.ssi import Decoded, decode_frame

@@ -24,7 +24,7 @@ from stack import Up, exact, get, history_complete
 from test_drills import ROWS, database_url_of, ends_exact, rows
 from test_tracker_poison import AFTER_THE_DAY, VALID_AFTER, dead_letters
 
-from shared.local import free_port
+from launcher.local import free_port
 from shared.market import EXCHANGE_TZ
 from shared.messages.domain import ClassificationRule, ClassifiedTrade, TradeType
 from shared.subjects import DERIVED, MARKET

@@ -1,5 +1,6 @@
-"""The classifier's pure core: who initiated each trade (mua chủ động / bán chủ động), the day's split per symbol,
-and its price against the reference. Messages in, events out; no I/O.
+"""The aggressor rules: who initiated each trade (mua chủ động / bán chủ động), the day's split per instrument, and
+its price against the reference. A pure core, messages in, events out, no I/O: the classifier runs it over stocks,
+the derivatives service over futures.
 
 Per symbol and trading date, a trade is new only when its cumulative volume (TotalVol) exceeds the last one seen:
 an equal TotalVol is a duplicate, a lower one arrives out of order; both are ignored and counted. The trade's volume

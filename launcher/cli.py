@@ -29,7 +29,7 @@ def _settings(command: str) -> config.Settings | None:
 
 def _nats_settings(settings: config.Settings, state_dir: Path | None) -> config.Settings:
     """NATS_URL when set, else the server a running `up` started (remembered in its state dir)."""
-    from shared.stack import remembered_nats_url
+    from launcher.stack import remembered_nats_url
 
     if "NATS_URL" in os.environ:
         return settings
@@ -42,8 +42,8 @@ def _nats_settings(settings: config.Settings, state_dir: Path | None) -> config.
 
 def up(args: argparse.Namespace) -> int:
     """Exits EXIT_CONFIG whenever configuration stops it, its own or a service's (so its supervisor need not retry)."""
+    from launcher.stack import Stack, UpOptions
     from shared.runtime import EXIT_CONFIG
-    from shared.stack import Stack, UpOptions
 
     settings = _settings("up")
     if settings is None:

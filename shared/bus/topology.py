@@ -1,0 +1,73 @@
+"""The JetStream topology: every stream and KV bucket, created or brought to the current settings."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.kv import KeyValue
+
+from shared.config import Settings
+from shared.subjects import BUCKET_DESCRIPTIONS, STREAMS, Bucket, StreamSpec
+
+
+def stream_config(spec: StreamSpec, settings: Settings) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        description=spec.description,
+        subjects=list(spec.subjects),
+        storage=StorageType.FILE,
+        num_replicas=settings.stream_replicas,
+        max_age=settings.stream_max_age_days * 86400,
+        duplicate_window=settings.dedup_window_s,
+        max_msg_size=1024 * 1024,
+    )
+
+
+async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
+    """Create every stream and KV bucket, or bring an existing one to the current settings. Idempotent, so every
+    service runs it at start and whichever starts first creates them."""
+    for spec in STREAMS:
+        config = stream_config(spec, settings)
+        await _retrying_server_errors(lambda c=config: _add_or_update(js, c))
+    for bucket in Bucket:
+        await _retrying_server_errors(lambda b=bucket: ensure_bucket(js, b, settings))
+
+
+async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.update_stream(config)
+
+
+async def _retrying_server_errors(create: Callable[[], Awaitable[Any]], attempts: int = 10) -> Any:
+    """A stream created right after one of the same name was deleted can fail while the server still removes the
+    old store ("error creating store for stream"): a transient server error, worth a few more tries."""
+    for attempt in range(attempts):
+        try:
+            return await create()
+        except nats.js.errors.ServerError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    return None
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: Bucket, settings: Settings) -> KeyValue:
+    try:
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=str(bucket),
+                description=BUCKET_DESCRIPTIONS[bucket],
+                history=1,
+                replicas=settings.stream_replicas,
+                storage=StorageType.FILE,
+            )
+        )
+    except nats.js.errors.BadRequestError:
+        return await js.key_value(str(bucket))
