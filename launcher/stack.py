@@ -37,9 +37,9 @@ from launcher.local import (
     port_is_free,
 )
 from shared import config
+from shared.retry import SERVICE_EXITED
 from shared.runtime import EXIT_CONFIG, checked_settings, fatal_line
 
-RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 # A service that exits this often within the window is in a crash loop: said loudly, and still restarted (what it
 # lacks, a server say, may come back).
 CRASH_LOOP_EXITS = 3
@@ -343,7 +343,7 @@ class Stack:
                             or fatal_line(name, f"exited with code {code} (configuration), see {service.log_path}"))
                 now = time.monotonic()
                 if service.next_start == 0.0:
-                    delay = RESTART_BACKOFF_S[min(service.restarts, len(RESTART_BACKOFF_S) - 1)]
+                    delay = SERVICE_EXITED.wait(service.restarts + 1)
                     service.next_start = now + delay
                     _say(f"{name} exited with code {code}; restarting in {delay} s (log: {service.log_path})")
                     exits = service.exited(now)

@@ -28,6 +28,7 @@ from aiohttp import web
 from services.gateway.api import ApiError, bad_parameter, int_parameter, json_response, shown
 from shared.database import database_unavailable
 from shared.market import EXCHANGE_TZ, MARKET_ERA, in_market_era, normalize_index_id, to_exchange_time
+from shared.retry import DATABASE_AWAY, retrying
 
 log = structlog.get_logger("gateway.history")
 _SYMBOL = re.compile(r"^[A-Za-z0-9_-]{1,30}$")
@@ -176,13 +177,12 @@ class HistoryApi:
             self._connecting = asyncio.create_task(self._connect(), name="history-pool")
 
     async def _connect(self) -> None:
-        while self.pool is None:
-            try:
-                self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=8, server_settings={
-                    "timezone": "Asia/Ho_Chi_Minh", "plan_cache_mode": "force_custom_plan"})
-            except (OSError, asyncpg.PostgresError) as err:
-                log.warning("history database unreachable; retrying", error=str(err))
-                await asyncio.sleep(2)
+        self.pool = await retrying(
+            lambda: asyncpg.create_pool(self.database_url, min_size=1, max_size=8, server_settings={
+                "timezone": "Asia/Ho_Chi_Minh", "plan_cache_mode": "force_custom_plan"}),
+            DATABASE_AWAY, retry_on=(OSError, asyncpg.PostgresError),
+            on_failure=lambda err, _, wait: log.warning("history database unreachable; retrying", error=str(err),
+                                                        retry_in_s=wait))
 
     async def stop(self) -> None:
         if self._connecting is not None:

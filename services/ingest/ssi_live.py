@@ -40,6 +40,7 @@ from shared.market import (
 )
 from shared.messages.domain import Bar, IndexBasket, SecurityInfo
 from shared.reference import configured_basket
+from shared.retry import FEED_AWAY, retrying
 
 RECONNECTS = Counter("stocktracker_ingest_reconnects_total", "SSI channel streams rebuilt, by channel and cause",
                      ["channel", "cause"])
@@ -48,7 +49,6 @@ CHANNEL_SILENCE = Gauge("stocktracker_ingest_channel_silence_seconds",
 RECONCILED = Counter("stocktracker_ingest_reconciled_bars_total", "Minute bars fetched over REST after a reconnect")
 
 REST_TIMEOUT_S = 20.0
-BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 HUB = "FcMarketDataV2Hub"
 log = structlog.get_logger("ingest.ssi")
 
@@ -171,7 +171,6 @@ class ChannelStream:
     closed: threading.Event = field(default_factory=threading.Event)
     stream: Any = None
     generation: int = 0  # which stream is current: a replaced stream's late close must not count
-    attempts: int = 0
 
     def closed_callback(self) -> Callable[[], None]:
         generation = self.generation
@@ -356,23 +355,16 @@ class SsiSource:
             await self._reconcile(channel, gap_start)
 
     async def _rebuild(self, channel: ChannelStream, cause: str) -> None:
-        while True:
+        async def reconnect() -> None:
             await asyncio.to_thread(_close, channel.stream)
             self._client = None  # a fresh token for the new connection
-            try:
-                await self._connect(channel)
-            except SsiError as err:
-                delay = BACKOFF_S[min(channel.attempts, len(BACKOFF_S) - 1)]
-                channel.attempts += 1
-                log.warning("ssi reconnect failed", channel=channel.channel, error=str(err),
-                                                           retry_in_s=delay)
-                await asyncio.sleep(delay)
-                continue
-            channel.attempts = 0
-            self.reconnects += 1
-            RECONNECTS.labels(channel.channel, cause).inc()
-            log.info("ssi channel reconnected", channel=channel.channel, reconnects=self.reconnects)
-            return
+            await self._connect(channel)
+
+        await retrying(reconnect, FEED_AWAY, retry_on=(SsiError,), on_failure=lambda err, _, wait: log.warning(
+            "ssi reconnect failed", channel=channel.channel, error=str(err), retry_in_s=wait))
+        self.reconnects += 1
+        RECONNECTS.labels(channel.channel, cause).inc()
+        log.info("ssi channel reconnected", channel=channel.channel, reconnects=self.reconnects)
 
     async def _reconcile(self, channel: ChannelStream, gap_start: datetime) -> None:
         """What SSI's REST can give back for the gap: 1-minute bars of the basket and futures (trades cannot be

@@ -67,6 +67,7 @@ from shared.database import database_unavailable
 from shared.deadletter import Refused, inbound, subject_instrument
 from shared.market import exchange_now
 from shared.messages.domain import BasisPoint, ClassifiedTrade, ForeignFlow, IndexPoint
+from shared.retry import DATABASE_AWAY, retrying
 from shared.runtime import Actor, Context
 from shared.subjects import BASIS_POINT, DERIVED, FOREIGN_FLOW, INDEX_POINT, TRADE_CLASSIFIED
 from shared.throttle import Throttle
@@ -88,7 +89,6 @@ LAG_SECONDS = Gauge("stocktracker_recorder_lag_seconds",
                     "While messages are pending, the age of the last one committed: it grows while nothing commits",
                     ["table"])
 
-BACKOFF_S = (0.5, 1, 2, 5, 10, 20, 30)
 MAX_REMEMBERED_DAYS = 100_000  # (instrument, trading date) pairs known to be in instrument_days
 _MOVE_POSITION = (
     "INSERT INTO recorder_positions (family, sequence, stream_created) VALUES ($1, $2, $3) "
@@ -223,16 +223,14 @@ class Recorder(Actor):
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="recorder-housekeeping"))
 
     async def _connect(self, ctx: Context) -> asyncpg.Pool:
-        deadline = time.monotonic() + ctx.settings.nats_connect_timeout_s
-        while True:
-            try:
-                return await asyncpg.create_pool(ctx.settings.database_url, min_size=1,
-                                                 max_size=len(self.families) + 1,
-                                                 server_settings={"timezone": "Asia/Ho_Chi_Minh"})
-            except (OSError, asyncpg.PostgresError) as err:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"cannot reach PostgreSQL at DATABASE_URL: {err}") from None
-                await asyncio.sleep(0.5)
+        try:
+            return await retrying(
+                lambda: asyncpg.create_pool(ctx.settings.database_url, min_size=1, max_size=len(self.families) + 1,
+                                            server_settings={"timezone": "Asia/Ho_Chi_Minh"}),
+                DATABASE_AWAY, retry_on=(OSError, asyncpg.PostgresError),
+                deadline_s=ctx.settings.nats_connect_timeout_s)
+        except (OSError, asyncpg.PostgresError) as err:
+            raise RuntimeError(f"cannot reach PostgreSQL at DATABASE_URL: {err}") from None
 
     async def _ensure_days(self, conn: asyncpg.Connection, days: set[date]) -> None:
         missing = days - self.partitions.known
@@ -313,36 +311,39 @@ class Recorder(Actor):
             await self._ctx.publisher.settled()  # the position passes a dead letter only once DEADLETTER has it
         last_sequence, last_stored_ns, _, _ = batch[-1]
         days = family.days_of(messages)
-        attempt = 0
-        while True:
+        started = 0.0
+
+        async def write() -> tuple[int, list[tuple[int, Exception]], set[tuple[str, date]]]:
+            nonlocal started
             started = time.perf_counter()
-            try:
-                async with self.pool.acquire() as conn:
-                    await self._ensure_days(conn, {day for _, day in days})
-                    async with conn.transaction():
-                        inserted, refused = await write_refusing(conn, family.write, messages)
-                        written_days = days
-                        if refused:
-                            await insert_rejects(conn, family.table, self.stream_created, [
-                                (entries[index][2], entries[index][0], messages[index], error)
-                                for index, error in refused])
-                            refused_at = {index for index, _ in refused}
-                            written_days = family.days_of(
-                                [message for index, message in enumerate(messages) if index not in refused_at])
-                        new_days = written_days - family.known_days
-                        if new_days:
-                            await insert_days(conn, family.table, new_days)
-                        await conn.execute(_MOVE_POSITION, family.table, last_sequence, self.stream_created)
-                break
-            except Exception as err:  # the batch is kept and written again
-                attempt += 1
-                family.retries += 1
-                RETRIES.labels(family.table).inc()
-                delay = BACKOFF_S[min(attempt, len(BACKOFF_S)) - 1]
-                log = self._ctx.log.warning if database_unavailable(err) else self._ctx.log.error
-                log("write failed; retrying", table=family.table, error=str(err) or type(err).__name__,
-                    attempt=attempt, retry_in_s=delay)
-                await asyncio.sleep(delay)
+            assert self.pool is not None
+            async with self.pool.acquire() as conn:
+                await self._ensure_days(conn, {day for _, day in days})
+                async with conn.transaction():
+                    inserted, refused = await write_refusing(conn, family.write, messages)
+                    written_days = days
+                    if refused:
+                        await insert_rejects(conn, family.table, self.stream_created, [
+                            (entries[index][2], entries[index][0], messages[index], error)
+                            for index, error in refused])
+                        refused_at = {index for index, _ in refused}
+                        written_days = family.days_of(
+                            [message for index, message in enumerate(messages) if index not in refused_at])
+                    new_days = written_days - family.known_days
+                    if new_days:
+                        await insert_days(conn, family.table, new_days)
+                    await conn.execute(_MOVE_POSITION, family.table, last_sequence, self.stream_created)
+            return inserted, refused, new_days
+
+        def failed(err: BaseException, failures: int, wait: float) -> None:  # the batch is kept and written again
+            assert self._ctx is not None
+            family.retries += 1
+            RETRIES.labels(family.table).inc()
+            log = self._ctx.log.warning if database_unavailable(err) else self._ctx.log.error
+            log("write failed; retrying", table=family.table, error=str(err) or type(err).__name__,
+                attempt=failures, retry_in_s=wait)
+
+        inserted, refused, new_days = await retrying(write, DATABASE_AWAY, on_failure=failed)
         FLUSH_SECONDS.labels(family.table).observe(time.perf_counter() - started)
         BATCH_SIZE.labels(family.table).observe(len(batch))
         ROWS.labels(family.table).inc(inserted)

@@ -12,6 +12,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from shared import metrics
+from shared.retry import NATS_AWAY
 from shared.subjects import Bucket
 
 log = structlog.get_logger("bus")
@@ -42,7 +43,9 @@ class BucketWatch:
                 await self._task
 
     async def _run(self) -> None:
+        failures = 0  # in a row: a watch that loaded starts the count again
         while True:
+            loads = self.loads
             try:
                 kv = await self.js.key_value(str(self.bucket))
                 watcher = await kv.watchall()
@@ -66,8 +69,12 @@ class BucketWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                log.warning("kv watch lost; re-creating", bucket=str(self.bucket), error=str(err))
-            await asyncio.sleep(1.0)
+                failures = 1 if self.loads > loads else failures + 1
+                log.warning("kv watch lost; re-creating", bucket=str(self.bucket), error=str(err),
+                            retry_in_s=NATS_AWAY.wait(failures))
+            else:  # the watcher ended (NATS went away and the consumer with it)
+                failures = 1 if self.loads > loads else failures + 1
+            await asyncio.sleep(NATS_AWAY.wait(failures))
 
     async def _deliver(self, key: str, value: bytes | None) -> None:
         """One update to the receiver. One it cannot take (an entry that does not decode) is skipped and counted:

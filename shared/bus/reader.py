@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shared.bus.protocol import _chain, _Client
+from shared.retry import NATS_AWAY, retrying
 from shared.subjects import StreamSpec
 
 log = structlog.get_logger("bus")
@@ -261,18 +262,17 @@ class StreamReader:
     async def _recreate_until_done(self, reason: str) -> None:
         log.info("re-creating stream consumer", stream=self._stream, filter=self._filter, reason=reason,
                  from_sequence=self.last_sequence + 1)
-        delay = 0.25
-        while True:
+
+        async def create_anew() -> None:
             await self._drop_consumer()
-            try:
-                await self._create()
-                self.recreated += 1
-                self._active = True
-                return
-            except (nats.errors.Error, TimeoutError, OSError) as err:
-                log.warning("stream consumer not re-created; retrying", error=str(err) or type(err).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            await self._create()
+
+        await retrying(create_anew, NATS_AWAY, retry_on=(nats.errors.Error, TimeoutError, OSError),
+                       on_failure=lambda err, _, wait: log.warning("stream consumer not re-created; retrying",
+                                                                   error=str(err) or type(err).__name__,
+                                                                   retry_in_s=wait))
+        self.recreated += 1
+        self._active = True
 
     async def _on_reconnected(self) -> None:
         self._recreate("reconnected")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +11,7 @@ from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from shared.config import Settings
+from shared.retry import STORE_BEING_REMOVED, retrying
 from shared.subjects import BUCKET_DESCRIPTIONS, STREAMS, Bucket, StreamSpec
 
 
@@ -45,17 +45,10 @@ async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
-async def _retrying_server_errors(create: Callable[[], Awaitable[Any]], attempts: int = 10) -> Any:
+async def _retrying_server_errors(create: Callable[[], Awaitable[Any]]) -> Any:
     """A stream created right after one of the same name was deleted can fail while the server still removes the
     old store ("error creating store for stream"): a transient server error, worth a few more tries."""
-    for attempt in range(attempts):
-        try:
-            return await create()
-        except nats.js.errors.ServerError:
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(0.2 * (attempt + 1))
-    return None
+    return await retrying(create, STORE_BEING_REMOVED, retry_on=(nats.js.errors.ServerError,), attempts=10)
 
 
 async def ensure_bucket(js: JetStreamContext, bucket: Bucket, settings: Settings) -> KeyValue:
