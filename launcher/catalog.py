@@ -42,5 +42,3 @@ class ServiceSpec:
 
 SERVICES: tuple[ServiceSpec, ...] = tuple(ServiceSpec(actor) for actor in (
     Ingest, ClassifierService, ForeignService, IndexService, DerivativesService, Recorder, Gateway))
-
-SERVICES_BY_NAME = {spec.name: spec for spec in SERVICES}

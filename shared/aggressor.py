@@ -152,7 +152,6 @@ def _add(split: PhaseVolumes, trade_type: TradeType, volume: int, value: float) 
 class Tally:
     """Counts over everything the core has seen, for metrics and status."""
 
-    trades: int = 0
     duplicates: int = 0
     out_of_order: int = 0
     gaps: int = 0

@@ -12,9 +12,9 @@ Stream MARKET (normalized feed, written by ingest only):
     md.futures.quote.<CONTRACT>    Quote           the contract's book
     md.foreign.<SYMBOL>    ForeignRoom     cumulative foreign buy/sell and room
     md.index.<INDEX_ID>    IndexUpdate     index value and breadth
-    md.bar.<SYMBOL>        Bar             SSI's realtime bars
-    md.status.<SYMBOL>     SecurityStatus  trading session / status changes
-    md.rejected            Rejection       frames ingest refused, with the reason
+    md.bar.<SYMBOL>        Bar             SSI's realtime bars                  (for external use: no service reads it)
+    md.status.<SYMBOL>     SecurityStatus  trading session / status changes    (for external use: no service reads it)
+    md.rejected            Rejection       frames ingest refused, with the reason (for inspection: `stocktracker tap`)
 Stream DERIVED (events computed by the trackers):
     trade.classified.<SYMBOL>    ClassifiedTrade
     foreign.flow.<SYMBOL>        ForeignFlow

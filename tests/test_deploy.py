@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher.catalog import SERVICES, SERVICES_BY_NAME
+from launcher.catalog import SERVICES
 from shared import config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,13 +28,15 @@ def app_services() -> dict[str, dict[str, Any]]:
     return {name: spec for name, spec in COMPOSE["services"].items()
             if spec.get("image", "").startswith("stocktracker") or "build" in spec}
 
+BY_NAME = {spec.name: spec for spec in SERVICES}
+
 
 def test_every_service_of_the_catalog_runs_in_its_own_container() -> None:
     services = app_services()
     assert set(services) == {spec.name for spec in SERVICES}
     for name, spec in services.items():
         assert spec["command"] == ["python", "-m", f"services.{name}"]
-        assert importlib.util.find_spec(SERVICES_BY_NAME[name].module)  # the module exists in the project
+        assert importlib.util.find_spec(BY_NAME[name].module)  # the module exists in the project
         assert spec.get("restart") == "unless-stopped"
         assert "healthcheck" in spec
 
@@ -50,7 +52,7 @@ def test_metrics_ports_and_prometheus_targets_agree() -> None:
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in PROMETHEUS["scrape_configs"]}
     for name, spec in app_services().items():
         port = int(spec["environment"]["METRICS_PORT"])
-        assert port == SERVICES_BY_NAME[name].metrics_port
+        assert port == BY_NAME[name].metrics_port
         assert targets[name] == [f"{name}:{port}"]
         assert spec["environment"]["METRICS_HOST"] == "0.0.0.0"
 

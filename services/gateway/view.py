@@ -4,7 +4,7 @@ since each channel last broadcast. Pure: fed (bucket, key, value) entries, asked
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import msgspec
@@ -187,9 +187,6 @@ class MarketView:
         if Bucket.DERIVATIVES in changed:
             delta["derivatives"] = self.active_contract()
         return delta
-
-    def last_update(self) -> datetime | None:
-        return self.snapshot().last_updated
 
 
 def _store(target: dict[str, Any], key: str, value: Any) -> None:

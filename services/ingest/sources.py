@@ -170,7 +170,6 @@ class FrameRecorder:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file: IO[bytes] = gzip.open(path, "ab") if path.suffix == ".gz" else path.open("ab")  # noqa: SIM115
-        self.frames_written = 0
 
     def write(self, frame: Frame) -> None:
         if isinstance(frame, Mapping):
@@ -178,7 +177,6 @@ class FrameRecorder:
         else:
             line = frame.encode() if isinstance(frame, str) else frame
         self._file.write(line.rstrip(b"\r\n") + b"\n")
-        self.frames_written += 1
 
     def close(self) -> None:
         self._file.close()

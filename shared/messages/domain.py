@@ -90,7 +90,6 @@ class ClassificationRule(StrEnum):
     QUOTE = "quote"  # the book before the trade
     TICK = "tick"  # the day's price sequence
     NONE = "none"  # nothing applied
-    UNSEEN = "unseen"  # volume the exchange counted but whose trades never reached us
 
 
 # --- normalized market data (stream MARKET, subjects md.*) ----------------------------------------------------
