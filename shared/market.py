@@ -1,7 +1,7 @@
 """Vietnamese market rules as pure functions: exchange time, trading phases, ticks, price limits, lots, VN30F contracts.
 
-Sources: ../shared/ssi/PROTOCOL.md §2.4 and §4 (HOSE/HNX/UPCOM/derivatives sessions, tick tables, daily limits,
-futures expiry). Prices are VND for stocks and index points for futures; nothing here scales them.
+Sources: docs/ssi.md, "Sessions and the trading schedule", "Ticks, limits and lots", "VN30 index and its futures"
+and "Units and time". Prices are VND for stocks and index points for futures; nothing here scales them.
 Exchange holidays are not modelled: a holiday looks like a trading day whose feed stays silent.
 """
 

@@ -1,10 +1,10 @@
 """A fake SSI FastConnect Data server that the real `ssi-fc-data` 2.2.2 client accepts.
 
-It speaks the wire protocol documented in /work/shared/ssi/PROTOCOL.md §1 and §3 (AccessToken, REST GETs in SSI's
-shapes, classic SignalR 1.5 negotiate/connect, SwitchChannels, Broadcast/Error frames, keep-alives), so tests drive the
-real, threaded client instead of a mock of it. Tests script what it serves, push frames, and can make it misbehave the
-way SSI does: drop every stream socket, or go silent while keeping the sockets open (a dead link nobody notices).
-"""
+It speaks the wire protocol documented in docs/ssi.md, "Connection and streaming" and "REST API" (AccessToken, REST
+GETs in SSI's shapes, classic SignalR 1.5 negotiate/connect, SwitchChannels, Broadcast/Error frames, keep-alives),
+so tests drive the real, threaded client instead of a mock of it. Tests script what it serves, push frames, and can
+make it misbehave the way SSI does: drop every stream socket, or go silent while keeping the sockets open (a dead
+link nobody notices)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ HUB = "FcMarketDataV2Hub"
 TOKEN_EXP = 4102444800
 _JWT_HEADER = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"  # {"alg":"HS256","typ":"JWT"}
 _JWT_PAYLOAD = base64.b64encode(json.dumps({"exp": TOKEN_EXP}, separators=(",", ":")).encode()).decode().rstrip("=")
-# SSI reportedly answers REST calls without a valid token with HTTP 200 and this body (PROTOCOL.md §3.1).
+# SSI reportedly answers REST calls without a valid token with HTTP 200 and this body (docs/ssi.md, "REST API").
 REST_AUTH_FAILURE = {"message": "Missing Authorization header", "status": 401}
 
 

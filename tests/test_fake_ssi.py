@@ -75,7 +75,8 @@ class StreamProbe:
         await asyncio.to_thread(
             self.stream.start, partial(self._bridge, self.messages), partial(self._bridge, self.errors), channel
         )
-        # The library drops keep-alives before on_message; hooking the connection sees every frame (PROTOCOL.md §1.4).
+        # The library drops keep-alives before on_message; hooking the connection sees every frame (docs/ssi.md,
+        # "Connection and streaming").
         self.stream.connection.received += lambda **frame: self._bridge(self.frames, frame)
 
     @property

@@ -3,7 +3,7 @@
 Why: every service must run end to end (ingest -> trackers -> recorder) without SSI credentials, at market speed or
 faster, and tests need whole days whose properties are known. Each frame is the bytes of one Broadcast payload,
 `{"DataType": ..., "Content": "<JSON string>"}`, with exactly the fields, units and number formats SSI sends
-(../shared/ssi/PROTOCOL.md §2), so a simulated day takes the same decoding path as the live feed. Market rules
+(docs/ssi.md, "Frames and field names"), so a simulated day takes the same decoding path as the live feed. Market rules
 (schedule, ticks, limits, contracts) come from `shared.market`.
 
 The model; all randomness comes from one `random.Random(seed)`, drawn in a fixed order:

@@ -1,6 +1,6 @@
 """The live SSI FastConnect Data feed, through the official `ssi-fc-data` client, made fit for a service.
 
-What the client does not do, and this adapter does (../shared/ssi/PROTOCOL.md §1, FIELD-NOTES §1.1):
+What the client does not do, and this adapter does (docs/ssi.md, "Connection and streaming"):
 - It is synchronous and threaded: REST calls run in worker threads with a timeout; frames arrive on the websocket
   thread and are handed to the event loop with back-pressure (the websocket thread waits while the queue is full).
 - It swallows nothing we need but also checks nothing: rejected credentials stop the service with a clear error.

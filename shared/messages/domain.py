@@ -1,9 +1,9 @@
 """Our domain messages: what flows on the MARKET and DERIVED streams and what the KV buckets hold.
 
-Names and fields follow the seed's models (../shared/seed/backend-scout-report.md Part 5). Every message carries the
-exchange timestamp (tz-aware, Asia/Ho_Chi_Minh; `timestamp` or, for current-state models, `last_updated`) and the
-trading date. Units: stock prices VND, futures and indices in points, volumes in shares/contracts, values in VND.
-All are msgspec Structs encoded as JSON so the NATS CLI can read them.
+Names and fields follow the system's contract (docs/architecture.md, "Subjects, streams and buckets"). Every message
+carries the exchange timestamp (tz-aware, Asia/Ho_Chi_Minh; `timestamp` or, for current-state models,
+`last_updated`) and the trading date. Units: stock prices VND, futures and indices in points, volumes in
+shares/contracts, values in VND. All are msgspec Structs encoded as JSON so the NATS CLI can read them.
 
 The market's inputs and the events derived from them are bounded (`Price`, `Volume`, ...): every decoder of these
 types, wherever a message comes from (the feed, the bus, a checkpoint), refuses a value beyond its bound, and with it

@@ -1,17 +1,17 @@
 """SSI FastConnect Data wire payloads, with SSI's own field names, and the one function that turns a frame into
 domain messages (`decode_frame`).
 
-A frame is what `ssi-fc-data` hands to `on_message` (and what a recorded file holds per line):
-`{"DataType": "X-TRADE", "Content": "<JSON string>"}`. Tolerances, all seen in the wild (../shared/ssi/PROTOCOL.md §2):
-Content double-encoded or already an object; DataType/Content keys in any case; DataType values in any case and
-missing (then Content's RType/Rtype decides); numbers as JSON numbers or numeric strings; nulls nearly anywhere;
-channel R naming its figures BuyVol.. or FBuyVol..; B carrying TradingTime instead of TradingDate/Time.
+A frame is what `ssi-fc-data` hands to `on_message` (and what a recorded file holds per line): `{"DataType":
+"X-TRADE", "Content": "<JSON string>"}`. Tolerances, all seen in the wild (docs/ssi.md, "Quirks the decoder
+tolerates"): Content double-encoded or already an object; DataType/Content keys in any case; DataType values in any
+case and missing (then Content's RType/Rtype decides); numbers as JSON numbers or numeric strings; nulls nearly
+anywhere; channel R naming its figures BuyVol.. or FBuyVol..; B carrying TradingTime instead of TradingDate/Time.
 Anything else is refused with a reason (`Rejection`), never an exception: decoding is the system's hard boundary.
 Beyond SSI's shapes it refuses what no market sends (the README lists each reason with its bound): frames over
 MAX_FRAME_BYTES or nesting deeper than MAX_NESTING, strings over MAX_TEXT characters or holding a control character
-(NUL included: refused, not stripped, so nothing downstream ever sees a value the exchange did not send), numbers that
-are not finite or lie beyond the domain's bounds (`shared.messages.domain`), and trading dates outside the market's era.
-"""
+(NUL included: refused, not stripped, so nothing downstream ever sees a value the exchange did not send), numbers
+that are not finite or lie beyond the domain's bounds (`shared.messages.domain`), and trading dates outside the
+market's era."""
 
 from __future__ import annotations
 
