@@ -1,11 +1,10 @@
-"""The gateway's HTTP surface: REST snapshots from the market view, the OpenAPI document that describes them, and
-the middleware every request passes (JSON errors, optional token, CORS, gzip)."""
+"""The gateway's HTTP surface: REST snapshots from the market view (declared in the route table, `routes`), the
+OpenAPI document made from that table, and the middleware every request passes (JSON errors, optional token, CORS,
+gzip)."""
 
 from __future__ import annotations
 
 import hmac
-import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -13,6 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter
 
+from services.gateway.routes import ApiError, Endpoint, Handler, IntParam, answer_types, openapi_paths
 from services.gateway.view import MarketView
 from shared.market import EXCHANGE_TZ, SCHEDULES, Phase
 from shared.messages.domain import (
@@ -31,7 +31,7 @@ REQUESTS = Counter("stocktracker_gateway_requests_total", "HTTP requests, by rou
 log = structlog.get_logger("gateway.http")
 _encoder = msgspec.json.Encoder()
 GZIP_ABOVE_BYTES = 1024
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNAUTHORIZED = (401, "GATEWAY_TOKEN is set with GATEWAY_TOKEN_REST and the token is missing or wrong")
 
 
 class ForeignDetail(msgspec.Struct):
@@ -71,11 +71,6 @@ def trading_schedule() -> TradingSchedule:
 SCHEDULE = trading_schedule()
 
 
-class ApiError(msgspec.Struct):
-    error: str
-    parameter: str | None = None
-
-
 def json_response(request: web.Request, body: Any, status: int = 200) -> web.Response:
     data = _encoder.encode(body)
     response = web.Response(body=data, status=status, content_type="application/json")
@@ -86,33 +81,6 @@ def json_response(request: web.Request, body: Any, status: int = 200) -> web.Res
 
 def bad_parameter(request: web.Request, parameter: str, message: str, status: int = 400) -> web.Response:
     return json_response(request, ApiError(error=message, parameter=parameter), status)
-
-
-SHOWN_CHARS = 40  # of a bad value quoted back in an error: a client's 8 KB query string is not echoed whole
-
-
-def shown(raw: str) -> str:
-    """A client's value, quoted for an error message: cut short and repr-escaped."""
-    return repr(raw) if len(raw) <= SHOWN_CHARS else f"{raw[:SHOWN_CHARS]!r}..."
-
-
-_DIGITS = re.compile(r"[+-]?[0-9]+")
-
-
-def int_parameter(request: web.Request, name: str, default: int, low: int, high: int) -> int | web.Response:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    out_of_range = f"{name} must be between {low} and {high}, got {shown(raw)}"
-    try:
-        value = int(raw)
-    except ValueError:  # not an integer, or one of more digits than Python converts (4,300)
-        if _DIGITS.fullmatch(raw):
-            return bad_parameter(request, name, out_of_range, 422)
-        return bad_parameter(request, name, f"{name} must be an integer, got {shown(raw)}")
-    if not low <= value <= high:
-        return bad_parameter(request, name, out_of_range, 422)
-    return value
 
 
 def token_matches(expected: str, presented: str | None) -> bool:
@@ -146,20 +114,36 @@ class MarketApi:
         return json_response(request, SCHEDULE)
 
     async def basis_trend(self, request: web.Request) -> web.Response:
-        minutes = int_parameter(request, "minutes", 30, 1, 120)
+        minutes = MINUTES.read(request, bad_parameter)
         if isinstance(minutes, web.Response):
             return minutes
         return json_response(request, self.view.basis_trend(minutes))
 
-    def routes(self) -> list[web.RouteDef]:
+    def endpoints(self) -> list[Endpoint]:
         return [
-            web.get("/api/market/snapshot", self.snapshot),
-            web.get("/api/market/foreign-detail", self.foreign_detail),
-            web.get("/api/market/volume-stats", self.volume_stats),
-            web.get("/api/market/basis-trend", self.basis_trend),
-            web.get("/api/market/basket", self.basket),
-            web.get("/api/market/schedule", self.schedule),
+            Endpoint("/api/market/snapshot", "marketSnapshot", "Everything a price board needs: stats, prices, "
+                     "indices, the foreign summary, the active VN30F contract", self.snapshot, MarketSnapshot,
+                     errors=(UNAUTHORIZED,)),
+            Endpoint("/api/market/foreign-detail", "foreignDetail",
+                     "The VN30 foreign summary and each basket symbol's foreign flow", self.foreign_detail,
+                     ForeignDetail, errors=(UNAUTHORIZED,)),
+            Endpoint("/api/market/volume-stats", "volumeStats",
+                     "Active buy / active sell split of every symbol, by symbol", self.volume_stats, VolumeStats,
+                     errors=(UNAUTHORIZED,)),
+            Endpoint("/api/market/basket", "basket", "The VN30 basket's symbols", self.basket, Basket,
+                     errors=(UNAUTHORIZED,)),
+            Endpoint("/api/market/schedule", "schedule", "Each exchange's trading phases by start time, exchange "
+                     "time (the one schedule the system uses)", self.schedule, TradingSchedule,
+                     errors=(UNAUTHORIZED,)),
+            Endpoint("/api/market/basis-trend", "basisTrend",
+                     "The active contract's basis points over the last N minutes of market time", self.basis_trend,
+                     list[BasisPoint], description="Basis points, oldest first", params=(MINUTES,),
+                     errors=((400, "minutes is not an integer"), (422, "minutes is out of range"), UNAUTHORIZED)),
         ]
+
+
+MINUTES = IntParam("minutes", "Minutes of market time, counted back from the contract's latest point",
+                   default=30, low=1, high=120)
 
 
 # --- middleware --------------------------------------------------------------------------------------------------
@@ -261,69 +245,18 @@ def cors_middleware(origins: list[str]) -> Any:
 # --- OpenAPI -------------------------------------------------------------------------------------------------------
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def openapi_document(extra_paths: dict[str, Any] | None = None,
-                     extra_types: tuple[type, ...] = ()) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the REST API; its schemas are generated from the very Structs the handlers
-    encode, so the document and the responses cannot drift apart."""
-    types = (MarketSnapshot, ForeignDetail, VolumeStats, Basket, BasisPoint, TradingSchedule, ApiError, *extra_types)
+def openapi_document(endpoints: list[Endpoint]) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the REST API, made from the route table the handlers are served from: its
+    paths, parameters and responses are the endpoints' own, its schemas generated from the very Structs the
+    handlers encode, so the document and the answers cannot drift apart."""
+    types = (*answer_types(endpoints), ApiError)
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
-    ref = dict(zip(types, schemas, strict=True))
-    error = {"$ref": "#/components/schemas/ApiError"}
-    unauthorized = _json(error, "GATEWAY_TOKEN is set with GATEWAY_TOKEN_REST and the token is missing or wrong")
-    paths: dict[str, Any] = {
-        "/api/market/snapshot": {"get": {
-            "summary": "Everything a price board needs: stats, prices, indices, the foreign summary, the active "
-                       "VN30F contract",
-            "operationId": "marketSnapshot",
-            "responses": {"200": _json(ref[MarketSnapshot], "The market snapshot"), "401": unauthorized}}},
-        "/api/market/foreign-detail": {"get": {
-            "summary": "The VN30 foreign summary and each basket symbol's foreign flow",
-            "operationId": "foreignDetail",
-            "responses": {"200": _json(ref[ForeignDetail], "Foreign flows"), "401": unauthorized}}},
-        "/api/market/volume-stats": {"get": {
-            "summary": "Active buy / active sell split of every symbol, by symbol",
-            "operationId": "volumeStats",
-            "responses": {"200": _json(ref[VolumeStats], "Session stats"), "401": unauthorized}}},
-        "/api/market/basket": {"get": {
-            "summary": "The VN30 basket's symbols",
-            "operationId": "basket",
-            "responses": {"200": _json(ref[Basket], "The basket"), "401": unauthorized}}},
-        "/api/market/schedule": {"get": {
-            "summary": "Each exchange's trading phases by start time, exchange time (the one schedule the system uses)",
-            "operationId": "schedule",
-            "responses": {"200": _json(ref[TradingSchedule], "The trading schedule"), "401": unauthorized}}},
-        "/api/market/basis-trend": {"get": {
-            "summary": "The active contract's basis points over the last N minutes of market time",
-            "operationId": "basisTrend",
-            "parameters": [{"name": "minutes", "in": "query", "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 120, "default": 30}}],
-            "responses": {"200": _json({"type": "array", "items": ref[BasisPoint]}, "Basis points, oldest first"),
-                          "400": _json(error, "minutes is not an integer"),
-                          "422": _json(error, "minutes is out of range"), "401": unauthorized}}},
-        "/healthz": {"get": {
-            "summary": "Liveness and readiness: ready once the KV view is loaded",
-            "operationId": "health",
-            "responses": {"200": _json(HEALTH_SCHEMA, "Live and ready"),
-                          "503": _json(HEALTH_SCHEMA, "Live, not ready (KV view not loaded)")}}},
-    }
-    paths.update(extra_paths or {})
+    refs = dict(zip(types, schemas, strict=True))
     return {
         "openapi": "3.1.0",
         "info": {"title": "stock-tracker gateway", "version": VERSION,
                  "description": "Real-time Vietnamese market data: REST snapshots and history. WebSocket streams "
                                 "at /ws/market, /ws/foreign, /ws/index and /ws/derivatives (see the README)."},
-        "paths": paths,
+        "paths": openapi_paths(endpoints, refs.__getitem__),
         "components": {"schemas": components},
     }
-
-
-HEALTH_SCHEMA = {
-    "type": "object",
-    "properties": {"live": {"type": "boolean"}, "ready": {"type": "boolean"},
-                   "loaded": {"type": "array", "items": {"type": "string"}}},
-    "required": ["live", "ready"],
-}

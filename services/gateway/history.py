@@ -25,13 +25,15 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from services.gateway.api import ApiError, bad_parameter, int_parameter, json_response, shown
+from services.gateway.api import UNAUTHORIZED, bad_parameter, json_response
+from services.gateway.routes import ApiError, Endpoint, IntParam, Param, shown
 from shared.database import database_unavailable
 from shared.market import EXCHANGE_TZ, MARKET_ERA, in_market_era, normalize_index_id, to_exchange_time
 from shared.retry import DATABASE_AWAY, retrying
 
 log = structlog.get_logger("gateway.history")
-_SYMBOL = re.compile(r"^[A-Za-z0-9_-]{1,30}$")
+INSTRUMENT_PATTERN = r"^[A-Za-z0-9_-]{1,30}$"  # a symbol, index id or contract, in any case
+_INSTRUMENT = re.compile(INSTRUMENT_PATTERN)
 
 RESOLUTIONS = {"1m": None, "5m": "5 minutes", "15m": "15 minutes", "30m": "30 minutes", "1h": "1 hour", "1d": "1 day"}
 MAX_SPAN_DAYS = {"candles_1m": 31, "candles_intraday": 92, "candles_1d": 3660, "ticks": 31, "foreign": 31,
@@ -103,7 +105,6 @@ class BasisRow(msgspec.Struct):
     is_premium: bool
 
 
-ROW_TYPES = (Candle, Tick, ForeignFlowRow, ForeignDay, IndexValue, BasisRow)
 # Candles come from the ticks (the recorder folds them in the same transaction): they share the `ticks` family.
 LATEST_DAY = "SELECT max(trading_date) FROM instrument_days WHERE family = $1 AND instrument = $2"
 
@@ -138,9 +139,8 @@ def _parse_moment(text: str, *, is_end: bool) -> tuple[date, datetime]:
 
 def parse_period(request: web.Request, latest: date | None, max_days: int) -> Period | web.Response | None:
     """The requested period, a 400 naming the bad parameter, or None when there is no data to default to."""
-    raw_start, raw_end = request.query.get("start"), request.query.get("end")
     bounds: dict[str, tuple[date, datetime]] = {}
-    for name, raw in (("start", raw_start), ("end", raw_end)):
+    for name, raw in ((START.name, request.query.get(START.name)), (END.name, request.query.get(END.name))):
         if raw is None:
             continue
         try:
@@ -190,21 +190,33 @@ class HistoryApi:
         if self.pool is not None:
             await self.pool.close()
 
-    def routes(self) -> list[web.RouteDef]:
+    def endpoints(self) -> list[Endpoint]:
+        rows = "Rows, oldest first; an empty list for an unknown instrument"
+        errors = ((400, "A bad parameter (named in the body)"), UNAUTHORIZED,
+                  (422, "A number out of range (named in the body)"), (503, "The history database is unavailable"))
+        symbol, period = _path("symbol"), (START, END)
         return [
-            web.get("/api/history/index/{name}", self._guard(self.index)),
-            web.get("/api/history/derivatives/{contract}", self._guard(self.derivatives)),
-            web.get("/api/history/{symbol}/candles", self._guard(self.candles)),
-            web.get("/api/history/{symbol}/ticks", self._guard(self.ticks)),
-            web.get("/api/history/{symbol}/foreign/daily", self._guard(self.foreign_daily)),
-            web.get("/api/history/{symbol}/foreign", self._guard(self.foreign)),
+            Endpoint("/api/history/index/{name}", "historyIndex", "An index's values", self._guard(self.index),
+                     list[IndexValue], rows, (_path("name"), *period), errors),
+            Endpoint("/api/history/derivatives/{contract}", "historyDerivatives", "A contract's basis points",
+                     self._guard(self.derivatives), list[BasisRow], rows, (_path("contract"), *period), errors),
+            Endpoint("/api/history/{symbol}/candles", "historyCandles",
+                     "OHLCV with buy / sell / neutral volume, 1-minute candles or rolled up",
+                     self._guard(self.candles), list[Candle], rows, (symbol, *period, RESOLUTION), errors),
+            Endpoint("/api/history/{symbol}/ticks", "historyTicks",
+                     "Classified trades with the rule that decided each and the book at the time",
+                     self._guard(self.ticks), list[Tick], rows, (symbol, *period, LIMIT), errors),
+            Endpoint("/api/history/{symbol}/foreign/daily", "historyForeignDaily", "Each trading day's foreign totals",
+                     self._guard(self.foreign_daily), list[ForeignDay], rows, (symbol, DAYS), errors),
+            Endpoint("/api/history/{symbol}/foreign", "historyForeign", "Foreign flows with the cumulative figures",
+                     self._guard(self.foreign), list[ForeignFlowRow], rows, (symbol, *period), errors),
         ]
 
     def _guard(self, handler: Callable[[web.Request, str], Awaitable[web.Response]]) -> Any:
         """Instrument checks, and a 503 (not a 500) while the database is unreachable or unavailable."""
         async def handle(request: web.Request) -> web.Response:
             instrument = next(iter(request.match_info.values()))
-            if not _SYMBOL.match(instrument):
+            if not _INSTRUMENT.match(instrument):
                 return bad_parameter(request, next(iter(request.match_info)), "not a symbol: [A-Za-z0-9_-]{1,30}")
             if self.pool is None:
                 reason = "DATABASE_URL is not set" if not self.database_url else "the database is not reachable yet"
@@ -225,7 +237,7 @@ class HistoryApi:
         return await self.pool.fetchval(LATEST_DAY, family, instrument)
 
     async def candles(self, request: web.Request, symbol: str) -> web.Response:
-        resolution = request.query.get("resolution", "1m")
+        resolution = request.query.get(RESOLUTION.name, "1m")
         if resolution not in RESOLUTIONS:
             return bad_parameter(request, "resolution", f"resolution must be one of {', '.join(RESOLUTIONS)}")
         span = "candles_1m" if resolution == "1m" else "candles_1d" if resolution == "1d" else "candles_intraday"
@@ -253,7 +265,7 @@ class HistoryApi:
                                        for r in rows])
 
     async def ticks(self, request: web.Request, symbol: str) -> web.Response:
-        limit = int_parameter(request, "limit", 1_000, 1, 50_000)
+        limit = LIMIT.read(request, bad_parameter)
         if isinstance(limit, web.Response):
             return limit
         period = parse_period(request, await self._latest("ticks", symbol), MAX_SPAN_DAYS["ticks"])
@@ -284,7 +296,7 @@ class HistoryApi:
         return json_response(request, [ForeignFlowRow(_local(r[0]), *r[1:]) for r in rows])
 
     async def foreign_daily(self, request: web.Request, symbol: str) -> web.Response:
-        days = int_parameter(request, "days", 30, 1, 365)
+        days = DAYS.read(request, bad_parameter)
         if isinstance(days, web.Response):
             return days
         latest = await self._latest("foreign_flows", symbol)
@@ -329,53 +341,18 @@ class HistoryApi:
         return json_response(request, [BasisRow(_local(r[0]), *r[1:]) for r in rows])
 
 
-def _array(item: type) -> dict[str, Any]:
-    return {"type": "array", "items": {"$ref": f"#/components/schemas/{item.__name__}"}}
+def _path(name: str) -> Param:
+    return Param(name, "A symbol, index id or futures contract, in any case", {"type": "string",
+                                                                               "pattern": INSTRUMENT_PATTERN},
+                 where="path", required=True)
 
 
-def openapi_paths() -> dict[str, Any]:
-    """The history endpoints for the OpenAPI document."""
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}}
-
-    def period_params() -> list[dict[str, Any]]:
-        moment = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
-        return [{"name": name, "in": "query", "required": False, "schema": moment,
-                 "description": "YYYY-MM-DD (exchange time, inclusive) or an ISO datetime; default: the latest "
-                                "trading date with data"} for name in ("start", "end")]
-
-    def path_param(name: str) -> dict[str, Any]:
-        return {"name": name, "in": "path", "required": True,
-                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,30}$"}}
-
-    def operation(summary: str, operation_id: str, item: type, params: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"get": {"summary": summary, "operationId": operation_id, "parameters": params, "responses": {
-            "200": {"description": "Rows, oldest first; an empty list for an unknown instrument",
-                    "content": {"application/json": {"schema": _array(item)}}},
-            "400": {"description": "A bad parameter (named in the body)", **error},
-            "401": {"description": "Missing or wrong token (GATEWAY_TOKEN_REST)", **error},
-            "422": {"description": "A number out of range (named in the body)", **error},
-            "503": {"description": "The history database is unavailable", **error}}}}
-
-    return {
-        "/api/history/{symbol}/candles": operation(
-            "OHLCV with buy / sell / neutral volume, 1-minute candles or rolled up", "historyCandles", Candle,
-            [path_param("symbol"), *period_params(),
-             {"name": "resolution", "in": "query", "required": False,
-              "schema": {"type": "string", "enum": list(RESOLUTIONS), "default": "1m"}}]),
-        "/api/history/{symbol}/ticks": operation(
-            "Classified trades with the rule that decided each and the book at the time", "historyTicks", Tick,
-            [path_param("symbol"), *period_params(),
-             {"name": "limit", "in": "query", "required": False,
-              "schema": {"type": "integer", "minimum": 1, "maximum": 50_000, "default": 1_000}}]),
-        "/api/history/{symbol}/foreign": operation(
-            "Foreign flows with the cumulative figures", "historyForeign", ForeignFlowRow,
-            [path_param("symbol"), *period_params()]),
-        "/api/history/{symbol}/foreign/daily": operation(
-            "Each trading day's foreign totals", "historyForeignDaily", ForeignDay,
-            [path_param("symbol"), {"name": "days", "in": "query", "required": False,
-                                    "schema": {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}}]),
-        "/api/history/index/{name}": operation(
-            "An index's values", "historyIndex", IndexValue, [path_param("name"), *period_params()]),
-        "/api/history/derivatives/{contract}": operation(
-            "A contract's basis points", "historyDerivatives", BasisRow, [path_param("contract"), *period_params()]),
-    }
+_MOMENT = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+START = Param("start", "YYYY-MM-DD (exchange time, inclusive) or an ISO datetime; default: the latest trading date "
+                       "with data", _MOMENT)
+END = Param("end", "YYYY-MM-DD (exchange time, inclusive) or an ISO datetime; default: the latest trading date "
+                   "with data", _MOMENT)
+RESOLUTION = Param("resolution", "Candle width, rolled up from the 1-minute candles",
+                   {"type": "string", "enum": list(RESOLUTIONS), "default": "1m"})
+LIMIT = IntParam("limit", "At most this many ticks, oldest first", default=1_000, low=1, high=50_000)
+DAYS = IntParam("days", "Trading days back from the latest", default=30, low=1, high=365)

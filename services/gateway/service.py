@@ -21,8 +21,9 @@ from services.gateway.api import (
     json_response,
     openapi_document,
 )
-from services.gateway.history import ROW_TYPES, HistoryApi, openapi_paths
+from services.gateway.history import HistoryApi
 from services.gateway.hub import ChannelHub, IpLimiter
+from services.gateway.routes import Endpoint
 from services.gateway.view import CHANNEL_BUCKETS, WATCHED, MarketView
 from shared import bus
 from shared.market import exchange_now
@@ -33,6 +34,12 @@ from shared.subjects import BASIS_POINT, DERIVED
 WS_REFUSED = Counter("stocktracker_gateway_ws_refused_total", "WebSocket connections refused, by reason", ["reason"])
 BASIS_HISTORY = timedelta(hours=26)  # reach back to the start of the latest trading day, whatever the hour
 STATIC = Path(__file__).resolve().parent / "static"  # the dashboard: plain HTML, CSS and JS modules
+
+
+class Health(msgspec.Struct):
+    live: bool
+    ready: bool  # every bucket is loaded into the view
+    loaded: list[str]  # the buckets loaded
 
 
 class Gateway(Actor):
@@ -74,7 +81,6 @@ class Gateway(Actor):
         self._broadcaster = asyncio.create_task(self._broadcast_every(settings.ws_throttle_ms / 1000))
         self.history = HistoryApi(settings.database_url)
         self.history.start()
-        self._openapi = msgspec.json.encode(openapi_document(openapi_paths(), ROW_TYPES))
         app = self.make_app()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         await self._runner.setup()
@@ -90,11 +96,13 @@ class Gateway(Actor):
             error_middleware(), cors_middleware(settings.gateway_cors_origins),
             auth_middleware(settings.gateway_token, settings.gateway_token_rest),
         ])
-        app.add_routes(MarketApi(self.view).routes())
         assert self.history is not None
-        app.add_routes(self.history.routes())
+        endpoints = [*MarketApi(self.view).endpoints(), *self.history.endpoints(), Endpoint(
+            "/healthz", "health", "Liveness and readiness: ready once the KV view is loaded", self._health, Health,
+            "Live and ready", errors=((503, "Live, not ready (KV view not loaded)", Health),))]
+        self._openapi = msgspec.json.encode(openapi_document(endpoints))
+        app.add_routes([endpoint.route() for endpoint in endpoints])
         app.add_routes([
-            web.get("/healthz", self._health),
             web.get("/metrics", self._metrics),
             web.get("/api/openapi.json", self._openapi_json),
             web.get("/", self._dashboard),
@@ -140,7 +148,7 @@ class Gateway(Actor):
     async def _health(self, request: web.Request) -> web.Response:
         loaded = [str(w.bucket) for w in self._watches if w.loaded.is_set()]
         ready = self.ready()
-        return json_response(request, {"live": True, "ready": ready, "loaded": loaded}, 200 if ready else 503)
+        return json_response(request, Health(live=True, ready=ready, loaded=loaded), 200 if ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
