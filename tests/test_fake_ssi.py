@@ -293,8 +293,14 @@ async def test_bad_frame_fires_on_close_but_the_stream_goes_on(fake: FakeSsi, op
 
 
 async def test_client_prints_the_bearer_token_to_stdout(
-    fake: FakeSsi, open_stream: OpenStream, capfd: pytest.CaptureFixture[str]
+    fake: FakeSsi, open_stream: OpenStream, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The production adapter must silence this (e.g. redirect stdout around start()), or the token ends up in logs."""
+    import builtins
+
+    from ssi_fc_data.signalr.transports import _transport
+
+    # The library as it comes: the live adapter, if a test in this process started one, silenced it for good.
+    monkeypatch.setattr(_transport, "print", builtins.print, raising=False)
     await open_stream("X:ALL")
     assert f"Bearer {fake.tokens_issued[-1]}" in capfd.readouterr().out

@@ -2,9 +2,11 @@
 
 Why: every service must run end to end (ingest -> trackers -> recorder) without SSI credentials, at market speed or
 faster, and tests need whole days whose properties are known. Each frame is the bytes of one Broadcast payload,
-`{"DataType": ..., "Content": "<JSON string>"}`, with exactly the fields, units and number formats SSI sends
-(docs/ssi.md, "Frames and field names"), so a simulated day takes the same decoding path as the live feed. Market rules
-(schedule, ticks, limits, contracts) come from `shared.market`.
+`{"DataType": ..., "Content": "<JSON string>"}`, built from the very wire Structs the decoder reads
+(`shared.messages.ssi`: SSI's field names are written there only) with the units and number formats SSI sends
+(docs/ssi.md, "Frames and field names"), so a simulated day takes the same decoding path as the live feed; a field
+SSI sends as null is left out (the decoder reads both alike). Market rules (schedule, ticks, limits, contracts) come
+from `shared.market`.
 
 The model; all randomness comes from one `random.Random(seed)`, drawn in a fixed order:
 - Stocks: fair value `ref * exp(beta * M(t) + e(t))`, M a market-wide Brownian motion (so stocks, indices and futures
@@ -35,7 +37,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from itertools import accumulate
-from typing import Any
 
 import msgspec
 
@@ -51,6 +52,7 @@ from shared.market import (
     price_limits,
     tick_size,
 )
+from shared.messages.ssi import BOOK_KEYS, MI, B, F, R, XQuote, XTrade
 
 EXTRA_STOCKS = ("DIG", "DXG", "NVL", "PDR", "VND")  # volatile non-VN30 HOSE names simulated by default
 
@@ -86,9 +88,6 @@ _SESSION_CODES = {
     Phase.POST_CLOSE: "C",
     Phase.CLOSED: "C",
 }
-_BOOK_KEYS = tuple(
-    tuple((f"{side}Price{level}", f"{side}Vol{level}") for level in range(1, 11)) for side in ("Bid", "Ask")
-)
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -392,7 +391,7 @@ class _Index:
         self._total_vol += volume
         self._total_val += value
 
-    def content(self, trading_date: str, clock: str, session: str) -> dict[str, Any]:
+    def content(self, trading_date: str, clock: str, session: str) -> MI:
         advances = declines = ceilings = floors = 0
         for stock in self.members:
             advances += stock.last > stock.ref
@@ -401,17 +400,15 @@ class _Index:
             floors += stock.last == stock.floor
         value = round(self.value, 2)
         change = round(value - self.prior, 2)
-        return {
-            "RType": "MI", "IndexId": self.index_id, "IndexName": self.name, "TradingDate": trading_date, "Time": clock,
-            "IndexValue": value, "PriorIndexValue": self.prior, "Change": change,
-            "RatioChange": round(change / self.prior * 100, 2), "TotalTrade": 0.0,
-            "TotalQtty": float(self._total_vol), "TotalValue": float(self._total_val),
-            "TotalQttyPt": 0.0, "TotalValuePt": 0.0,
-            "AllQty": float(self._total_vol), "AllValue": float(self._total_val),
-            "Advances": advances, "NoChanges": len(self.members) - advances - declines, "Declines": declines,
-            "Ceilings": ceilings, "Floors": floors,
-            "IndexType": "Main", "TradingSession": session, "MarketId": None, "Exchange": "HOSE",
-        }
+        return MI(
+            RType="MI", IndexId=self.index_id, IndexName=self.name, TradingDate=trading_date, Time=clock,
+            IndexValue=value, PriorIndexValue=self.prior, Change=change,
+            RatioChange=round(change / self.prior * 100, 2), TotalTrade=0.0,
+            TotalQtty=float(self._total_vol), TotalValue=float(self._total_val), TotalQttyPt=0.0, TotalValuePt=0.0,
+            AllQty=float(self._total_vol), AllValue=float(self._total_val),
+            Advances=advances, NoChanges=len(self.members) - advances - declines, Declines=declines,
+            Ceilings=ceilings, Floors=floors, IndexType="Main", TradingSession=session, Exchange="HOSE",
+        )
 
 
 class _Market:
@@ -579,38 +576,36 @@ class _Day:
             room = stock.foreign
             if second - room.sent_at < R_EVERY:
                 continue
-            self._emit("R", {
-                "RType": "R", "TradingDate": self._date_text, "Time": self._clock, "Isin": symbol, "Symbol": symbol,
-                "TotalRoom": float(room.total_room), "CurrentRoom": float(room.current_room),
-                "BuyVol": float(room.buy_vol), "SellVol": float(room.sell_vol),
-                "BuyVal": float(room.buy_val), "SellVal": float(room.sell_val),
-                "MarketId": "HOSE", "Exchange": "HOSE",
-            })
+            self._emit("R", R(
+                RType="R", TradingDate=self._date_text, Time=self._clock, Isin=symbol, Symbol=symbol,
+                TotalRoom=float(room.total_room), CurrentRoom=float(room.current_room),
+                BuyVol=float(room.buy_vol), SellVol=float(room.sell_vol),
+                BuyVal=float(room.buy_val), SellVal=float(room.sell_val), MarketId="HOSE", Exchange="HOSE",
+            ))
             room.sent_at = second
             room.changed = False
             del self._rooms_due[symbol]
 
     # --- frames -------------------------------------------------------------------------------------------------
 
-    def _emit(self, data_type: str, content: dict[str, Any]) -> None:
+    def _emit(self, data_type: str, content: msgspec.Struct) -> None:
         envelope = {"DataType": data_type, "Content": _ENCODER.encode(content).decode()}
         self._out.append(SimFrame(self._at, _ENCODER.encode(envelope)))
 
     def _quote(self, instrument: _Instrument, book: _Book, session: str) -> None:
-        content: dict[str, Any] = {
-            "RType": "X-QUOTE", "TradingDate": self._date_text, "Time": self._clock, "Symbol": instrument.symbol,
-            "Exchange": instrument.market, "MarketId": instrument.market, "TradingSession": session,
-            "TradingStatus": "N",
-        }
-        for keys, levels in zip(_BOOK_KEYS, (book.bids, book.asks), strict=True):
+        levels: dict[str, float] = {}
+        for keys, side in zip(BOOK_KEYS.values(), (book.bids, book.asks), strict=True):
             for position, (price_key, volume_key) in enumerate(keys):
-                if position < len(levels):
-                    price_index, volume = levels[position]
-                    content[price_key] = instrument.quoted(instrument.grid[price_index])
-                    content[volume_key] = float(volume)
+                if position < len(side):  # SSI sends every level, 0 for those without orders
+                    price_index, volume = side[position]
+                    levels[price_key] = instrument.quoted(instrument.grid[price_index])
+                    levels[volume_key] = float(volume)
                 else:
-                    content[price_key] = content[volume_key] = 0.0
-        self._emit("X-QUOTE", content)
+                    levels[price_key] = levels[volume_key] = 0.0
+        self._emit("X-QUOTE", XQuote(
+            RType="X-QUOTE", TradingDate=self._date_text, Time=self._clock, Symbol=instrument.symbol,
+            Exchange=instrument.market, MarketId=instrument.market, TradingSession=session, TradingStatus="N",
+            **levels))
 
     def _trade(self, instrument: _Instrument, price_index: int, volume: int, session: str) -> None:
         """Record a match, then send its X-TRADE (with the day's running figures) and its B bar."""
@@ -619,30 +614,27 @@ class _Day:
         price = instrument.quoted(units)
         ref = instrument.quoted(instrument.ref)
         change = instrument.quoted(units - instrument.ref)
-        self._emit("X-TRADE", {
-            "RType": "X-TRADE", "TradingDate": self._date_text, "Time": self._clock,
-            "Isin": instrument.symbol, "Symbol": instrument.symbol,
-            "Ceiling": instrument.quoted(instrument.ceiling), "Floor": instrument.quoted(instrument.floor),
-            "RefPrice": ref, "AvgPrice": round(instrument.total_val / instrument.total_vol, 2), "PriorVal": ref,
-            "LastPrice": price, "LastVol": float(volume),
-            "TotalVal": float(instrument.total_val), "TotalVol": float(instrument.total_vol),
-            "MarketId": instrument.market, "Exchange": instrument.market,
-            "TradingSession": session, "TradingStatus": "N",
-            "Change": change, "RatioChange": round((units - instrument.ref) / instrument.ref * 100, 2),
-            "EstMatchedPrice": price,
-            "Highest": instrument.quoted(instrument.highest), "Lowest": instrument.quoted(instrument.lowest),
-            "Side": None,
-        })
-        self._emit("B", {
-            "RType": "B", "TradingDate": self._date_text, "Time": self._clock, "Symbol": instrument.symbol,
-            "Open": price, "High": price, "Low": price, "Close": price, "Volume": float(volume), "Value": 0.0,
-        })
+        self._emit("X-TRADE", XTrade(
+            RType="X-TRADE", TradingDate=self._date_text, Time=self._clock, Isin=instrument.symbol,
+            Symbol=instrument.symbol, Ceiling=instrument.quoted(instrument.ceiling),
+            Floor=instrument.quoted(instrument.floor), RefPrice=ref,
+            AvgPrice=round(instrument.total_val / instrument.total_vol, 2), PriorVal=ref, LastPrice=price,
+            LastVol=float(volume), TotalVal=float(instrument.total_val), TotalVol=float(instrument.total_vol),
+            MarketId=instrument.market, Exchange=instrument.market, TradingSession=session, TradingStatus="N",
+            Change=change, RatioChange=round((units - instrument.ref) / instrument.ref * 100, 2),
+            EstMatchedPrice=price, Highest=instrument.quoted(instrument.highest),
+            Lowest=instrument.quoted(instrument.lowest),
+        ))
+        self._emit("B", B(
+            RType="B", TradingDate=self._date_text, Time=self._clock, Symbol=instrument.symbol, Open=price,
+            High=price, Low=price, Close=price, Volume=float(volume), Value=0.0,
+        ))
 
     def _status(self, stock: _Stock, session: str) -> None:
-        self._emit("F", {
-            "RType": "F", "MarketId": stock.market, "TradingDate": self._date_text, "Time": self._clock,
-            "Symbol": stock.symbol, "TradingSession": session, "TradingStatus": "N", "Exchange": stock.market,
-        })
+        self._emit("F", F(
+            RType="F", MarketId=stock.market, TradingDate=self._date_text, Time=self._clock, Symbol=stock.symbol,
+            TradingSession=session, TradingStatus="N", Exchange=stock.market,
+        ))
 
     def _indices(self, session: str) -> None:
         for index in (self._market.vn30, self._market.vnindex):

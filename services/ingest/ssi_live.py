@@ -39,6 +39,7 @@ from shared.market import (
     parse_trading_date,
 )
 from shared.messages.domain import Bar, IndexBasket, SecurityInfo
+from shared.messages.ssi import IndexComponents, IntradayBar, SecuritiesDetails, rest_rows, total_records
 from shared.reference import configured_basket
 from shared.retry import FEED_AWAY, retrying
 
@@ -97,67 +98,48 @@ async def _in_thread(call: Callable[[], Any], what: str) -> Any:
 
 def basket_from_index_components(response: dict[str, Any]) -> list[str]:
     """`data[0].IndexComponent[].StockSymbol`: SSI nests the constituents under the index."""
-    data = response.get("data") or []
-    if not data or not isinstance(data[0], dict):
-        return []
-    components = data[0].get("IndexComponent") or []
-    return [str(item["StockSymbol"]).strip().upper() for item in components if item.get("StockSymbol")]
+    indices = rest_rows(response, IndexComponents)
+    return [item.StockSymbol.strip().upper() for item in (indices[0].IndexComponent if indices else [])
+            if item.StockSymbol]
 
 
-def _int_or_none(value: Any) -> int | None:
+def _date_or_none(value: str | None) -> date | None:
     try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _date_or_none(value: Any) -> date | None:
-    try:
-        return parse_trading_date(str(value))
+        return parse_trading_date(value) if value else None
     except ValueError:
         return None
 
 
 def securities_from_details(response: dict[str, Any], trading_date: date) -> list[SecurityInfo]:
     """SecuritiesDetails: `data[0].RepeatedInfo[]`, numbers and dates as strings."""
-    data = response.get("data") or []
-    if not data or not isinstance(data[0], dict):
-        return []
-    securities = []
-    for item in data[0].get("RepeatedInfo") or []:
-        symbol = str(item.get("Symbol") or "").strip().upper()
-        if not symbol:
-            continue
-        securities.append(
-            SecurityInfo(
-                symbol=symbol,
-                trading_date=trading_date,
-                exchange=item.get("Exchange") or item.get("MarketId"),
-                name=item.get("SymbolName") or item.get("SymbolEngName"),
-                sec_type=item.get("SecType"),
-                lot_size=_int_or_none(item.get("LotSize")),
-                underlying=item.get("Underlying") or None,
-                # a futures contract's last trading day; MaturityDate when LastTradingDate is not sent
-                last_trading_date=_date_or_none(item.get("LastTradingDate")) or _date_or_none(item.get("MaturityDate")),
-            )
+    pages = rest_rows(response, SecuritiesDetails)
+    return [
+        SecurityInfo(
+            symbol=item.Symbol.strip().upper(), trading_date=trading_date, exchange=item.Exchange or item.MarketId,
+            name=item.SymbolName or item.SymbolEngName, sec_type=item.SecType,
+            lot_size=int(item.LotSize) if item.LotSize is not None else None, underlying=item.Underlying or None,
+            # a futures contract's last trading day; MaturityDate when LastTradingDate is not sent
+            last_trading_date=_date_or_none(item.LastTradingDate) or _date_or_none(item.MaturityDate),
         )
-    return securities
+        for item in (pages[0].RepeatedInfo if pages else []) if item.Symbol and item.Symbol.strip()
+    ]
 
 
 def bars_from_intraday(response: dict[str, Any], symbol: str, since: datetime, until: datetime) -> list[Bar]:
     """IntradayOhlc rows (strings; Time marks the last update inside the minute) as 1-minute bars within the gap."""
     bars = []
-    for row in response.get("data") or []:
+    for row in rest_rows(response, IntradayBar):
+        if None in (row.TradingDate, row.Time, row.Open, row.High, row.Low, row.Close, row.Volume):
+            continue
         try:
-            day = parse_trading_date(str(row["TradingDate"]))
-            stamp = exchange_datetime(day, parse_clock(str(row["Time"])))
-            bar = Bar(symbol=symbol, trading_date=day, timestamp=stamp.replace(second=0), open=float(row["Open"]),
-                      high=float(row["High"]), low=float(row["Low"]), close=float(row["Close"]),
-                      volume=int(float(row["Volume"])), interval_s=60)
-        except (KeyError, TypeError, ValueError):
+            day = parse_trading_date(row.TradingDate or "")
+            stamp = exchange_datetime(day, parse_clock(row.Time or ""))
+        except ValueError:
             continue
         if since <= stamp <= until:
-            bars.append(bar)
+            bars.append(Bar(symbol=symbol, trading_date=day, timestamp=stamp.replace(second=0),
+                            open=row.Open or 0.0, high=row.High or 0.0, low=row.Low or 0.0, close=row.Close or 0.0,
+                            volume=int(row.Volume or 0), interval_s=60))
     return bars
 
 
@@ -279,8 +261,8 @@ class SsiSource:
             response = await self._get("securities_details", model.securities_details(market, "", str(page), "1000"))
             batch = securities_from_details(response, today)
             found.extend(batch)
-            data = response.get("data") or [{}]
-            total = _int_or_none(data[0].get("TotalNoSym")) or _int_or_none(response.get("totalRecord")) or 0
+            pages = rest_rows(response, SecuritiesDetails)
+            total = (int(pages[0].TotalNoSym or 0) if pages else 0) or total_records(response)
             if not batch or len(found) >= total:
                 break
         return found

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import lru_cache
 from operator import attrgetter
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -75,10 +75,16 @@ MAX_FRAME_BYTES = 64 * 1024  # a 10-level X frame is about 2 KB
 MAX_NESTING = 3  # the envelope holds Content, whose values are scalars: two levels; one more is tolerated
 
 BOOK_DEPTH = 10
+T = TypeVar("T")
+# The book's field names, SSI's: per side, (price, volume) of level 1 to BOOK_DEPTH.
+BOOK_KEYS = {side: tuple((f"{side}Price{level}", f"{side}Vol{level}") for level in range(1, BOOK_DEPTH + 1))
+             for side in ("Bid", "Ask")}
 
 
-class SsiFrame(msgspec.Struct, kw_only=True):
-    """Fields every SSI content shares."""
+class SsiFrame(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Fields every SSI content shares. These Structs are the one place SSI's field names are written: the decoder
+    reads frames into them, the simulator builds its frames from them (a field left unset is not sent: the decoder
+    reads a missing field as null, the way SSI's own nulls are read)."""
 
     RType: WireText = None
     Rtype: WireText = None
@@ -112,12 +118,8 @@ class XTrade(SsiFrame, kw_only=True):
     Side: WireText = None
 
 
-_BOOK_FIELDS = [
-    (f"{side}{kind}{level}", WirePrice if kind == "Price" else WireVolume, None)
-    for side in ("Bid", "Ask")
-    for level in range(1, BOOK_DEPTH + 1)
-    for kind in ("Price", "Vol")
-]
+_BOOK_FIELDS = [(name, kind, None) for keys in BOOK_KEYS.values() for pair in keys
+                for name, kind in zip(pair, (WirePrice, WireVolume), strict=True)]
 
 XQuote = msgspec.defstruct("XQuote", _BOOK_FIELDS, bases=(SsiFrame,), kw_only=True)
 XQuote.__doc__ = "DataType X-QUOTE: the order book, BidPrice1..10/BidVol1..10/AskPrice1..10/AskVol1..10."
@@ -148,7 +150,7 @@ class R(SsiFrame, kw_only=True):
     FSellVal: WireValue = None
 
 
-class MI(msgspec.Struct, kw_only=True):
+class MI(msgspec.Struct, kw_only=True, omit_defaults=True):
     """DataType MI: an index value and the market's breadth."""
 
     RType: WireText = None
@@ -195,6 +197,80 @@ class F(SsiFrame, kw_only=True):
     """DataType F: a security's trading session and status."""
 
     TradingOlSession: WireText = None
+
+
+# --- REST responses (api/v2/Market/...: numbers and dates as strings, read with strict=False) ----------------------
+
+
+class IndexComponent(msgspec.Struct, kw_only=True):
+    Isin: WireText = None
+    StockSymbol: WireText = None
+
+
+class IndexComponents(msgspec.Struct, kw_only=True):
+    """IndexComponents' `data[0]`: the index with its constituents nested under it."""
+
+    IndexCode: WireText = None
+    TotalSymbolNo: WireText | float = None
+    IndexComponent: list[IndexComponent] = msgspec.field(default_factory=list)
+
+
+class SecurityDetail(msgspec.Struct, kw_only=True):
+    """One SecuritiesDetails `RepeatedInfo` item."""
+
+    Symbol: WireText = None
+    SymbolName: WireText = None
+    SymbolEngName: WireText = None
+    Exchange: WireText = None
+    MarketId: WireText = None
+    SecType: WireText = None
+    LotSize: WireVolume = None
+    Underlying: WireText = None
+    LastTradingDate: WireText = None
+    MaturityDate: WireText = None
+
+
+class SecuritiesDetails(msgspec.Struct, kw_only=True):
+    """SecuritiesDetails' `data[0]`: the page's securities."""
+
+    TotalNoSym: WireVolume = None
+    RepeatedInfo: list[SecurityDetail] = msgspec.field(default_factory=list)
+
+
+class IntradayBar(msgspec.Struct, kw_only=True):
+    """One IntradayOhlc row (Time marks the last update inside the minute; Value is the close, not a turnover)."""
+
+    TradingDate: WireText = None
+    Time: WireText = None
+    Open: WirePrice = None
+    High: WirePrice = None
+    Low: WirePrice = None
+    Close: WirePrice = None
+    Volume: WireVolume = None
+
+
+class _Paged(msgspec.Struct):
+    totalRecord: WireVolume = None
+
+
+def total_records(response: Any) -> int:
+    """How many rows a paged REST answer says there are in all (0 when it does not say)."""
+    try:
+        return int(msgspec.convert(response, _Paged, strict=False).totalRecord or 0)
+    except msgspec.ValidationError:
+        return 0
+
+
+def rest_rows(response: Any, row: type[T]) -> list[T]:
+    """A REST response's `data` rows as `row` Structs; a row that is not one is left out."""
+    data = response.get("data") if isinstance(response, Mapping) else None
+    rows = []
+    for item in data if isinstance(data, list) else []:
+        try:
+            rows.append(msgspec.convert(item, row, strict=False))
+        except msgspec.ValidationError:
+            continue
+    return rows
 
 
 class _RTypeProbe(msgspec.Struct):
@@ -329,10 +405,7 @@ def _trade(frame: XTrade, symbol: str, day: date, timestamp: datetime) -> Trade:
     )
 
 
-_BOOK_SIDES = {
-    side: attrgetter(*(f"{side}{kind}{level}" for level in range(1, BOOK_DEPTH + 1) for kind in ("Price", "Vol")))
-    for side in ("Bid", "Ask")
-}
+_BOOK_SIDES = {side: attrgetter(*(name for pair in keys for name in pair)) for side, keys in BOOK_KEYS.items()}
 
 
 def _levels(frame: Any, side: str) -> list[PriceLevel]:
