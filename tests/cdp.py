@@ -1,5 +1,6 @@
 """A small Chrome DevTools Protocol client for the browser tests: headless Chromium, one page, evaluate, wait,
-screenshot, and every console error or uncaught exception the page produced."""
+real key presses, emulated media features, screenshot, and every console error or uncaught exception the page
+produced."""
 
 from __future__ import annotations
 
@@ -14,6 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+# key → (code, windowsVirtualKeyCode, text): what Input.dispatchKeyEvent needs for the browser to act on the key as
+# on a real one (Tab moves focus, Enter submits, Space presses a button).
+KEYS: dict[str, tuple[str, int, str]] = {
+    "Tab": ("Tab", 9, ""),
+    "Enter": ("Enter", 13, "\r"),
+    "Escape": ("Escape", 27, ""),
+    " ": ("Space", 32, " "),
+    "PageUp": ("PageUp", 33, ""),
+    "PageDown": ("PageDown", 34, ""),
+    "End": ("End", 35, ""),
+    "Home": ("Home", 36, ""),
+    "ArrowLeft": ("ArrowLeft", 37, ""),
+    "ArrowUp": ("ArrowUp", 38, ""),
+    "ArrowRight": ("ArrowRight", 39, ""),
+    "ArrowDown": ("ArrowDown", 40, ""),
+}
+SHIFT = 8  # the CDP modifier bit
 
 
 def find_chromium() -> str | None:
@@ -59,6 +78,8 @@ class Browser:
         self._reader = asyncio.create_task(self._read())
         for domain in ("Runtime", "Log", "Page"):
             await self.call(f"{domain}.enable")
+        # A headless page is never the focused window: without this, focus events and :focus-visible misbehave.
+        await self.call("Emulation.setFocusEmulationEnabled", enabled=True)
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -125,7 +146,34 @@ class Browser:
                 raise AssertionError(f"{expression!r} stayed falsy for {timeout} s")
             await asyncio.sleep(0.1)
 
+    async def press(self, key: str, *, shift: bool = False) -> None:
+        """One real key press (down, up) on the focused element: `key` as in KeyboardEvent.key (" " for Space)."""
+        code, keycode, text = KEYS[key]
+        modifiers = SHIFT if shift else 0
+        common = {"key": key, "code": code, "windowsVirtualKeyCode": keycode, "nativeVirtualKeyCode": keycode,
+                  "modifiers": modifiers}
+        if text:
+            await self.call("Input.dispatchKeyEvent", type="keyDown", text=text, unmodifiedText=text, **common)
+        else:
+            await self.call("Input.dispatchKeyEvent", type="rawKeyDown", **common)
+        await self.call("Input.dispatchKeyEvent", type="keyUp", **common)
+
+    async def type_text(self, text: str) -> None:
+        """Text typed into the focused element, as an input method would."""
+        await self.call("Input.insertText", text=text)
+
+    async def emulate_media(self, **features: str) -> None:
+        """Emulated CSS media features, e.g. prefers_reduced_motion="reduce" (underscores for dashes)."""
+        await self.call("Emulation.setEmulatedMedia", features=[
+            {"name": name.replace("_", "-"), "value": value} for name, value in features.items()])
+
     async def screenshot(self, path: Path) -> None:
+        """The page once its finite animations and transitions (a drawer sliding in) have ended, at most 2 s."""
+        await self.evaluate("""Promise.race([
+          Promise.all(document.getAnimations()
+            .filter((a) => a.effect && a.effect.getComputedTiming().endTime !== Infinity)
+            .map((a) => a.finished.catch(() => null))),
+          new Promise((resolve) => setTimeout(resolve, 2000))]).then(() => true)""")
         data = await self.call("Page.captureScreenshot", format="png")
 
         def save() -> None:

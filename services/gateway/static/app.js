@@ -1,7 +1,7 @@
 // The dashboard's entry point: builds the page parts, opens the four gateway channels and loads the basket.
 
 import { apiGet } from './auth.js';
-import { initBoard, selectRow } from './board.js';
+import { focusRow, initBoard, selectRow } from './board.js';
 import { closeDetail, initDetail, noteMarketChange, openDetail } from './detail.js';
 import { setSchedule } from './format.js';
 import { initForeign, refreshForeignDetail } from './foreign.js';
@@ -55,14 +55,15 @@ function start() {
   initHeader();
   initIndices();
   initBoard({
-    onSelect(symbol) {
-      openDetail(symbol);
+    onSelect(symbol, row) {
       selectRow(symbol);
+      openDetail(symbol, row);
     },
   });
   initForeign();
   initFutures();
-  initDetail({ onClosed: () => selectRow(null) });
+  // Closing the detail gives focus back to the row that opened it (or that symbol's row, if it was re-created).
+  initDetail({ onClosed: () => selectRow(null), onFocusLost: focusRow });
 
   for (const [name, handle] of Object.entries(handlers)) {
     const channel = new Channel(name, (msg) => isMessage(msg) && handle(msg), (state) => setChannelState(name, state));

@@ -1,5 +1,7 @@
 // The price board: one row per VN30 symbol (every priced symbol with "show all"). Rows are created once and
 // only the cells whose text changed are written; rows move only when the sort order really changed.
+// Keyboard: one roving tabindex over the rows (Tab reaches the board once, the arrows, Home / End and Page Up /
+// Down move between rows), Enter or Space opens the symbol's detail.
 
 import {
   fmtInt, fmtPct, fmtPrice, fmtSigned, isNum, priceTrend, setRaw,
@@ -32,12 +34,18 @@ function buyRatio(q) {
   return active ? q.mua_chu_dong_volume / active : undefined;
 }
 
+// The trend of a price in words: the title of the last price, whose glyph (style.css, .cue) says it without colour.
+const TREND_WORDS = {
+  up: 'Tăng', down: 'Giảm', ref: 'Tham chiếu', ceiling: 'Giá trần', floor: 'Giá sàn', none: '',
+};
+
 const rows = new Map(); // SYMBOL → {tr, cells, shown}
 let order = [];
 let sort = { key: 'symbol', dir: 1 };
 let showAll = false;
 let resort = false; // the sort changed: reorder even if no value did
 let selected = null;
+let current = null; // the symbol of the row Tab reaches (tabindex 0; every other row has -1)
 let tbody;
 let countEl;
 let emptyEl;
@@ -45,10 +53,12 @@ let emptyEl;
 function createRow(symbol) {
   const tr = document.createElement('tr');
   tr.dataset.symbol = symbol;
+  tr.tabIndex = symbol === current ? 0 : -1;
   const cells = {};
   for (const field of FIELDS) {
     const td = document.createElement('td');
     td.dataset.field = field;
+    if (field === 'last_price') td.className = 'cue';
     if (field === 'split') {
       td.innerHTML = '<div class="split-cell"><div class="split"><i class="b"></i><i class="n"></i><i class="s"></i></div>'
         + '<span></span></div>';
@@ -56,7 +66,10 @@ function createRow(symbol) {
     cells[field] = td;
     tr.append(td);
   }
-  if (symbol === selected) tr.classList.add('selected');
+  if (symbol === selected) {
+    tr.classList.add('selected');
+    tr.setAttribute('aria-current', 'true');
+  }
   return { tr, cells, shown: {} };
 }
 
@@ -110,6 +123,7 @@ function updateRow(row, symbol) {
   setCell(row, 'floor', fmtPrice(p?.floor), p?.floor, 'floor');
   setCell(row, 'ref_price', fmtPrice(p?.ref_price), p?.ref_price, 'ref');
   setCell(row, 'last_price', fmtPrice(p?.last_price), p?.last_price, trend);
+  if (row.cells.last_price.title !== TREND_WORDS[trend]) row.cells.last_price.title = TREND_WORDS[trend] || '';
   setCell(row, 'change', fmtSigned(p?.change), p?.change, trend);
   setCell(row, 'change_pct', fmtPct(p?.change_pct), p?.change_pct, trend);
   setCell(row, 'total_volume', fmtInt(q?.total_volume), q?.total_volume);
@@ -161,9 +175,20 @@ function compare(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** Make `symbol`'s row the one Tab reaches. */
+function setCurrent(symbol) {
+  const previous = rows.get(current);
+  if (previous && current !== symbol) previous.tr.tabIndex = -1;
+  current = symbol;
+  const row = rows.get(symbol);
+  if (row && row.tr.tabIndex !== 0) row.tr.tabIndex = 0;
+}
+
 function render() {
   let reorder = resort;
   resort = false;
+  // Moving or removing the focused row drops focus to <body>: put it back afterwards.
+  const focused = tbody.contains(document.activeElement) ? document.activeElement : null;
   if (store.membershipChanged) {
     store.membershipChanged = false;
     const wanted = visibleSymbols();
@@ -198,6 +223,10 @@ function render() {
       order = sorted;
     }
   }
+  if (!rows.has(current)) setCurrent(tbody.rows[0]?.dataset.symbol ?? null);
+  if (focused && document.activeElement !== focused) {
+    (focused.isConnected ? focused : rows.get(current)?.tr)?.focus({ preventScroll: true });
+  }
   const count = `${rows.size} mã`;
   if (countEl.textContent !== count) countEl.textContent = count;
   if (emptyEl.hidden !== rows.size > 0) emptyEl.hidden = rows.size > 0;
@@ -218,9 +247,47 @@ function setSort(key) {
 
 /** Highlight the row whose detail is open (null: none). */
 export function selectRow(symbol) {
-  rows.get(selected)?.tr.classList.remove('selected');
+  const before = rows.get(selected)?.tr;
+  if (before) {
+    before.classList.remove('selected');
+    before.removeAttribute('aria-current');
+  }
   selected = symbol;
-  rows.get(symbol)?.tr.classList.add('selected');
+  const tr = rows.get(symbol)?.tr;
+  if (tr) {
+    tr.classList.add('selected');
+    tr.setAttribute('aria-current', 'true');
+  }
+}
+
+/** Focus `symbol`'s row, else the row Tab reaches; whether a row has focus now. */
+export function focusRow(symbol) {
+  const tr = (rows.get(symbol) || rows.get(current))?.tr;
+  if (!tr) return false;
+  tr.focus();
+  return document.activeElement === tr;
+}
+
+const ROW_STEPS = { ArrowDown: 1, ArrowUp: -1, PageDown: 10, PageUp: -10 };
+
+function onRowKey(event, onSelect) {
+  const tr = event.target.closest('tr[data-symbol]');
+  if (!tr || event.altKey || event.ctrlKey || event.metaKey) return;
+  if (event.key === 'Enter' || event.key === ' ') {
+    event.preventDefault();
+    onSelect(tr.dataset.symbol, tr);
+    return;
+  }
+  const list = [...tbody.rows];
+  const at = list.indexOf(tr);
+  let target = null;
+  if (event.key in ROW_STEPS) target = list[Math.max(0, Math.min(list.length - 1, at + ROW_STEPS[event.key]))];
+  else if (event.key === 'Home') target = list[0];
+  else if (event.key === 'End') target = list[list.length - 1];
+  if (target) {
+    event.preventDefault();
+    target.focus(); // focusin makes it the row Tab comes back to
+  }
 }
 
 export function initBoard({ onSelect }) {
@@ -242,7 +309,12 @@ export function initBoard({ onSelect }) {
   });
   tbody.addEventListener('click', (event) => {
     const tr = event.target.closest('tr[data-symbol]');
-    if (tr) onSelect(tr.dataset.symbol);
+    if (tr) onSelect(tr.dataset.symbol, tr);
+  });
+  tbody.addEventListener('keydown', (event) => onRowKey(event, onSelect));
+  tbody.addEventListener('focusin', (event) => {
+    const tr = event.target.closest('tr[data-symbol]');
+    if (tr) setCurrent(tr.dataset.symbol);
   });
   document.getElementById('show-all').addEventListener('change', (event) => {
     showAll = event.target.checked;

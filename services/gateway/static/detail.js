@@ -1,6 +1,11 @@
 // Symbol detail drawer: today's 1-minute candles with active buy/sell volume, and the latest ticks, from the
 // history API. While open it re-reads the history when the symbol trades (ticks incrementally).
+// It is a modal dialog for the keyboard: opening moves focus into it, Tab stays inside, Escape closes it and focus
+// goes back to what opened it (the board's row). The candles carry a text description for screen readers.
 
+import {
+  describe, keepTabInside, range, restoreFocus,
+} from './a11y.js';
 import { apiGet } from './auth.js';
 import { drawCandles, watchSize } from './charts.js';
 import {
@@ -33,6 +38,8 @@ let hover = -1;
 let chartDirty = false;
 let ticksDirty = false;
 let onClose = () => {};
+let focusFallback = () => false;
+let returnTo = null; // the element that opened the dialog: focus goes back there on close
 
 function setStatus(text, kind = '') {
   els.status.textContent = text;
@@ -97,8 +104,17 @@ function poll() {
   }
 }
 
-export function openDetail(sym) {
-  if (sym === symbol) return;
+/**
+ * Open the drawer on `sym` (or just move focus into it when it already shows `sym`); `opener` gets focus back
+ * when it closes.
+ */
+export function openDetail(sym, opener = document.activeElement) {
+  if (opener && opener !== document.body && !els.root.contains(opener)) returnTo = opener;
+  if (sym !== symbol) show(sym);
+  els.close.focus();
+}
+
+function show(sym) {
   generation += 1;
   symbol = sym;
   candles = [];
@@ -118,11 +134,18 @@ export function openDetail(sym) {
 
 export function closeDetail() {
   if (!symbol) return;
+  const closed = symbol;
+  // Focus is only taken back when it was ours (inside the dialog, or lost with it), never from elsewhere.
+  const active = document.activeElement;
+  const ours = !active || active === document.body || els.root.contains(active);
+  const back = returnTo;
+  returnTo = null;
   generation += 1;
   symbol = null;
   els.root.hidden = true;
   els.root.dataset.symbol = '';
-  onClose();
+  onClose(closed);
+  if (ours && !restoreFocus(back)) focusFallback(closed);
 }
 
 /** The board saw these symbols change: refresh our history on the next poll if ours is one of them. */
@@ -152,6 +175,19 @@ function renderSummary() {
   put(f.neutral_volume, fmtInt(q?.neutral_volume), q?.neutral_volume);
 }
 
+/** The candles in words, e.g. "BID: 29 nến 1 phút từ 09:15 đến 14:45, giá đóng cửa cuối 45,500, …". */
+function candlesText() {
+  if (!candles.length) return `${symbol}: chưa có nến 1 phút`;
+  const first = candles[0];
+  const last = candles[candles.length - 1];
+  const high = range(candles.map((c) => c.high));
+  const low = range(candles.map((c) => c.low));
+  const volume = (key) => candles.reduce((sum, c) => sum + (isNum(c[key]) ? c[key] : 0), 0);
+  return `${symbol}: ${candles.length} nến 1 phút từ ${fmtClock(first.t, false)} đến ${fmtClock(last.t, false)}, `
+    + `giá đóng cửa cuối ${fmtPrice(last.close)}, cao nhất ${fmtPrice(high?.hi)}, thấp nhất ${fmtPrice(low?.lo)}; `
+    + `KL mua CĐ ${fmtInt(volume('buy_volume'))}, bán CĐ ${fmtInt(volume('sell_volume'))}`;
+}
+
 function renderChart() {
   layout = drawCandles(els.canvas, candles, hover);
   els.canvas.dataset.candles = String(layout ? candles.length : 0);
@@ -178,6 +214,7 @@ function renderTicks() {
     for (const [field, text, value, trend] of cells) {
       const td = document.createElement('td');
       td.dataset.field = field;
+      if (field === 'price') td.className = 'cue';
       td.textContent = text;
       if (value !== null) setRaw(td, value);
       if (trend) td.dataset.trend = trend;
@@ -191,6 +228,7 @@ function renderTicks() {
 function render() {
   if (!symbol) return;
   renderSummary();
+  describe(els.canvas, els.status.dataset.kind === 'loading' ? `${symbol}: đang tải nến 1 phút` : candlesText());
   if (chartDirty) {
     chartDirty = false;
     renderChart();
@@ -208,7 +246,7 @@ function pointerToCandle(event) {
   return Math.min(candles.length - 1, Math.floor(x / layout.slot));
 }
 
-export function initDetail({ onClosed }) {
+export function initDetail({ onClosed, onFocusLost }) {
   const root = document.getElementById('detail');
   const fields = {};
   for (const node of root.querySelectorAll('.detail-stats [data-field]')) fields[node.dataset.field] = node;
@@ -220,11 +258,17 @@ export function initDetail({ onClosed }) {
     readout: document.getElementById('detail-readout'),
     ticks: document.getElementById('detail-ticks'),
     status: document.getElementById('detail-status'),
+    close: document.getElementById('detail-close'),
   };
   onClose = onClosed;
-  document.getElementById('detail-close').addEventListener('click', closeDetail);
+  if (onFocusLost) focusFallback = onFocusLost;
+  els.close.addEventListener('click', closeDetail);
+  root.addEventListener('keydown', (event) => keepTabInside(root, event));
   document.addEventListener('keydown', (event) => {
-    if (event.key === 'Escape' && symbol && document.getElementById('auth').hidden) closeDetail();
+    if (event.key === 'Escape' && symbol && !event.defaultPrevented && document.getElementById('auth').hidden) {
+      event.preventDefault();
+      closeDetail();
+    }
   });
   els.canvas.addEventListener('pointermove', (event) => {
     const index = pointerToCandle(event);

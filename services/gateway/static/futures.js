@@ -1,5 +1,7 @@
-// VN30 index futures: the active (front-month) contract, its basis to VN30 and the basis over the last 30 minutes.
+// VN30 index futures: the active (front-month) contract, its basis to VN30 and the basis over the last 30 minutes
+// (the chart is described in words for screen readers).
 
+import { describe, range } from './a11y.js';
 import { drawLineChart, watchSize } from './charts.js';
 import {
   changeTrend, fmtClock, fmtInt, fmtPct, fmtPoints, fmtSigned, isNum, parseTime, setRaw,
@@ -39,6 +41,18 @@ function contractRows() {
   els.contracts.hidden = rows.length < 2;
 }
 
+/** The basis trend in words, e.g. "Basis VN30F2612, 30 phút gần nhất (14:15–14:45): hiện tại +3.98, …". */
+function basisText(contract, points) {
+  if (!contract) return 'Basis: chưa có hợp đồng';
+  if (points.length < 2) return `Basis ${contract.symbol}: chưa đủ dữ liệu`;
+  const first = points[0];
+  const last = points[points.length - 1];
+  const span = range(points.map((p) => p.v));
+  return `Basis ${contract.symbol}, 30 phút gần nhất (${fmtClock(first.t, false)}–${fmtClock(last.t, false)}): `
+    + `hiện tại ${fmtSigned(last.v, fmtPoints)} (${last.v > 0 ? 'premium' : last.v < 0 ? 'discount' : 'ngang giá'}), `
+    + `thấp nhất ${fmtSigned(span.lo, fmtPoints)}, cao nhất ${fmtSigned(span.hi, fmtPoints)}`;
+}
+
 function render() {
   const c = store.contract;
   const f = els.fields;
@@ -61,8 +75,9 @@ function render() {
   els.side.dataset.side = premium === null ? '' : premium ? 'premium' : 'discount';
 
   const series = (c && store.basis.get(c.symbol)) || [];
-  drawLineChart(els.chart, series.filter((p) => isNum(p.basis)).map((p) => ({ t: p.t, v: p.basis })),
-    (v) => v.toFixed(1));
+  const points = series.filter((p) => isNum(p.basis)).map((p) => ({ t: p.t, v: p.basis }));
+  drawLineChart(els.chart, points, (v) => v.toFixed(1));
+  describe(els.chart, basisText(c, points));
   els.chart.dataset.points = String(series.length);
   contractRows();
 }

@@ -1,6 +1,7 @@
 // Index cards (VN-Index and VN30 first, any other index the gateway tracks after them): value, change, breadth
-// and an intraday sparkline.
+// and an intraday sparkline (described in words for screen readers: value, change, the session's low and high).
 
+import { describe, range } from './a11y.js';
 import { drawSparkline, watchSize } from './charts.js';
 import {
   changeTrend, fmtClock, fmtInt, fmtPct, fmtPoints, fmtSigned, isNum, parseTime, setRaw,
@@ -22,22 +23,38 @@ function createCard(id) {
     <header><h3></h3><span class="muted" data-field="time"></span></header>
     <div class="index-value" data-field="value">—</div>
     <div class="index-change"><span data-field="change">—</span><span data-field="ratio_change">—</span></div>
-    <canvas class="spark" aria-label="Diễn biến trong phiên"></canvas>
+    <canvas class="spark" role="img"></canvas>
     <div class="breadth">
       <span class="up" title="Số mã tăng">▲ <b data-field="advances">—</b></span>
       <span class="ref" title="Số mã đứng giá">■ <b data-field="no_changes">—</b></span>
       <span class="down" title="Số mã giảm">▼ <b data-field="declines">—</b></span>
     </div>
     <div class="breadth-bar"><i class="up"></i><i class="ref"></i><i class="down"></i></div>`;
-  el.querySelector('h3').textContent = NAMES[id] || id;
+  const name = NAMES[id] || id;
+  el.querySelector('h3').textContent = name;
   const fields = {};
   for (const node of el.querySelectorAll('[data-field]')) fields[node.dataset.field] = node;
-  const card = { el, fields, canvas: el.querySelector('canvas'), bar: el.querySelector('.breadth-bar'), drawn: null };
+  const card = { name, el, fields, canvas: el.querySelector('canvas'), bar: el.querySelector('.breadth-bar'), drawn: null };
   watchSize(card.canvas, () => {
     card.drawn = null;
     invalidate('indices');
   });
   return card;
+}
+
+/** The sparkline in words, e.g. "VN30 1,895.02, giảm 7.33 (-0.39%); trong phiên thấp nhất 1,890.10, cao nhất …". */
+function sparkText(name, data, values) {
+  if (!data || !isNum(data.value)) return `${name}: chưa có dữ liệu`;
+  let text = `${name} ${fmtPoints(data.value)}`;
+  if (isNum(data.change)) {
+    if (data.change > 0) text += `, tăng ${fmtPoints(data.change)}`;
+    else if (data.change < 0) text += `, giảm ${fmtPoints(-data.change)}`;
+    else text += ', đứng giá';
+    if (isNum(data.ratio_change)) text += ` (${fmtPct(data.ratio_change)})`;
+  }
+  const span = values.length > 1 ? range(values) : null;
+  if (span) text += `; trong phiên thấp nhất ${fmtPoints(span.lo)}, cao nhất ${fmtPoints(span.hi)}`;
+  return text;
 }
 
 function setField(node, text, value) {
@@ -65,6 +82,7 @@ function updateCard(card, data) {
   const values = (data?.intraday || []).map((p) => p && p.value).filter(isNum);
   if (isNum(data?.value) && values.length && values[values.length - 1] !== data.value) values.push(data.value);
   drawSparkline(card.canvas, values, data?.prior_value > 0 ? data.prior_value : undefined);
+  describe(card.canvas, sparkText(card.name, data, values));
 }
 
 function render() {
