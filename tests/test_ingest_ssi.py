@@ -24,6 +24,7 @@ from services.ingest.ssi_live import SsiSource, channel_order_warning
 from shared import config
 from shared.market import DEFAULT_VN30_BASKET, exchange_now
 from shared.messages.domain import Bar, IndexBasket, SecurityInfo
+from shared.runtime import EXIT_CONFIG
 from shared.subjects import MARKET, VN30_BASKET_KEY, Bucket, security_key
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,7 @@ async def test_bad_credentials_stop_the_service_with_a_clear_error(nats_url: str
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode != 0
+    assert process.returncode == EXIT_CONFIG  # found only once ingest asks SSI for a token: still configuration
     assert stderr.decode().strip().splitlines()[-1] == (
         "stocktracker ingest: cannot start: SSI rejected the credentials (SSI_CONSUMER_ID/SECRET): "
         "The connection is invalid"

@@ -18,7 +18,6 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
-from fake_ssi import FakeSsi
 
 from launcher.local import NatsServer, free_port, nats_server_binary, nats_server_version
 from shared.bus import BusError, check_server_version
@@ -195,20 +194,3 @@ def test_nats_server_without_jetstream_is_a_configuration_exit(tmp_path: Path) -
     assert process.returncode == EXIT_CONFIG
     assert stderr.strip() == (f"stocktracker echo: nats-server at nats://127.0.0.1:{port} runs without JetStream: "
                               "start it with -js")
-
-
-@pytest.mark.integration
-async def test_credentials_ssi_rejects_are_a_configuration_exit(nats_url: str) -> None:
-    """Found only once ingest asks SSI for a token (`check` cannot know): still the configuration exit."""
-    async with FakeSsi() as fake:
-        env = {**os.environ, "NATS_URL": nats_url, "METRICS_PORT": "0", "INGEST_SOURCE": "ssi",
-               "SSI_URL": fake.url, "SSI_STREAM_URL": fake.url, "SSI_CONSUMER_ID": "wrong",
-               "SSI_CONSUMER_SECRET": "nope"}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.ingest", env=env, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == EXIT_CONFIG
-    assert stderr.decode().strip().splitlines()[-1].startswith(
-        "stocktracker ingest: cannot start: SSI rejected the credentials")
