@@ -272,16 +272,20 @@ class Stack:
             _say(f"  NATS          {os.environ['NATS_URL']}  (from NATS_URL)")
         else:
             self.nats = nats
-            nats.start()
-            self.state.nats_port = nats.port
+            self.state.nats_port = self._started(nats)
             _say(f"  NATS          {nats.url}  (nats-server {nats_server_version(nats.binary)})")
         if postgres is None:
             _say(f"  PostgreSQL    {os.environ['DATABASE_URL']}  (from DATABASE_URL)")
         else:
             self.postgres = postgres
-            postgres.start()
-            self.state.postgres_port = postgres.port
+            self.state.postgres_port = self._started(postgres)
             _say(f"  PostgreSQL    {postgres.url}")
+
+    @staticmethod
+    def _started(server: NatsServer | PostgresServer) -> int:
+        """Start one of our own servers; its port, to remember for the next run."""
+        server.start()
+        return server.port
 
     def _start_services(self, planned: list[ServiceProcess]) -> None:
         settings = self.settings

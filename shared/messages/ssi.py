@@ -211,7 +211,6 @@ class IndexComponents(msgspec.Struct, kw_only=True):
     """IndexComponents' `data[0]`: the index with its constituents nested under it."""
 
     IndexCode: WireText = None
-    TotalSymbolNo: WireText | float = None
     IndexComponent: list[IndexComponent] = msgspec.field(default_factory=list)
 
 
