@@ -200,6 +200,46 @@ async def test_publisher_loses_nothing_and_keeps_order_across_a_nats_restart(tmp
         assert received == list(range(total))
 
 
+async def test_a_stream_without_a_leader_holds_publishing_back_in_order(tmp_path: Path) -> None:
+    """What clients see while a stream's leader moves, on one server: the stream is gone for a second, so every
+    publish meanwhile is answered 503 (no responders), then it is back. Nothing published later may be stored before
+    what was refused: the stream ends holding every message once, in publishing order."""
+    async with own_server(tmp_path) as (_, nc):
+        js = nc.jetstream()
+        settings = config.load({"NATS_URL": nc.connected_url.geturl()})
+        publisher = bus.Publisher(nc, ack_timeout=2.0)
+        await publisher.start()
+        total = 3_000
+
+        async def produce() -> None:
+            for n in range(total):
+                await publisher.publish(MD_TRADE("ACB"), str(n).encode(), msg_id=f"m{n}")
+                if n == 500:
+                    await js.delete_stream(MARKET.name)  # from here on: 503, no stream to answer
+                    gone.set()
+                await asyncio.sleep(0.001)  # a steady flow (some sent after the stream is back), not one burst
+
+        gone = asyncio.Event()
+        producing = asyncio.create_task(produce())
+        await asyncio.wait_for(gone.wait(), 30)
+        await asyncio.sleep(1.0)
+        await bus.ensure_topology(js, settings)  # the stream is back (empty: what was stored before is gone too)
+        await asyncio.wait_for(producing, 60)
+        assert await publisher.stop(timeout=30)
+
+        received: list[int] = []
+
+        async def handle(subject: str, payload: bytes, position: bus.Delivery) -> None:
+            received.append(int(payload))
+
+        reader = await bus.consume_from(js, MARKET, [MD_TRADE.wildcard], handle)
+        await wait_until(lambda: bool(received) and received[-1] == total - 1, timeout=30)
+        await reader.stop()
+        assert received == sorted(received)  # in publishing order: no refused message stored after a newer one
+        assert received == list(range(received[0], total))  # and none missing after the stream came back
+        assert received[0] <= 501
+
+
 async def fill(nc: Client, total: int) -> None:
     publisher = bus.Publisher(nc)
     await publisher.start()

@@ -12,12 +12,17 @@ from typing import Any
 import msgspec
 import nats.errors
 import structlog
+from prometheus_client import Counter
 
 from shared import metrics
 from shared.bus.protocol import _chain, _Client
+from shared.retry import NATS_AWAY
 
 log = structlog.get_logger("bus")
 _NO_RESPONDERS = b"NATS/1.0 503"
+PUBLISH_REORDERED = Counter(
+    "stocktracker_publish_reordered_total",
+    "Messages a stream stored ahead of an older one its moving leader had refused (order not kept)")
 LATENCY_SAMPLE_EVERY = 16  # publish latency is observed for one message in this many: the histogram is not free
 
 
@@ -27,6 +32,7 @@ class _Unacked:
     payload: bytes
     msg_id: str | None
     sent_at: float
+    refused: bool = False  # JetStream answered 503: no leader took it (not stored)
 
 
 class Publisher:
@@ -34,9 +40,17 @@ class Publisher:
 
     Each message goes out on core NATS with a reply inbox; JetStream's acknowledgement removes it from the unacked
     list. While the connection is down nothing new is sent (so the client's reconnect buffer cannot overtake older
-    messages); after a reconnect, or when the oldest acknowledgement is overdue, every unacked message is sent again,
-    in order, with its original Nats-Msg-Id, so those that did arrive are dropped by JetStream as duplicates.
-    At most `max_pending` messages are unacked: beyond that `publish` waits, pushing back on the source.
+    messages); after a reconnect every unacked message is sent again, in order, with its original Nats-Msg-Id, so
+    those that did arrive are dropped by JetStream as duplicates. At most `max_pending` messages are unacked: beyond
+    that `publish` waits, pushing back on the source.
+
+    A stream whose leader moves (a node lost, a rolling restart) answers 503 for a while, or not at all. A message
+    refused so, sent again later, would be stored after newer ones that found the new leader first: a consumer would
+    meet an older trade after a newer one. So the first 503 (or an overdue acknowledgement) holds back everything new:
+    the messages in flight are let answer, then the unacknowledged ones go out again one at a time, oldest first, each
+    only once the one before it is stored (waiting `NATS_AWAY` between refusals), and only then does publishing go on.
+    A message already in flight that a new leader stored ahead of an older refused one is counted
+    (`stocktracker_publish_reordered_total`): the order cannot be mended once stored, but it is never silent.
     """
 
     def __init__(self, nc: _Client, *, max_pending: int = 4096, ack_timeout: float = 5.0) -> None:
@@ -49,6 +63,11 @@ class Publisher:
         self._drained = asyncio.Event()
         self._drained.set()
         self._resending = asyncio.Lock()
+        self._clear = asyncio.Event()  # set: new messages may go out; clear while held back after a refusal
+        self._clear.set()
+        self._recovery: asyncio.Task[None] | None = None
+        self._first_refused: int | None = None  # while held back, the oldest message refused
+        self._answers: dict[int, asyncio.Future[bool]] = {}  # resends awaiting their answer: stored or refused
         self._inbox_prefix = ""
         self._out_counters: dict[str, Any] = {}
         self._sub: Any = None
@@ -88,6 +107,8 @@ class Publisher:
 
     async def publish(self, subject: str, payload: bytes, msg_id: str | None = None) -> None:
         await self._room.acquire()
+        if not self._clear.is_set():
+            await self._clear.wait()
         while not (self._connected.is_set() and self._nc.is_connected):
             self._connected.clear()
             await self._connected.wait()
@@ -130,9 +151,18 @@ class Publisher:
 
     def _acknowledged(self, subject: bytes, reply: bytes, payload: bytes, headers: bytes | None) -> None:
         """JetStream's answer to one message, straight from the protocol parser (one per message published)."""
-        if headers is not None and headers.startswith(_NO_RESPONDERS):
-            return  # no JetStream responder right now: the watchdog sends it again
         ident = int(subject[len(self._inbox_prefix) :])
+        if headers is not None and headers.startswith(_NO_RESPONDERS):
+            self._refused(ident)
+            return
+        refused = self._unacked.get(self._first_refused) if self._first_refused is not None else None
+        if refused is not None and refused.refused and ident > (self._first_refused or 0) and ident in self._unacked:
+            PUBLISH_REORDERED.inc()  # stored while an older message waits, refused: the order is lost
+            log.warning("a message was stored ahead of an older one a moving leader refused", subject=subject,
+                        stored=ident, refused=self._first_refused)
+        answer = self._answers.pop(ident, None)
+        if answer is not None and not answer.done():
+            answer.set_result(True)
         try:
             ack = msgspec.json.decode(payload)
         except msgspec.DecodeError:
@@ -150,6 +180,63 @@ class Publisher:
         if ident % LATENCY_SAMPLE_EVERY == 0:
             metrics.PUBLISH_SECONDS.observe(time.monotonic() - entry.sent_at)
         self._released()
+
+    def _refused(self, ident: int) -> None:
+        """No leader took the message: it stays unacked, and everything new is held back until it is stored."""
+        entry = self._unacked.get(ident)
+        if entry is None:
+            return
+        entry.refused = True
+        answer = self._answers.pop(ident, None)
+        if answer is not None and not answer.done():
+            answer.set_result(False)
+        if self._first_refused is None or ident < self._first_refused:
+            self._first_refused = ident
+        self._hold_back()
+
+    def _hold_back(self) -> None:
+        if self._recovery is None or self._recovery.done():
+            self._clear.clear()
+            self._recovery = asyncio.get_running_loop().create_task(self._recover(), name="publisher-recovery")
+
+    async def _recover(self) -> None:
+        """Let what is in flight answer, then send the unacknowledged messages again one by one, oldest first, each
+        once the one before is stored; then let new messages go."""
+        try:
+            async with self._resending:
+                deadline = time.monotonic() + self._ack_timeout
+                # Answers arrive from the protocol parser, unsignalled (a signal per answer would tax the hot path).
+                while any(not entry.refused for entry in self._unacked.values()) and (  # noqa: ASYNC110
+                        time.monotonic() < deadline):
+                    await asyncio.sleep(0.01)
+                for ident in list(self._unacked):
+                    await self._resend_until_stored(ident)
+        finally:
+            self._first_refused = None
+            self._clear.set()
+
+    async def _resend_until_stored(self, ident: int) -> None:
+        failures = 0
+        while ident in self._unacked:
+            if not self._nc.is_connected:  # the reconnect sends everything again, in order
+                await self._connected.wait()
+                continue
+            entry = self._unacked[ident]
+            entry.refused = False
+            entry.sent_at = time.monotonic()
+            answer = self._answers[ident] = asyncio.get_running_loop().create_future()
+            metrics.PUBLISH_RESENDS.inc()
+            with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError,
+                                     OSError):
+                await self._nc.publish_with_id(entry.subject, entry.payload, f"{self._inbox_prefix}{ident}",
+                                               entry.msg_id)
+            try:
+                stored = await asyncio.wait_for(answer, self._ack_timeout)
+            except TimeoutError:
+                stored = False
+            if not stored and ident in self._unacked:
+                failures += 1
+                await asyncio.sleep(NATS_AWAY.wait(failures))
 
     def _released(self) -> None:
         self._room.release()
@@ -175,7 +262,7 @@ class Publisher:
                 continue
             oldest = next(iter(self._unacked.values()))
             if time.monotonic() - oldest.sent_at > self._ack_timeout:
-                await self._resend_all()
+                self._hold_back()  # no answer at all (a leader gone mid-request): as for a refusal
 
     async def _resend_all(self) -> None:
         async with self._resending:
