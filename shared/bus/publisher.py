@@ -210,17 +210,18 @@ class Publisher:
                         time.monotonic() < deadline):
                     await asyncio.sleep(0.01)
                 for ident in list(self._unacked):
-                    await self._resend_until_stored(ident)
+                    if not await self._resend_until_stored(ident):
+                        break  # the connection is gone: the reconnect sends everything again, in order
         finally:
             self._first_refused = None
             self._clear.set()
 
-    async def _resend_until_stored(self, ident: int) -> None:
+    async def _resend_until_stored(self, ident: int) -> bool:
+        """Send one message again until it is stored; False when the connection went away meanwhile."""
         failures = 0
         while ident in self._unacked:
-            if not self._nc.is_connected:  # the reconnect sends everything again, in order
-                await self._connected.wait()
-                continue
+            if not self._nc.is_connected:
+                return False
             entry = self._unacked[ident]
             entry.refused = False
             entry.sent_at = time.monotonic()
@@ -237,6 +238,7 @@ class Publisher:
             if not stored and ident in self._unacked:
                 failures += 1
                 await asyncio.sleep(NATS_AWAY.wait(failures))
+        return True
 
     def _released(self) -> None:
         self._room.release()
