@@ -121,7 +121,9 @@ async def test_up_killed_outright_leaves_no_orphans(tmp_path: Path, launch: Any)
     up.process.kill()
     up.process.wait()
 
-    await eventually(lambda: running(children) == [], timeout=30)
+    # Each child is told to stop (SIGTERM) as its parent dies; NATS goes with them, so a service's shutdown waits out
+    # its bounded steps (runtime.SHUTDOWN_STEP_S each, about a minute at most) for acknowledgements that cannot come.
+    await eventually(lambda: running(children) == [], timeout=90)
 
 
 # --- what the supervisor does not restart, and what it says of a crash loop ---------------------------------------
