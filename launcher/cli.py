@@ -34,7 +34,7 @@ def _nats_settings(settings: config.Settings, state_dir: Path | None) -> config.
     if "NATS_URL" in os.environ:
         return settings
     remembered = remembered_nats_url(state_dir or Path(settings.state_dir))
-    return msgspec.structs.replace(settings, nats_url=[remembered]) if remembered else settings
+    return msgspec.structs.replace(settings, nats_url=remembered.split(",")) if remembered else settings
 
 
 # --- up ----------------------------------------------------------------------------------------------------------
@@ -42,6 +42,7 @@ def _nats_settings(settings: config.Settings, state_dir: Path | None) -> config.
 
 def up(args: argparse.Namespace) -> int:
     """Exits EXIT_CONFIG whenever configuration stops it, its own or a service's (so its supervisor need not retry)."""
+    from launcher.local import CLUSTER_NODES
     from launcher.stack import Stack, UpOptions
     from shared.runtime import EXIT_CONFIG
 
@@ -49,7 +50,7 @@ def up(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     options = UpOptions(state_dir=args.state_dir or Path(settings.state_dir), source=args.source,
-                        replay_file=args.replay_file, speed=args.speed)
+                        replay_file=args.replay_file, speed=args.speed, cluster=args.cluster == CLUSTER_NODES)
     if options.replay_file is not None and not options.replay_file.is_file():
         print(f"stocktracker up: no such file {options.replay_file}", file=sys.stderr)
         return EXIT_CONFIG
@@ -364,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--source", choices=["sim", "replay", "ssi"], help="the feed (default: INGEST_SOURCE)")
     run.add_argument("--replay-file", type=Path, help="a recorded feed to replay (implies --source replay)")
     run.add_argument("--speed", type=float, help="SIM_SPEED / REPLAY_SPEED: 1 real time, N faster, 0 flat out")
+    run.add_argument("--cluster", type=int, choices=[3], help="a NATS cluster of 3 nodes of its own, streams and "
+                                                              "buckets replicated 3 times (default: one server)")
     run.set_defaults(handler=up)
 
     look = commands.add_parser("status", help="the running services, their lag and throughput, the streams")

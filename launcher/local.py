@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from pathlib import Path
 from typing import IO
@@ -73,11 +74,12 @@ class _ChildServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def _spawn(self, argv: list[str], *, user: str | None = None) -> None:
+    def _spawn(self, argv: list[str], *, user: str | None = None, env: dict[str, str] | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             argv,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -169,6 +171,85 @@ class NatsServer(_ChildServer):
         )
         self._wait_until(lambda: _accepts_connections(self.host, self.port), timeout)
         return self.url
+
+
+CLUSTER_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nats" / "cluster.conf"  # the deployment's own
+CLUSTER_NODES = 3  # the conf names three routes: any two make a quorum
+
+
+def _answers_healthz(host: str, port: int) -> bool:
+    """The node's monitoring endpoint says JetStream is up (it has found its cluster and a meta leader)."""
+    with contextlib.suppress(OSError), urllib.request.urlopen(
+            f"http://{host}:{port}/healthz", timeout=1) as reply:
+        return reply.status == 200
+    return False
+
+
+class NatsNode(_ChildServer):
+    """One node of a local NATS cluster, run from the deployment's cluster file with its environment."""
+
+    def __init__(self, store_dir: Path, name: str, ports: tuple[int, int, int], routes: list[str], *,
+                 host: str = "127.0.0.1", binary: Path | None = None) -> None:
+        super().__init__(f"nats-server {name}", store_dir.parent / f"{name}.log")
+        self.store_dir = store_dir
+        self.node_name = name
+        self.host = host
+        self.port, self.http_port, self.route_port = ports
+        self.routes = routes
+        self.binary = binary or nats_server_binary()
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        return {"NATS_NAME": self.node_name, "NATS_LISTEN": f"{self.host}:{self.port}",
+                "NATS_HTTP": f"{self.host}:{self.http_port}", "NATS_STORE": str(self.store_dir),
+                "NATS_CLUSTER_LISTEN": f"{self.host}:{self.route_port}",
+                **{f"NATS_ROUTE_{number}": route for number, route in enumerate(self.routes, start=1)}}
+
+    def launch(self) -> None:
+        """Start the process (the cluster waits for its nodes together: one alone never becomes ready)."""
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn([str(self.binary), "-c", str(CLUSTER_CONF)], env={**os.environ, **self.environment()})
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start this node again (after a stop or a kill), its cluster already up."""
+        self.launch()
+        self._wait_until(lambda: _answers_healthz(self.host, self.http_port), timeout)
+        return self.url
+
+
+class NatsCluster:
+    """Three nats-servers with JetStream on loopback, clustered with routes, from the deployment's cluster file."""
+
+    def __init__(self, base_dir: Path, *, ports: list[tuple[int, int, int]] | None = None,
+                 binary: Path | None = None) -> None:
+        ports = ports or [(free_port(), free_port(), free_port()) for _ in range(CLUSTER_NODES)]
+        routes = [f"nats-route://127.0.0.1:{route_port}" for _, _, route_port in ports]
+        self.nodes = [NatsNode(base_dir / f"nats-{number}" / "store", f"nats-{number}", node_ports, routes,
+                               binary=binary)
+                      for number, node_ports in enumerate(ports, start=1)]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated: a client connects to any and fails over to the others."""
+        return ",".join(self.urls)
+
+    def start(self, timeout: float = 60.0) -> str:
+        for node in self.nodes:
+            node.launch()
+        for node in self.nodes:
+            node._wait_until(lambda node=node: _answers_healthz(node.host, node.http_port), timeout)
+        return self.url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------------------------

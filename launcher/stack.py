@@ -27,7 +27,9 @@ import msgspec
 
 from launcher.catalog import SERVICES, ServiceSpec
 from launcher.local import (
+    CLUSTER_NODES,
     LocalServerError,
+    NatsCluster,
     NatsServer,
     PostgresServer,
     die_with_parent,
@@ -51,6 +53,7 @@ class UpState(msgspec.Struct):
     """What `up` remembers in its state dir, so the next run reuses the same ports and data."""
 
     nats_port: int = 0
+    cluster_ports: list[tuple[int, int, int]] = msgspec.field(default_factory=list)  # per node: client, http, route
     postgres_port: int = 0
     metrics_ports: dict[str, int] = msgspec.field(default_factory=dict)
     pid: int = 0
@@ -112,6 +115,7 @@ class UpOptions:
     source: str | None = None  # sim / replay / ssi; None: INGEST_SOURCE
     replay_file: Path | None = None
     speed: float | None = None
+    cluster: bool = False  # a three-node NATS cluster of its own (streams and buckets at STREAM_REPLICAS=3)
 
 
 def _say(message: str = "") -> None:
@@ -199,7 +203,7 @@ class Stack:
         self.state_dir = options.state_dir.resolve()
         self.state_path = self.state_dir / "up.json"
         self.state = _load_state(self.state_path)
-        self.nats: NatsServer | None = None
+        self.nats: NatsServer | NatsCluster | None = None
         self.postgres: PostgresServer | None = None
         self.services: list[ServiceProcess] = []
         self.stop_requested = threading.Event()
@@ -247,10 +251,17 @@ class Stack:
         self._chosen_ports.add(port)
         return port
 
-    def _own_servers(self) -> tuple[NatsServer | None, PostgresServer | None]:
+    def _own_servers(self) -> tuple[NatsServer | NatsCluster | None, PostgresServer | None]:
         """The servers to run here, not started yet: those NATS_URL and DATABASE_URL do not name."""
-        nats = None if os.environ.get("NATS_URL") else NatsServer(
-            self.state_dir / "nats", port=self._port(self.state.nats_port), binary=nats_server_binary())
+        nats: NatsServer | NatsCluster | None = None
+        if not os.environ.get("NATS_URL") and self.options.cluster:
+            remembered = self.state.cluster_ports or [(0, 0, 0)] * CLUSTER_NODES
+            nats = NatsCluster(self.state_dir / "cluster", binary=nats_server_binary(),
+                               ports=[(self._port(client), self._port(http), self._port(route))
+                                      for client, http, route in remembered])
+        elif not os.environ.get("NATS_URL"):
+            nats = NatsServer(self.state_dir / "nats", port=self._port(self.state.nats_port),
+                              binary=nats_server_binary())
         postgres = None if os.environ.get("DATABASE_URL") else PostgresServer(
             self.state_dir / "postgres", port=self._port(self.state.postgres_port))
         return nats, postgres
@@ -258,6 +269,8 @@ class Stack:
     def _plan_services(self, nats_url: str, database_url: str) -> list[ServiceProcess]:
         """Every built service with the environment it will run in, not started yet."""
         base = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, **_ingest_env(self.options)}
+        if self.options.cluster:
+            base.setdefault("STREAM_REPLICAS", str(CLUSTER_NODES))
         planned = []
         for spec in SERVICES:
             port = self._port(self.state.metrics_ports.get(spec.name, 0), spec.metrics_port)
@@ -266,10 +279,16 @@ class Stack:
                                           self.state_dir / "logs" / f"{spec.name}.log", port))
         return planned
 
-    def _start_servers(self, nats: NatsServer | None, postgres: PostgresServer | None) -> None:
+    def _start_servers(self, nats: NatsServer | NatsCluster | None, postgres: PostgresServer | None) -> None:
         _say(f"stock-tracker up (state and logs in {self.state_dir})")
         if nats is None:
             _say(f"  NATS          {os.environ['NATS_URL']}  (from NATS_URL)")
+        elif isinstance(nats, NatsCluster):
+            self.nats = nats
+            nats.start()
+            self.state.cluster_ports = [(node.port, node.http_port, node.route_port) for node in nats.nodes]
+            _say(f"  NATS          {nats.url}  ({len(nats.nodes)}-node cluster, nats-server "
+                 f"{nats_server_version(nats.nodes[0].binary)}, STREAM_REPLICAS {CLUSTER_NODES})")
         else:
             self.nats = nats
             self.state.nats_port = self._started(nats)
@@ -391,4 +410,6 @@ def _alive(pid: int) -> bool:
 def remembered_nats_url(state_dir: Path) -> str | None:
     """The NATS URL a running `up` started, for the tools (`status`, `tap`) when NATS_URL is unset."""
     state = _load_state(state_dir / "up.json")
+    if state.cluster_ports:
+        return ",".join(f"nats://127.0.0.1:{client}" for client, _, _ in state.cluster_ports)
     return f"nats://127.0.0.1:{state.nats_port}" if state.nats_port else None

@@ -215,7 +215,7 @@ class Tracker(Actor, Generic[State]):
         self.ctx = ctx
         self.partition = Partition.parse(ctx.settings.partition)
         self.kv = KvWriter(ctx.publisher, self.kv_interval_s(ctx.settings), ctx.log)
-        self._checkpoints = await ctx.js.key_value(str(Bucket.CHECKPOINTS))
+        self._checkpoints = await bus.electing(lambda: ctx.js.key_value(str(Bucket.CHECKPOINTS)))
         checkpoint = await self._load_checkpoint()
         self.restore(checkpoint.state if checkpoint else None)
         self.sequence = self.restored_from = checkpoint.sequence if checkpoint else 0
@@ -273,8 +273,9 @@ class Tracker(Actor, Generic[State]):
     async def _load_checkpoint(self) -> Checkpoint[State] | None:
         assert self._checkpoints is not None
         assert self.ctx is not None
+        checkpoints = self._checkpoints
         try:
-            entry = await self._checkpoints.get(self.checkpoint_key)
+            entry = await bus.electing(lambda: checkpoints.get(self.checkpoint_key))
         except nats.js.errors.KeyNotFoundError:
             return None
         try:

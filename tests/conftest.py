@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,7 +21,7 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
-from launcher.local import NatsServer, PostgresServer
+from launcher.local import NatsCluster, NatsServer, PostgresServer
 from shared import bus, config
 from shared.subjects import STREAMS, Bucket
 
@@ -33,6 +34,16 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = NatsServer(tmp_path_factory.mktemp("nats") / "store")
     yield server.start()
     server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A three-node JetStream cluster of the test's own (private ports and stores), from the deployment's cluster
+    file: for drills that stop, kill and restart nodes."""
+    cluster = NatsCluster(tmp_path / "cluster")
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

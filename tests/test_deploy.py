@@ -66,9 +66,12 @@ def test_nats_cluster_and_replication() -> None:
     nodes = [name for name in COMPOSE["services"] if name.startswith("nats-")]
     assert len(nodes) == 3
     cluster = (REPO / "deploy/nats/cluster.conf").read_text()
-    for node in nodes:
-        assert f"nats-route://{node}:6222" in cluster
-        assert COMPOSE["services"][node]["environment"]["SERVER_NAME"] == node
+    variables = set(re.findall(r"\$(\w+)", cluster))  # what a node's environment must give the one cluster file
+    for number, node in enumerate(nodes, start=1):
+        environment = COMPOSE["services"][node]["environment"]
+        assert environment["NATS_NAME"] == node
+        assert variables <= set(environment), variables - set(environment)
+        assert environment[f"NATS_ROUTE_{number}"] == f"nats-route://{node}:6222"
     for spec in app_services().values():
         assert spec["environment"]["STREAM_REPLICAS"] == "3"
         assert sorted(re.findall(r"nats://([\w-]+):4222", spec["environment"]["NATS_URL"])) == nodes

@@ -21,7 +21,7 @@ from shared.market import exchange_now
 from shared.messages.ssi import MAX_FRAME_BYTES, Reason, rejection
 from shared.reference import configured_basket
 from shared.runtime import Actor, Context
-from shared.subjects import VN30_BASKET_KEY, Bucket, security_key
+from shared.subjects import VN30_BASKET_KEY, Bucket, kv_subject, security_key
 from shared.throttle import Throttle
 
 FRAMES = Counter("stocktracker_ingest_frames_total", "Frames read, by canonical DataType (rejected: `rejected`)",
@@ -113,10 +113,13 @@ class Ingest(Actor):
                      recording=ctx.settings.record_file or None)
 
     async def _store_reference(self, ctx: Context, reference: Any) -> None:
-        kv = await ctx.js.key_value(str(Bucket.REFERENCE))
-        await kv.put(VN30_BASKET_KEY, msgspec.json.encode(reference.basket))
+        """Through the publisher (a KV put is a publish to $KV.<bucket>.<key>), which rides out a bucket whose
+        leader is still being elected, as on a cluster just formed."""
+        await ctx.publisher.publish(kv_subject(Bucket.REFERENCE, VN30_BASKET_KEY),
+                                    msgspec.json.encode(reference.basket))
         for security in reference.securities:
-            await kv.put(security_key(security.symbol), msgspec.json.encode(security))
+            await ctx.publisher.publish(kv_subject(Bucket.REFERENCE, security_key(security.symbol)),
+                                        msgspec.json.encode(security))
 
     async def _run(self, source: Source, pacer: Pacer) -> None:
         assert self._ctx is not None

@@ -208,7 +208,7 @@ class Recorder(Actor):
             applied = await schema.migrate(conn)
             today = exchange_now().date()
             await self._ensure_days(conn, {today + timedelta(days=offset) for offset in range(-1, 8)})
-            self.stream_created = (await ctx.js.stream_info(DERIVED.name)).created
+            self.stream_created = (await bus.electing(lambda: ctx.js.stream_info(DERIVED.name))).created
             positions = {row["family"]: row["sequence"] for row in await conn.fetch(
                 "SELECT family, sequence FROM recorder_positions WHERE stream_created = $1", self.stream_created)}
         ctx.log.info("schema ready", applied=applied, positions=positions)

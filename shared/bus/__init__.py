@@ -19,10 +19,11 @@ from shared.bus.reader import (
     first_sequence_since,
     subject_matcher,
 )
-from shared.bus.topology import ensure_bucket, ensure_topology, stream_config
+from shared.bus.topology import electing, ensure_bucket, ensure_topology, stream_config
 
 __all__ = [
     "MAX_REMEMBERED_SUBJECTS", "MIN_NATS_VERSION", "MSG_ID", "BucketWatch", "BusError", "Delivery", "Publisher",
     "StreamHandler", "StreamReader", "check_server_version", "connect", "consume_from", "covering_filter", "delivery",
-    "ensure_bucket", "ensure_topology", "first_sequence_since", "stream_config", "subject_matcher", "version_tuple",
+    "electing", "ensure_bucket", "ensure_topology", "first_sequence_since", "stream_config", "subject_matcher",
+    "version_tuple",
 ]

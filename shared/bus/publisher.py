@@ -20,6 +20,8 @@ from shared.retry import NATS_AWAY
 
 log = structlog.get_logger("bus")
 _NO_RESPONDERS = b"NATS/1.0 503"
+# A copy sent again while a clustered stream still proposes the first one: neither stored nor refused yet.
+_IN_PROCESS = "duplicate message id is in process"
 PUBLISH_REORDERED = Counter(
     "stocktracker_publish_reordered_total",
     "Messages a stream stored ahead of an older one its moving leader had refused (order not kept)")
@@ -168,6 +170,9 @@ class Publisher:
         except msgspec.DecodeError:
             ack = {}
         error = ack.get("error") if isinstance(ack, dict) else None
+        if error and _IN_PROCESS in str(error.get("description")):
+            self._refused(ident)  # sent again later, in order, until it is answered as stored (or a duplicate)
+            return
         entry = self._unacked.pop(ident, None)
         if entry is None:
             return  # the acknowledgement of a copy sent again: already counted

@@ -123,7 +123,8 @@ class StreamReader:
         return self._server_pending + self._queued + self._handling
 
     async def start(self) -> None:
-        await self._create()
+        await retrying(self._create_anew, NATS_AWAY, retry_on=(nats.errors.Error, TimeoutError, OSError),
+                       deadline_s=30.0)
         self._nc._reconnected_cb = _chain(self._nc._reconnected_cb, self._on_reconnected)
         self._tasks = [asyncio.create_task(self._work(), name=f"read-{self._filter}"),
                        asyncio.create_task(self._watch(), name=f"watch-{self._filter}")]
@@ -241,6 +242,10 @@ class StreamReader:
         ))
         self._consumer = info.name
 
+    async def _create_anew(self) -> None:
+        await self._drop_consumer()
+        await self._create()
+
     async def _drop_consumer(self) -> None:
         if self._sub is not None:
             self._nc.unroute_raw(self._sub)
@@ -263,11 +268,7 @@ class StreamReader:
         log.info("re-creating stream consumer", stream=self._stream, filter=self._filter, reason=reason,
                  from_sequence=self.last_sequence + 1)
 
-        async def create_anew() -> None:
-            await self._drop_consumer()
-            await self._create()
-
-        await retrying(create_anew, NATS_AWAY, retry_on=(nats.errors.Error, TimeoutError, OSError),
+        await retrying(self._create_anew, NATS_AWAY, retry_on=(nats.errors.Error, TimeoutError, OSError),
                        on_failure=lambda err, _, wait: log.warning("stream consumer not re-created; retrying",
                                                                    error=str(err) or type(err).__name__,
                                                                    retry_in_s=wait))

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from shared.config import Settings
-from shared.retry import STORE_BEING_REMOVED, retrying
+from shared.retry import NATS_AWAY, STORE_BEING_REMOVED, retrying
 from shared.subjects import BUCKET_DESCRIPTIONS, STREAMS, Bucket, StreamSpec
+
+T = TypeVar("T")
 
 
 def stream_config(spec: StreamSpec, settings: Settings) -> StreamConfig:
@@ -43,6 +46,17 @@ async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
         await js.update_stream(config)
+
+
+# What a JetStream API request meets while the stream or bucket it asks has no leader: a cluster just formed (its
+# assets elect theirs), a node lost or restarted.
+LEADERLESS = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
+ELECTION_S = 30.0  # an election takes seconds; a request still failing after this is not waiting for one
+
+
+async def electing(request: Callable[[], Awaitable[T]]) -> T:
+    """`request()`, tried again (NATS_AWAY) while its stream or bucket has no leader, for up to ELECTION_S."""
+    return await retrying(request, NATS_AWAY, retry_on=LEADERLESS, deadline_s=ELECTION_S)
 
 
 async def _retrying_server_errors(create: Callable[[], Awaitable[Any]]) -> Any:

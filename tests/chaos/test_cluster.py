@@ -1,0 +1,103 @@
+"""The system on a three-node JetStream cluster, as it runs in the deployment (the same cluster file): `stocktracker
+up --cluster 3` on a cluster of its own, and drills through a cluster of the test's own (streams and buckets at
+STREAM_REPLICAS=3), each ending with the recorded day's exact snapshot, history and row counts: the node leading the
+MARKET stream killed with SIGKILL mid-replay and back later, a rolling restart of all three nodes, a node stopped for
+good."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from helpers import REPLAY_DAY, expected_day
+from stack import Up
+from test_drills import database_url_of, ends_exact
+from test_poison import nats_url_of
+
+from launcher.local import NatsCluster, NatsNode, free_port
+from shared.subjects import MARKET, STREAMS
+
+pytestmark = pytest.mark.integration
+
+
+async def replicas(nats_url: str) -> dict[str, int]:
+    nc = await nats.connect(nats_url.split(","))
+    try:
+        return {spec.name: (await nc.jetstream().stream_info(spec.name)).config.num_replicas for spec in STREAMS}
+    finally:
+        await nc.close()
+
+
+async def leader_of(cluster: NatsCluster, stream: str) -> NatsNode:
+    nc = await nats.connect(cluster.urls)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+    finally:
+        await nc.close()
+    assert info.cluster is not None
+    return next(node for node in cluster.nodes if node.node_name == info.cluster.leader)
+
+
+async def replaying_on(cluster: NatsCluster, launch: Any, tmp_path: Path, speed: str) -> Up:
+    up = launch(tmp_path / "state", free_port(), "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed",
+                speed, basket=expected_day()["vn30_basket"], servers={"NATS_URL": cluster.url},
+                env={"STREAM_REPLICAS": "3"})
+    await up.read_until("Ready:")
+    return up
+
+
+async def test_up_runs_on_a_cluster_of_its_own(tmp_path: Path, launch: Any) -> None:
+    up = launch(tmp_path / "state", free_port(), "--cluster", "3", "--source", "replay", "--replay-file",
+                str(REPLAY_DAY), "--speed", "0", basket=expected_day()["vn30_basket"])
+    try:
+        await up.read_until("Ready:")
+        urls = nats_url_of(up).split(",")
+        assert len(urls) == 3
+        assert any("3-node cluster" in line for line in up.lines)
+        assert await replicas(nats_url_of(up)) == {spec.name: 3 for spec in STREAMS}
+        await ends_exact(up, database_url_of(up))
+    finally:
+        assert await up.stop() == 0
+
+
+async def test_the_market_streams_leader_killed_mid_replay(nats_cluster: NatsCluster, tmp_path: Path,
+                                                          launch: Any) -> None:
+    up = await replaying_on(nats_cluster, launch, tmp_path, "800")  # the day takes about 27 s
+    try:
+        await asyncio.sleep(4)
+        leader = await leader_of(nats_cluster, MARKET.name)
+        await asyncio.to_thread(leader.kill)
+        await asyncio.sleep(6)  # a new leader takes over; the day goes on
+        await asyncio.to_thread(leader.start)  # back later, on the same store
+        await ends_exact(up, database_url_of(up))
+        assert not [line for line in up.lines if " exited with code " in line]  # all rode it out
+    finally:
+        assert await up.stop() == 0
+
+
+async def test_a_rolling_restart_of_every_node(nats_cluster: NatsCluster, tmp_path: Path, launch: Any) -> None:
+    up = await replaying_on(nats_cluster, launch, tmp_path, "600")
+    try:
+        for node in nats_cluster.nodes:
+            await asyncio.sleep(2)
+            await asyncio.to_thread(node.stop)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(node.start)
+        await ends_exact(up, database_url_of(up))
+        assert not [line for line in up.lines if " exited with code " in line]
+    finally:
+        assert await up.stop() == 0
+
+
+async def test_a_node_stopped_for_good(nats_cluster: NatsCluster, tmp_path: Path, launch: Any) -> None:
+    up = await replaying_on(nats_cluster, launch, tmp_path, "800")
+    try:
+        await asyncio.sleep(3)
+        await asyncio.to_thread(nats_cluster.nodes[1].stop)  # the other two keep a quorum
+        await ends_exact(up, database_url_of(up))
+        assert not [line for line in up.lines if " exited with code " in line]
+    finally:
+        assert await up.stop() == 0
