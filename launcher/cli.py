@@ -50,7 +50,8 @@ def up(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     options = UpOptions(state_dir=args.state_dir or Path(settings.state_dir), source=args.source,
-                        replay_file=args.replay_file, speed=args.speed, cluster=args.cluster == CLUSTER_NODES)
+                        replay_file=args.replay_file, speed=args.speed, cluster=args.cluster == CLUSTER_NODES,
+                        scale=dict(args.scale or []))
     if options.replay_file is not None and not options.replay_file.is_file():
         print(f"stocktracker up: no such file {options.replay_file}", file=sys.stderr)
         return EXIT_CONFIG
@@ -266,6 +267,15 @@ async def _dlq(settings: config.Settings, service: str | None, limit: int, raw: 
     return 0
 
 
+def _instances(text: str) -> tuple[str, int]:
+    from launcher.catalog import SERVICES
+
+    name, _, count = text.partition("=")
+    if name not in {spec.name for spec in SERVICES} or not count.isdigit() or not 1 <= int(count) <= 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SERVICE=N, a service's name and 1 to 16 instances")
+    return name, int(count)
+
+
 def _at_least_one(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
@@ -367,6 +377,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--speed", type=float, help="SIM_SPEED / REPLAY_SPEED: 1 real time, N faster, 0 flat out")
     run.add_argument("--cluster", type=int, choices=[3], help="a NATS cluster of 3 nodes of its own, streams and "
                                                               "buckets replicated 3 times (default: one server)")
+    run.add_argument("--scale", action="append", type=_instances, metavar="SERVICE=N",
+                     help="run N instances of a service: classifier (PARTITION i/N), gateway (ports GATEWAY_PORT+i), "
+                          "ingest or recorder (side by side); the others run one")
     run.set_defaults(handler=up)
 
     look = commands.add_parser("status", help="the running services, their lag and throughput, the streams")

@@ -65,6 +65,7 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     metrics_port: int
+    name: str  # the service's name, numbered when it runs as several instances (classifier-2)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -116,6 +117,7 @@ class UpOptions:
     replay_file: Path | None = None
     speed: float | None = None
     cluster: bool = False  # a three-node NATS cluster of its own (streams and buckets at STREAM_REPLICAS=3)
+    scale: dict[str, int] = field(default_factory=dict)  # instances per service, when more than one
 
 
 def _say(message: str = "") -> None:
@@ -180,7 +182,7 @@ def configuration_refusal(services: Iterable[ServiceProcess]) -> str | None:
         try:
             checked_settings(service.spec.actor, service.env)
         except config.ConfigError as err:
-            return fatal_line(service.spec.name, str(err))
+            return fatal_line(service.name, str(err))
     return None
 
 
@@ -273,11 +275,26 @@ class Stack:
             base.setdefault("STREAM_REPLICAS", str(CLUSTER_NODES))
         planned = []
         for spec in SERVICES:
-            port = self._port(self.state.metrics_ports.get(spec.name, 0), spec.metrics_port)
-            self.state.metrics_ports[spec.name] = port
-            planned.append(ServiceProcess(spec, {**base, "METRICS_PORT": str(port)},
-                                          self.state_dir / "logs" / f"{spec.name}.log", port))
+            count = self.options.scale.get(spec.name, 1)
+            for index in range(count):
+                name = spec.name if count == 1 else f"{spec.name}-{index + 1}"
+                port = self._port(self.state.metrics_ports.get(name, 0), spec.metrics_port if index == 0 else 0)
+                self.state.metrics_ports[name] = port
+                planned.append(ServiceProcess(spec, {**base, "METRICS_PORT": str(port), **self._instance_env(
+                    spec, index, count)}, self.state_dir / "logs" / f"{name}.log", port, name))
         return planned
+
+    def _instance_env(self, spec: ServiceSpec, index: int, count: int) -> dict[str, str]:
+        """What tells one of several instances of a service from the others: a gateway its port, a tracker its
+        share of the symbols (a tracker that needs every symbol refuses PARTITION at its check); ingest and the
+        recorder run side by side as they are (redundancy: JetStream and the inserts drop what the other sent)."""
+        if count == 1:
+            return {}
+        if spec.name == "gateway":
+            return {"GATEWAY_PORT": str(self.settings.gateway_port + index)}
+        if spec.name in ("ingest", "recorder"):
+            return {}
+        return {"PARTITION": f"{index}/{count}"}
 
     def _start_servers(self, nats: NatsServer | NatsCluster | None, postgres: PostgresServer | None) -> None:
         _say(f"stock-tracker up (state and logs in {self.state_dir})")
@@ -318,6 +335,10 @@ class Stack:
                   "ssi": settings.ssi_stream_url}.get(source, "")
         _say(f"  Source        {source}  ({detail})")
         _say(f"  Dashboard     {self.gateway_url}/")
+        gateways = self.options.scale.get("gateway", 1)
+        if gateways > 1:  # every one serves the same view of the same buckets
+            _say("  Gateways      " + "  ".join(f"http://{gateway_host}:{settings.gateway_port + index}/"
+                                                for index in range(gateways)))
         _say(f"  REST          {self.gateway_url}/api/market/snapshot  (OpenAPI {self.gateway_url}/api/openapi.json)")
         _say(f"  WebSocket     ws://{gateway_host}:{settings.gateway_port}/ws/market | foreign | index | derivatives")
         _say("Services:")
@@ -325,7 +346,7 @@ class Stack:
             service.start()
             self.services.append(service)
             assert service.process is not None
-            _say(f"  {service.spec.name:<12} pid {service.process.pid:<7} metrics "
+            _say(f"  {service.name:<12} pid {service.process.pid:<7} metrics "
                  f"http://127.0.0.1:{service.metrics_port}/metrics")
 
     def _remember(self) -> None:
@@ -358,11 +379,11 @@ class Stack:
                 code = service.process.poll()
                 if code is None:
                     continue
-                name = service.spec.name
+                name = service.name
                 if code == EXIT_CONFIG:
                     _say(f"{name} exited with code {code}: its configuration is refused, which no restart mends; "
                          f"stopping everything (log: {service.log_path})")
-                    return (last_fatal_line(service.last_run_output(), name)
+                    return (last_fatal_line(service.last_run_output(), service.spec.name)
                             or fatal_line(name, f"exited with code {code} (configuration), see {service.log_path}"))
                 now = time.monotonic()
                 if service.next_start == 0.0:
@@ -371,7 +392,7 @@ class Stack:
                     _say(f"{name} exited with code {code}; restarting in {delay} s (log: {service.log_path})")
                     exits = service.exited(now)
                     if exits >= CRASH_LOOP_EXITS:
-                        error = last_error(service.last_run_output(), name) or "none logged"
+                        error = last_error(service.last_run_output(), service.spec.name) or "none logged"
                         _say(f"WARNING: {name} is in a crash loop: {exits} exits within "
                              f"{CRASH_LOOP_WINDOW_S / 60:g} min; still restarting with backoff. Last error: {error}")
                 elif now >= service.next_start:
@@ -385,7 +406,7 @@ class Stack:
     def shutdown(self) -> None:
         for service in self.services:
             service.stop()
-            _say(f"stopped {service.spec.name}")
+            _say(f"stopped {service.name}")
         if self.postgres:
             self.postgres.stop()
             _say("stopped PostgreSQL")

@@ -2,22 +2,27 @@
 up --cluster 3` on a cluster of its own, and drills through a cluster of the test's own (streams and buckets at
 STREAM_REPLICAS=3), each ending with the recorded day's exact snapshot, history and row counts: the node leading the
 MARKET stream killed with SIGKILL mid-replay and back later, a rolling restart of all three nodes, a node stopped for
-good."""
+good, and the system scaled out: two classifier partitions and two gateways, one partition killed."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import nats
+import psutil
 import pytest
-from helpers import REPLAY_DAY, expected_day
-from stack import Up
+from helpers import REPLAY_DAY, eventually, expected_day
+from stack import Up, exact, get
 from test_drills import database_url_of, ends_exact
 from test_poison import nats_url_of
 
-from launcher.local import NatsCluster, NatsNode, free_port
+from launcher.cli import _gather
+from launcher.local import NatsCluster, NatsNode, free_port, port_is_free
 from shared.subjects import MARKET, STREAMS
 
 pytestmark = pytest.mark.integration
@@ -99,5 +104,51 @@ async def test_a_node_stopped_for_good(nats_cluster: NatsCluster, tmp_path: Path
         await asyncio.to_thread(nats_cluster.nodes[1].stop)  # the other two keep a quorum
         await ends_exact(up, database_url_of(up))
         assert not [line for line in up.lines if " exited with code " in line]
+    finally:
+        assert await up.stop() == 0
+
+
+def _instance(up: Up, partition: str) -> int:
+    """The pid of the classifier instance running PARTITION `partition`."""
+    for child in psutil.Process(up.process.pid).children():
+        with contextlib.suppress(psutil.Error):
+            if "services.classifier" in child.cmdline() and child.environ().get("PARTITION") == partition:
+                return child.pid
+    raise AssertionError(f"no classifier {partition} running")
+
+
+async def test_two_classifier_partitions_and_two_gateways(tmp_path: Path, launch: Any) -> None:
+    """Scaled out on the cluster: both gateways serve the recorded day's exact snapshot, the two classifier
+    partitions together classifying every symbol once; one partition killed, restarted, and still exact."""
+    port = free_port()
+    while not port_is_free(port + 1):
+        port = free_port()
+    up = launch(tmp_path / "state", port, "--cluster", "3", "--scale", "classifier=2", "--scale", "gateway=2",
+                "--source", "replay", "--replay-file", str(REPLAY_DAY), "--speed", "800",
+                basket=expected_day()["vn30_basket"])
+    second = f"http://127.0.0.1:{port + 1}"
+    try:
+        await up.read_until("Ready:")
+        assert any(line.startswith("  Gateways") for line in up.lines)
+        await asyncio.sleep(3)
+        os.kill(_instance(up, "1/2"), signal.SIGKILL)
+        await up.read_until("classifier-2 restarted", timeout=30)
+        await ends_exact(up, database_url_of(up))
+        await eventually(lambda: exact(second), timeout=60, interval=0.5)
+        _, first_view, _ = await get(f"{up.url}/api/market/snapshot")
+        _, second_view, _ = await get(f"{second}/api/market/snapshot")
+        assert first_view["quotes"] == second_view["quotes"]  # the same buckets, the same view
+        assert first_view["prices"] == second_view["prices"]
+        nc = await nats.connect(nats_url_of(up).split(","))
+        try:
+            shares = [answer["endpoints"][0]["data"]["symbols"] if answer.get("endpoints") else 0
+                      for answer in await _gather(nc, "$SRV.STATS.classifier", 1.0)]
+        finally:
+            await nc.close()
+        assert len(shares) == 2
+        assert all(shares)  # each partition has symbols of its own ...
+        assert sum(shares) == len(expected_day()["quotes"])  # ... and together every symbol, once
+        exits = [line for line in up.lines if " exited with code " in line]
+        assert exits == [next(line for line in exits if line.startswith("classifier-2"))]  # only the one killed
     finally:
         assert await up.stop() == 0
