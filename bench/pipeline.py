@@ -13,13 +13,17 @@ Baseline, same run: the same frames through a bare nats-py chain: publish, subsc
 
 Writes the figures as JSON (--out, default bench/results/pipeline.json) and prints a one-line summary.
 
-    python bench/pipeline.py [--frames 500000] [--rate 2000] [--latency-seconds 20]
+With --cluster 3, everything runs twice in the same run: on one nats-server (R1) and on a three-node cluster with
+streams and buckets replicated three times (R3, the deployment's), and the summary gives R3's figures against R1's.
+
+    python bench/pipeline.py [--frames 500000] [--rate 2000] [--latency-seconds 20] [--cluster 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -37,7 +41,7 @@ import msgspec
 import nats
 import psutil
 
-from launcher.local import NatsServer, free_port
+from launcher.local import CLUSTER_NODES, NatsCluster, NatsServer, free_port
 from services.ingest.simulator import MarketSimulator
 from shared.market import exchange_datetime, parse_clock, parse_trading_date
 from shared.messages.domain import ClassifiedTrade, SessionStats, Trade
@@ -82,9 +86,10 @@ def window(source: Path, target: Path, start: str, seconds: int) -> tuple[int, f
 class System:
     """`stocktracker up` on free ports, with a NATS server of ours (so the bench can watch its subjects)."""
 
-    def __init__(self, workdir: Path, nats_url: str, replay: Path, speed: float, nats_pid: int) -> None:
+    def __init__(self, workdir: Path, nats_url: str, replay: Path, speed: float, nats_pids: list[int]) -> None:
         self.gateway_port = free_port()
-        env = {**os.environ, "NATS_URL": nats_url, "GATEWAY_PORT": str(self.gateway_port), "LOG_LEVEL": "warning"}
+        env = {**os.environ, "NATS_URL": nats_url, "GATEWAY_PORT": str(self.gateway_port), "LOG_LEVEL": "warning",
+               "STREAM_REPLICAS": str(len(nats_pids))}
         env.pop("DATABASE_URL", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "launcher.cli", "up", "--state-dir", str(workdir / "state"), "--source", "replay",
@@ -93,8 +98,8 @@ class System:
         self.lines: list[str] = []
         self.peak_rss: dict[str, int] = {}
         self.cpu_seconds: dict[str, float] = {}  # user + system, so far: where the machine's two cores went
-        self.nats_pid = nats_pid
-        self.nats_cpu_before = sum(psutil.Process(nats_pid).cpu_times()[:2])  # the baseline ran on this server too
+        self.nats_pids = nats_pids
+        self.nats_cpu_before = _cpu(nats_pids)  # the baseline ran on these servers too
 
     def wait_ready(self) -> None:
         assert self.process.stdout is not None
@@ -120,7 +125,7 @@ class System:
 
     def sample(self) -> None:
         """Peak RSS of each process, and the CPU seconds each has used (PostgreSQL's with its backends')."""
-        for name, pid in {**self.pids(), "nats-server": self.nats_pid}.items():
+        for name, pid in self.pids().items():
             try:
                 process = psutil.Process(pid)
                 rss = process.memory_info().rss
@@ -128,11 +133,11 @@ class System:
                 cpu = sum(sum(member.cpu_times()[:2]) for member in family)
             except psutil.Error:
                 continue
-            if name != "nats-server":
-                self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
-            if name == "nats-server":
-                cpu -= self.nats_cpu_before
+            self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
             self.cpu_seconds[name] = max(self.cpu_seconds.get(name, 0.0), cpu)
+        with contextlib.suppress(psutil.Error):  # every node together
+            self.cpu_seconds["nats-server"] = max(self.cpu_seconds.get("nats-server", 0.0),
+                                                  _cpu(self.nats_pids) - self.nats_cpu_before)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
@@ -140,6 +145,10 @@ class System:
             self.process.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
 
 
 async def statuses(nc: Any) -> dict[str, dict[str, Any]]:
@@ -153,11 +162,11 @@ async def statuses(nc: Any) -> dict[str, dict[str, Any]]:
     return found
 
 
-async def throughput(workdir: Path, nats_url: str, nats_pid: int, path: Path, frames: int,
+async def throughput(workdir: Path, nats_url: str, nats_pids: list[int], path: Path, frames: int,
                      stock_trades: int) -> dict[str, Any]:
-    system = System(workdir / "throughput", nats_url, path, 0, nats_pid)
+    system = System(workdir / "throughput", nats_url, path, 0, nats_pids)
     await asyncio.to_thread(system.wait_ready)
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))
     started = None
     stages: dict[str, float] = {}
     try:
@@ -208,8 +217,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1] * 1000, 2)}
 
 
-async def latency(workdir: Path, nats_url: str, nats_pid: int, path: Path, speed: float) -> dict[str, Any]:
-    nc = await nats.connect(nats_url)
+async def latency(workdir: Path, nats_url: str, nats_pids: list[int], path: Path, speed: float) -> dict[str, Any]:
+    nc = await nats.connect(nats_url.split(","))
     published: dict[str, float] = {}  # "SYM:TotalVol" -> when ingest's trade appeared
     latest_total: dict[str, tuple[int, float]] = {}
     to_event: list[float] = []
@@ -237,7 +246,7 @@ async def latency(workdir: Path, nats_url: str, nats_pid: int, path: Path, speed
     await nc.subscribe("md.trade.*", cb=on_trade)
     await nc.subscribe("trade.classified.*", cb=on_classified)
     await nc.subscribe("$KV.session_stats.*", cb=on_kv)
-    system = System(workdir / "latency", nats_url, path, speed, nats_pid)
+    system = System(workdir / "latency", nats_url, path, speed, nats_pids)
     await asyncio.to_thread(system.wait_ready)
 
     async def websocket() -> None:
@@ -275,7 +284,7 @@ async def latency(workdir: Path, nats_url: str, nats_pid: int, path: Path, speed
 async def baseline(nats_url: str, path: Path) -> float:
     """Bare nats-py: publish every frame, a subscriber decodes both JSON layers."""
     lines = path.read_bytes().splitlines()
-    pub, sub = await nats.connect(nats_url), await nats.connect(nats_url)
+    pub, sub = await nats.connect(nats_url.split(",")), await nats.connect(nats_url.split(","))
     done = asyncio.Event()
     received = 0
 
@@ -307,6 +316,8 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="frames/s for the latency stretch")
     parser.add_argument("--latency-seconds", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
+    parser.add_argument("--cluster", type=int, choices=[CLUSTER_NODES],
+                        help="also on a three-node cluster at STREAM_REPLICAS=3, against one server in the same run")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     day = date(2026, 11, 24)
@@ -321,31 +332,48 @@ async def main() -> None:
             kept = source.readlines()[:budget]
         stretch.write_bytes(b"".join(kept))
     results: dict[str, Any] = {"cores": os.cpu_count()}
-    for phase in ("throughput", "latency"):  # each on a NATS of its own: the same day twice would be deduplicated
-        nats_server = NatsServer(workdir / f"nats-{phase}")
-        nats_url = nats_server.start()
-        try:
-            if phase == "throughput":
-                base = await baseline(nats_url, path)
-                results["baseline_frames_per_s"] = base
-                results["throughput"] = await throughput(workdir, nats_url, nats_server.process.pid, path, frames,
-                                                         stock_trades)
-            else:
-                results["latency"] = {"rate_frames_per_s": args.rate, "speed": round(speed, 1),
-                                      **await latency(workdir, nats_url, nats_server.process.pid, stretch, speed)}
-        finally:
-            nats_server.stop()
+    topologies = ["R1", "R3"] if args.cluster == CLUSTER_NODES else ["R1"]
+    for topology in topologies:
+        results[topology] = await run_on(topology, workdir / topology, path, frames, stock_trades, stretch, speed,
+                                         args.rate)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    run = results["throughput"]
-    lat = results["latency"]
     print(json.dumps(results, indent=2))
-    print(f"SUMMARY {results['cores']} cores: {run['frames']:,} frames in {run['seconds']:.1f} s "
-          f"({run['frames_per_s']:,.0f} frames/s end to end, {run['frames_per_s'] / base:.2f} of the bare chain's "
-          f"{base:,.0f}); at {args.rate:,.0f} frames/s p99 publish->classified "
-          f"{lat['publish_to_classified'].get('p99_ms')} ms, ->KV {lat['publish_to_kv'].get('p99_ms')} ms, "
-          f"->WebSocket {lat['publish_to_websocket'].get('p99_ms')} ms; peak RSS max "
-          f"{max(run['peak_rss_mb'].values()):.0f} MB")
+    for topology in topologies:
+        figures = results[topology]
+        run, lat, base = figures["throughput"], figures["latency"], figures["baseline_frames_per_s"]
+        print(f"SUMMARY {topology} {results['cores']} cores: {run['frames']:,} frames in {run['seconds']:.1f} s "
+              f"({run['frames_per_s']:,.0f} frames/s end to end, {run['frames_per_s'] / base:.2f} of the bare chain's "
+              f"{base:,.0f}); at {args.rate:,.0f} frames/s p99 publish->classified "
+              f"{lat['publish_to_classified'].get('p99_ms')} ms, ->KV {lat['publish_to_kv'].get('p99_ms')} ms, "
+              f"->WebSocket {lat['publish_to_websocket'].get('p99_ms')} ms; peak RSS max "
+              f"{max(run['peak_rss_mb'].values()):.0f} MB")
+    if len(topologies) == 2:
+        one, three = (results[t]["throughput"]["frames_per_s"] for t in topologies)
+        print(f"SUMMARY R3 / R1 end to end: {three / one:.2f} ({three:,.0f} against {one:,.0f} frames/s, same run)")
+
+
+async def run_on(topology: str, workdir: Path, path: Path, frames: int, stock_trades: int, stretch: Path,
+                 speed: float, rate: float) -> dict[str, Any]:
+    """Throughput and latency on one server (R1) or a three-node cluster (R3); each phase on servers of its own (the
+    same day twice would be deduplicated)."""
+    figures: dict[str, Any] = {}
+    for phase in ("throughput", "latency"):
+        servers: NatsServer | NatsCluster = (NatsCluster(workdir / f"nats-{phase}") if topology == "R3"
+                                            else NatsServer(workdir / f"nats-{phase}"))
+        nats_url = servers.start()
+        nodes = servers.nodes if isinstance(servers, NatsCluster) else [servers]
+        pids = [node.process.pid for node in nodes if node.process is not None]
+        try:
+            if phase == "throughput":
+                figures["baseline_frames_per_s"] = await baseline(nats_url, path)
+                figures["throughput"] = await throughput(workdir, nats_url, pids, path, frames, stock_trades)
+            else:
+                figures["latency"] = {"rate_frames_per_s": rate, "speed": round(speed, 1),
+                                      **await latency(workdir, nats_url, pids, stretch, speed)}
+        finally:
+            servers.stop()
+    return figures
 
 
 if __name__ == "__main__":

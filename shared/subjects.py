@@ -118,6 +118,16 @@ class Bucket(StrEnum):
     CHECKPOINTS = "checkpoints"  # <service> -> the service's state and stream position, for restarts
 
 
+def stream_of(subject: str) -> str:
+    """The stream a subject we publish is stored in: a KV bucket's (KV_<bucket>) for $KV.<bucket>.<key>, else the
+    stream whose subjects it falls under."""
+    if subject.startswith("$KV."):
+        return f"KV_{subject.split('.', 2)[1]}"
+    first = subject.split(".", 1)[0]
+    return next((spec.name for spec in STREAMS if any(pattern.split(".", 1)[0] == first for pattern in spec.subjects)),
+                "")
+
+
 def kv_subject(bucket: Bucket, key: str) -> str:
     """The subject a put to `key` of `bucket` is published on (JetStream KV's own layout)."""
     return f"$KV.{bucket}.{key}"

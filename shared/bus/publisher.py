@@ -17,6 +17,8 @@ from prometheus_client import Counter
 from shared import metrics
 from shared.bus.protocol import _chain, _Client
 from shared.retry import NATS_AWAY
+from shared.subjects import stream_of
+from shared.throttle import Throttle
 
 log = structlog.get_logger("bus")
 _NO_RESPONDERS = b"NATS/1.0 503"
@@ -70,6 +72,7 @@ class Publisher:
         self._recovery: asyncio.Task[None] | None = None
         self._first_refused: int | None = None  # while held back, the oldest message refused
         self._answers: dict[int, asyncio.Future[bool]] = {}  # resends awaiting their answer: stored or refused
+        self._reorders_logged = Throttle()
         self._inbox_prefix = ""
         self._out_counters: dict[str, Any] = {}
         self._sub: Any = None
@@ -157,11 +160,8 @@ class Publisher:
         if headers is not None and headers.startswith(_NO_RESPONDERS):
             self._refused(ident)
             return
-        refused = self._unacked.get(self._first_refused) if self._first_refused is not None else None
-        if refused is not None and refused.refused and ident > (self._first_refused or 0) and ident in self._unacked:
-            PUBLISH_REORDERED.inc()  # stored while an older message waits, refused: the order is lost
-            log.warning("a message was stored ahead of an older one a moving leader refused", subject=subject,
-                        stored=ident, refused=self._first_refused)
+        if self._first_refused is not None and ident > self._first_refused:
+            self._count_if_reordered(ident)
         answer = self._answers.pop(ident, None)
         if answer is not None and not answer.done():
             answer.set_result(True)
@@ -185,6 +185,19 @@ class Publisher:
         if ident % LATENCY_SAMPLE_EVERY == 0:
             metrics.PUBLISH_SECONDS.observe(time.monotonic() - entry.sent_at)
         self._released()
+
+    def _count_if_reordered(self, ident: int) -> None:
+        """A message stored while an older one of the same stream waits, refused: that stream's order is lost."""
+        stored = self._unacked.get(ident)
+        if stored is None:
+            return
+        stream = stream_of(stored.subject)
+        if any(entry.refused and stream_of(entry.subject) == stream
+               for older, entry in self._unacked.items() if older < ident):
+            PUBLISH_REORDERED.inc()
+            if self._reorders_logged.due(stream):
+                log.warning("a message was stored ahead of an older one a moving leader refused", stream=stream,
+                            subject=stored.subject)
 
     def _refused(self, ident: int) -> None:
         """No leader took the message: it stays unacked, and everything new is held back until it is stored."""
