@@ -30,8 +30,11 @@ class Backoff:
 
 # A stream created right after one of the same name was deleted: the server is still removing the old store.
 STORE_BEING_REMOVED = Backoff("a stream's store still being removed", (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8))
-# A JetStream request (a consumer, a KV watch) while NATS is away or electing a leader.
-NATS_AWAY = Backoff("NATS unreachable or without a leader", (0.25, 0.5, 1.0, 2.0, 4.0, 5.0))
+# A JetStream request (a consumer, a KV watch) while NATS is away.
+NATS_AWAY = Backoff("NATS unreachable", (0.25, 0.5, 1.0, 2.0, 4.0, 5.0))
+# A stream or bucket without a leader (just created, its leader's node lost): an election takes a fraction of a
+# second to a few seconds, so the first tries come quickly.
+LEADER_ELECTION = Backoff("a stream or bucket electing its leader", (0.05, 0.1, 0.2, 0.5, 1.0, 2.0))
 # PostgreSQL unreachable or unavailable (shut down, out of resources, a conflicting transaction).
 DATABASE_AWAY = Backoff("PostgreSQL unreachable or unavailable", (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0))
 # SSI's hub refusing a stream or silent: a fresh token and stream, more slowly each time.

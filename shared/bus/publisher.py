@@ -16,7 +16,7 @@ from prometheus_client import Counter
 
 from shared import metrics
 from shared.bus.protocol import _chain, _Client
-from shared.retry import NATS_AWAY
+from shared.retry import LEADER_ELECTION
 from shared.subjects import stream_of
 from shared.throttle import Throttle
 
@@ -27,6 +27,9 @@ _IN_PROCESS = "duplicate message id is in process"
 PUBLISH_REORDERED = Counter(
     "stocktracker_publish_reordered_total",
     "Messages a stream stored ahead of an older one its moving leader had refused (order not kept)")
+PUBLISH_HELD_BACK = Counter(
+    "stocktracker_publish_held_back_total",
+    "Times publishing was held back until refused or unacknowledged messages were stored (a stream's leader moving)")
 LATENCY_SAMPLE_EVERY = 16  # publish latency is observed for one message in this many: the histogram is not free
 
 
@@ -37,6 +40,7 @@ class _Unacked:
     msg_id: str | None
     sent_at: float
     refused: bool = False  # JetStream answered 503: no leader took it (not stored)
+    copy_in_process: bool = False  # answered "in process": a copy of it was being stored when it arrived
 
 
 class Publisher:
@@ -52,9 +56,12 @@ class Publisher:
     refused so, sent again later, would be stored after newer ones that found the new leader first: a consumer would
     meet an older trade after a newer one. So the first 503 (or an overdue acknowledgement) holds back everything new:
     the messages in flight are let answer, then the unacknowledged ones go out again one at a time, oldest first, each
-    only once the one before it is stored (waiting `NATS_AWAY` between refusals), and only then does publishing go on.
-    A message already in flight that a new leader stored ahead of an older refused one is counted
+    only once the one before it is stored (waiting `LEADER_ELECTION` between refusals), and only then does publishing
+    go on. A message already in flight that a new leader stored ahead of an older refused one is counted
     (`stocktracker_publish_reordered_total`): the order cannot be mended once stored, but it is never silent.
+
+    On a cluster, a message sent while a copy of it (the same Nats-Msg-Id) is still being stored is answered "in
+    process": it is sent again alone, a moment later, and is then the duplicate it is; nothing is held back for it.
     """
 
     def __init__(self, nc: _Client, *, max_pending: int = 4096, ack_timeout: float = 5.0) -> None:
@@ -73,6 +80,8 @@ class Publisher:
         self._first_refused: int | None = None  # while held back, the oldest message refused
         self._answers: dict[int, asyncio.Future[bool]] = {}  # resends awaiting their answer: stored or refused
         self._reorders_logged = Throttle()
+        self._holdbacks_logged = Throttle()
+        self._copies: set[asyncio.Task[None]] = set()  # copies answered "in process", to be sent again
         self._inbox_prefix = ""
         self._out_counters: dict[str, Any] = {}
         self._sub: Any = None
@@ -91,6 +100,8 @@ class Publisher:
     async def stop(self, timeout: float = 10.0) -> bool:
         """Wait up to `timeout` for every unacked message; returns whether all were acknowledged."""
         done = await self.flush(timeout)
+        for retry in list(self._copies):
+            retry.cancel()
         if self._watchdog:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -158,24 +169,29 @@ class Publisher:
         """JetStream's answer to one message, straight from the protocol parser (one per message published)."""
         ident = int(subject[len(self._inbox_prefix) :])
         if headers is not None and headers.startswith(_NO_RESPONDERS):
-            self._refused(ident)
+            self._refused(ident, "no responders (503): the stream has no leader here")
             return
-        if self._first_refused is not None and ident > self._first_refused:
-            self._count_if_reordered(ident)
-        answer = self._answers.pop(ident, None)
-        if answer is not None and not answer.done():
-            answer.set_result(True)
         try:
             ack = msgspec.json.decode(payload)
         except msgspec.DecodeError:
             ack = {}
-        error = ack.get("error") if isinstance(ack, dict) else None
+        if not isinstance(ack, dict):
+            ack = {}
+        error = ack.get("error")
         if error and _IN_PROCESS in str(error.get("description")):
-            self._refused(ident)  # sent again later, in order, until it is answered as stored (or a duplicate)
+            self._copy_in_process(ident)
             return
+        stored = not error and not ack.get("duplicate")
+        if stored and self._first_refused is not None and ident > self._first_refused:
+            self._count_if_reordered(ident)
+        answer = self._answers.pop(ident, None)
+        if answer is not None and not answer.done():
+            answer.set_result(True)
         entry = self._unacked.pop(ident, None)
         if entry is None:
             return  # the acknowledgement of a copy sent again: already counted
+        if stored and entry.copy_in_process:
+            self._stored_late(entry)
         if error:
             code = str(error.get("err_code") or error.get("code"))
             metrics.PUBLISH_ERRORS.labels(code).inc()
@@ -185,6 +201,41 @@ class Publisher:
         if ident % LATENCY_SAMPLE_EVERY == 0:
             metrics.PUBLISH_SECONDS.observe(time.monotonic() - entry.sent_at)
         self._released()
+
+    def _copy_in_process(self, ident: int) -> None:
+        """A copy of this message (the same Nats-Msg-Id: a frame the feed sent twice) was still being stored when it
+        arrived. It takes the copy's place in the stream, so nothing is held back: it alone is sent again, a little
+        later, until it is answered as a duplicate (or, had the copy been lost with its leader, stored)."""
+        entry = self._unacked.get(ident)
+        if entry is None:
+            return
+        entry.copy_in_process = True
+        answer = self._answers.pop(ident, None)
+        if answer is not None and not answer.done():
+            answer.set_result(False)  # a recovery resending it tries again itself
+            return
+        retry = asyncio.get_running_loop().create_task(self._send_copy_again(ident), name="publisher-copy")
+        self._copies.add(retry)
+        retry.add_done_callback(self._copies.discard)
+
+    async def _send_copy_again(self, ident: int) -> None:
+        await asyncio.sleep(LEADER_ELECTION.wait(1))
+        entry = self._unacked.get(ident)
+        if entry is None or not self._nc.is_connected:
+            return  # answered meanwhile, or the reconnect sends it again with everything unacknowledged
+        entry.sent_at = time.monotonic()
+        metrics.PUBLISH_RESENDS.inc()
+        with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError, OSError):
+            await self._nc.publish_with_id(entry.subject, entry.payload, f"{self._inbox_prefix}{ident}", entry.msg_id)
+
+    def _stored_late(self, entry: _Unacked) -> None:
+        """A message whose copy was being stored when it arrived was stored itself after all: the copy was lost with
+        its leader, so this one took a later place than it was sent in."""
+        stream = stream_of(entry.subject)
+        PUBLISH_REORDERED.inc()
+        if self._reorders_logged.due(stream):
+            log.warning("a message was stored later than it was sent: its copy was lost with a moving leader",
+                        stream=stream, subject=entry.subject)
 
     def _count_if_reordered(self, ident: int) -> None:
         """A message stored while an older one of the same stream waits, refused: that stream's order is lost."""
@@ -199,12 +250,15 @@ class Publisher:
                 log.warning("a message was stored ahead of an older one a moving leader refused", stream=stream,
                             subject=stored.subject)
 
-    def _refused(self, ident: int) -> None:
+    def _refused(self, ident: int, why: str) -> None:
         """No leader took the message: it stays unacked, and everything new is held back until it is stored."""
         entry = self._unacked.get(ident)
         if entry is None:
             return
         entry.refused = True
+        if self._holdbacks_logged.due(why):
+            log.warning("holding back new messages: a message was not stored", subject=entry.subject, why=why,
+                        unacknowledged=len(self._unacked))
         answer = self._answers.pop(ident, None)
         if answer is not None and not answer.done():
             answer.set_result(False)
@@ -214,6 +268,7 @@ class Publisher:
 
     def _hold_back(self) -> None:
         if self._recovery is None or self._recovery.done():
+            PUBLISH_HELD_BACK.inc()
             self._clear.clear()
             self._recovery = asyncio.get_running_loop().create_task(self._recover(), name="publisher-recovery")
 
@@ -255,7 +310,7 @@ class Publisher:
                 stored = False
             if not stored and ident in self._unacked:
                 failures += 1
-                await asyncio.sleep(NATS_AWAY.wait(failures))
+                await asyncio.sleep(LEADER_ELECTION.wait(failures))
         return True
 
     def _released(self) -> None:
@@ -282,7 +337,11 @@ class Publisher:
                 continue
             oldest = next(iter(self._unacked.values()))
             if time.monotonic() - oldest.sent_at > self._ack_timeout:
-                self._hold_back()  # no answer at all (a leader gone mid-request): as for a refusal
+                if self._holdbacks_logged.due("overdue"):  # no answer at all (a leader gone mid-request)
+                    log.warning("holding back new messages: a message was not acknowledged in time",
+                                subject=oldest.subject, ack_timeout_s=self._ack_timeout,
+                                unacknowledged=len(self._unacked))
+                self._hold_back()
 
     async def _resend_all(self) -> None:
         async with self._resending:

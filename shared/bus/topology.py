@@ -12,7 +12,7 @@ from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from shared.config import Settings
-from shared.retry import NATS_AWAY, STORE_BEING_REMOVED, retrying
+from shared.retry import LEADER_ELECTION, STORE_BEING_REMOVED, retrying
 from shared.subjects import BUCKET_DESCRIPTIONS, STREAMS, Bucket, StreamSpec
 
 T = TypeVar("T")
@@ -39,6 +39,26 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
         await _retrying_server_errors(lambda c=config: _add_or_update(js, c))
     for bucket in Bucket:
         await _retrying_server_errors(lambda b=bucket: ensure_bucket(js, b, settings))
+    for name in [spec.name for spec in STREAMS] + [f"KV_{bucket}" for bucket in Bucket]:
+        await _until_led(js, name)
+
+
+class _NoLeaderYet(Exception):
+    pass
+
+
+async def _until_led(js: JetStreamContext, stream: str) -> None:
+    """Return once `stream` has a leader. On a cluster, a service that finds a stream already created may find it
+    before its leader is elected (another service's creation still in progress): what it publishes then would be
+    refused (503), so it waits, as for any election."""
+
+    async def led() -> None:
+        info = await js.stream_info(stream)
+        if info.cluster is not None and not info.cluster.leader:
+            raise _NoLeaderYet(stream)
+
+    await retrying(led, LEADER_ELECTION, retry_on=(*LEADERLESS, nats.js.errors.NotFoundError, _NoLeaderYet),
+                   deadline_s=ELECTION_S)
 
 
 async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
@@ -55,8 +75,8 @@ ELECTION_S = 30.0  # an election takes seconds; a request still failing after th
 
 
 async def electing(request: Callable[[], Awaitable[T]]) -> T:
-    """`request()`, tried again (NATS_AWAY) while its stream or bucket has no leader, for up to ELECTION_S."""
-    return await retrying(request, NATS_AWAY, retry_on=LEADERLESS, deadline_s=ELECTION_S)
+    """`request()`, tried again (LEADER_ELECTION) while its stream or bucket has no leader, for up to ELECTION_S."""
+    return await retrying(request, LEADER_ELECTION, retry_on=LEADERLESS, deadline_s=ELECTION_S)
 
 
 async def _retrying_server_errors(create: Callable[[], Awaitable[Any]]) -> Any:

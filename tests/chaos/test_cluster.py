@@ -23,7 +23,9 @@ from test_poison import nats_url_of
 
 from launcher.cli import _gather
 from launcher.local import NatsCluster, NatsNode, free_port, port_is_free
-from shared.subjects import MARKET, STREAMS
+from shared import bus, config, metrics
+from shared.bus.publisher import PUBLISH_HELD_BACK, PUBLISH_REORDERED
+from shared.subjects import MARKET, MD_TRADE, STREAMS, Bucket
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +54,63 @@ async def replaying_on(cluster: NatsCluster, launch: Any, tmp_path: Path, speed:
                 env={"STREAM_REPLICAS": "3"})
     await up.read_until("Ready:")
     return up
+
+
+def _r3(nats_url: str) -> config.Settings:
+    return config.load({"NATS_URL": nats_url, "STREAM_REPLICAS": "3"})
+
+
+async def test_services_starting_together_find_every_stream_led_and_writable(nats_cluster: NatsCluster) -> None:
+    """Every service creates the topology at start, all at once on a fresh cluster, one connected to each node: the
+    ones that find a stream already created must not publish before its leader is elected (it would be refused)."""
+    settings = _r3(nats_cluster.url)
+    clients = [await bus.connect(_r3(url), "tests") for url in nats_cluster.urls]
+    resends = metrics.PUBLISH_RESENDS._value.get()
+    try:
+        await asyncio.gather(*(bus.ensure_topology(client.jetstream(), settings) for client in clients))
+        for client in clients:
+            for name in [spec.name for spec in STREAMS] + [f"KV_{bucket}" for bucket in Bucket]:
+                info = await client.jetstream().stream_info(name)
+                assert info.cluster is not None
+                assert info.cluster.leader, name
+                assert info.config.num_replicas == 3
+        publishers = [bus.Publisher(client) for client in clients]
+        for number, publisher in enumerate(publishers):
+            await publisher.start()
+            await publisher.publish(f"$KV.{Bucket.REFERENCE}.probe{number}", b"{}")
+            await publisher.publish(MD_TRADE("ACB"), str(number).encode(), msg_id=f"first:{number}")
+        assert all([await publisher.stop(timeout=10) for publisher in publishers])
+        assert metrics.PUBLISH_RESENDS._value.get() == resends  # nothing was refused
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_a_copy_sent_while_the_first_is_stored_is_a_duplicate(nats_cluster: NatsCluster) -> None:
+    """On a cluster a message is proposed to the replicas before it is stored, so a copy sent right behind it (the
+    same natural key, as a feed repeats a frame) is answered "in process": a duplicate, neither a refusal that holds
+    publishing back nor a message stored out of order."""
+    settings = _r3(nats_cluster.url)
+    nc = await bus.connect(settings, "tests")
+    try:
+        await bus.ensure_topology(nc.jetstream(), settings)
+        before = (PUBLISH_HELD_BACK._value.get(), PUBLISH_REORDERED._value.get(),
+                  metrics.PUBLISH_DUPLICATES._value.get())
+        publisher = bus.Publisher(nc)
+        await publisher.start()
+        total = 500
+        for n in range(total):
+            for _ in range(2):
+                await publisher.publish(MD_TRADE("ACB"), str(n).encode(), msg_id=f"twice:{n}")
+        assert await publisher.stop(timeout=30)
+        info = await nc.jetstream().stream_info(MARKET.name)
+        assert info.state.messages == total
+        held_back, reordered, duplicates = (PUBLISH_HELD_BACK._value.get(), PUBLISH_REORDERED._value.get(),
+                                            metrics.PUBLISH_DUPLICATES._value.get())
+        assert (held_back, reordered) == before[:2]
+        assert duplicates - before[2] == total  # every copy answered as the duplicate it is
+    finally:
+        await nc.close()
 
 
 async def test_up_runs_on_a_cluster_of_its_own(tmp_path: Path, launch: Any) -> None:
