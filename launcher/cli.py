@@ -23,7 +23,7 @@ def _settings(command: str) -> config.Settings | None:
     try:
         return config.load()
     except config.ConfigError as err:
-        print(f"stocktracker {command}: {err}", file=sys.stderr)
+        print(config.redact(f"stocktracker {command}: {err}"), file=sys.stderr)
         return None
 
 
@@ -121,7 +121,7 @@ def status(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_status(_nats_settings(settings, args.state_dir)))
     except BusError as err:
-        print(f"stocktracker status: {err}", file=sys.stderr)
+        print(config.redact(f"stocktracker status: {err}"), file=sys.stderr)
         return 1
 
 
@@ -166,7 +166,7 @@ def tap(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     except BusError as err:
-        print(f"stocktracker tap: {err}", file=sys.stderr)
+        print(config.redact(f"stocktracker tap: {err}"), file=sys.stderr)
         return 1
 
 
@@ -291,7 +291,7 @@ def dlq(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_dlq(_nats_settings(settings, args.state_dir), args.service, args.limit, args.json))
     except BusError as err:
-        print(f"stocktracker dlq: {err}", file=sys.stderr)
+        print(config.redact(f"stocktracker dlq: {err}"), file=sys.stderr)
         return 1
 
 
@@ -344,7 +344,7 @@ def record(args: argparse.Namespace) -> int:
     try:
         Ingest.check(settings)
     except config.ConfigError as err:
-        print(f"stocktracker record: {err}", file=sys.stderr)
+        print(config.redact(f"stocktracker record: {err}"), file=sys.stderr)
         return 2
     configure_logging("record", settings.log_level, "console")
     return asyncio.run(serve(Ingest(), settings))
@@ -358,10 +358,7 @@ def show_config(_: argparse.Namespace) -> int:
     if settings is None:
         return 2
     for name, (description, _default) in config.documented_settings().items():
-        value = getattr(settings, name.lower())
-        if isinstance(value, list):
-            value = ",".join(value)
-        print(f"{name}={value}    # {description}")
+        print(f"{name}={config.shown(name.lower(), getattr(settings, name.lower()))}    # {description}")
     return 0
 
 

@@ -121,7 +121,7 @@ class UpOptions:
 
 
 def _say(message: str = "") -> None:
-    print(message, flush=True)
+    print(config.redact(message), flush=True)
 
 
 def _load_state(path: Path) -> UpState:

@@ -3,6 +3,10 @@
 A setting is a field of `Settings`; its environment variable is the field name in upper case. The field's
 `Meta(description=...)` is its documentation (the README's configuration table is checked against it).
 List-valued settings are comma-separated. A bad value raises `ConfigError` with one line naming the variable.
+
+Secrets: a setting whose `Meta` says `extra={"secret": True}` is never shown (`shown()` prints it as `****`), and a
+URL's password never is either, whatever the setting. Every value of a secret setting loaded is remembered, so
+`redact()` (which the log processor and every printed line go through) masks it wherever it appears.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
+import msgspec.inspect
 from msgspec import Meta
 
 NatsUrl = Annotated[str, Meta(pattern=r"^(nats|tls|ws|wss)://[^\s,]+$")]
@@ -20,6 +25,8 @@ Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, Meta(gt=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 HttpUrl = Annotated[str, Meta(pattern=r"^https?://\S+/$")]  # the SSI client joins paths by concatenation: end with /
+SECRET: dict[str, Any] = {"secret": True}  # Meta(extra=SECRET): a setting never printed nor logged
+MASK = "****"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -68,7 +75,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         str, Meta(description="When set, ingest also writes every frame it reads to this JSON Lines file (replayable).")
     ] = ""
     ssi_consumer_id: Annotated[str, Meta(description="SSI FastConnect Data consumer id (INGEST_SOURCE=ssi).")] = ""
-    ssi_consumer_secret: Annotated[str, Meta(description="SSI FastConnect Data secret (INGEST_SOURCE=ssi).")] = ""
+    ssi_consumer_secret: Annotated[
+        str, Meta(description="SSI FastConnect Data secret (INGEST_SOURCE=ssi).", extra=SECRET)
+    ] = ""
     ssi_url: Annotated[
         HttpUrl, Meta(description="SSI FastConnect Data REST base URL (token, reference data, reconciliation).")
     ] = "https://fc-data.ssi.com.vn/"
@@ -142,7 +151,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     )
     gateway_port: Annotated[Port, Meta(description="The gateway's HTTP port.")] = 8080
     gateway_token: Annotated[
-        str, Meta(description="When set, WebSocket clients must present it (Authorization: Bearer, or ?token=).")
+        str,
+        Meta(description="When set, WebSocket clients must present it (Authorization: Bearer, or ?token=).",
+             extra=SECRET),
     ] = ""
     gateway_token_rest: Annotated[
         bool, Meta(description="With GATEWAY_TOKEN set, require it on the REST API too.")
@@ -203,24 +214,75 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             continue
         value = value.strip()
         raw[field.name] = [item.strip() for item in value.split(",") if item.strip()] if _is_list(field.type) else value
+    for field in hints:  # remembered before validation: a bad value of a secret is still a secret
+        if field.name in raw and is_secret(field.name):
+            _remember(raw[field.name])
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as err:
-        message = str(err)
+        message = redact(str(err))
         match = _ERROR_PATH.search(message)
         if match is None:
             raise ConfigError(f"invalid configuration: {message}") from None
         name = env_name(match.group(1))
         reason = _ERROR_PATH.sub("", message).rstrip(" -")
-        raise ConfigError(f"invalid {name}={environ.get(name, '')!r}: {reason}") from None
+        raise ConfigError(f"invalid {name}={shown(match.group(1), environ.get(name, ''))!r}: {reason}") from None
+    for url in [*settings.nats_url, settings.database_url]:
+        _remember(_url_password(url))
+    return settings
+
+
+# --- secrets -----------------------------------------------------------------------------------------------------
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
+_DSN_PASSWORD = re.compile(r"(?P<key>\bpassword=)(?P<password>[^&\s]+)", re.IGNORECASE)
+_SHORTEST_REMEMBERED = 4  # a secret this short would mask ordinary words: URLs' and settings' masking covers it
+_secrets: set[str] = set()
+
+
+def _url_password(url: str) -> str:
+    match = _URL_CREDENTIALS.search(url) or _DSN_PASSWORD.search(url)
+    return match["password"] if match else ""
+
+
+def _remember(value: Any) -> None:
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str) and len(item) >= _SHORTEST_REMEMBERED:
+            _secrets.add(item)
+
+
+def is_secret(field: str) -> bool:
+    return field in _SECRET_FIELDS
+
+
+def redact(text: str) -> str:
+    """`text` with every URL's password (also a DSN's `password=`) and every secret setting's value masked."""
+    text = _URL_CREDENTIALS.sub(lambda match: f"{match['scheme']}{match['user']}:{MASK}@", text)
+    text = _DSN_PASSWORD.sub(lambda match: f"{match['key']}{MASK}", text)
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def shown(field: str, value: Any) -> str:
+    """A setting's value as it may be printed: a secret as MASK when set, anything else with its URLs redacted."""
+    text = ",".join(value) if isinstance(value, list) else str(value)
+    if is_secret(field):
+        return MASK if text else ""
+    return redact(text)
+
+
+_FIELD_SCHEMAS: dict[str, dict[str, Any]] = msgspec.json.schema(Settings)["$defs"]["Settings"]["properties"]
+_SECRET_FIELDS = frozenset(
+    field.name for field in msgspec.inspect.type_info(Settings).fields  # type: ignore[attr-defined]
+    if isinstance(field.type, msgspec.inspect.Metadata) and (field.type.extra or {}).get("secret"))
 
 
 def documented_settings() -> dict[str, tuple[str, Any]]:
     """Environment variable -> (description, default), for the README and `stocktracker config`."""
-    schema = msgspec.json.schema(Settings)
-    properties = schema["$defs"]["Settings"]["properties"]
     defaults = Settings()
     return {
-        env_name(field.name): (properties[field.name].get("description", ""), getattr(defaults, field.name))
+        env_name(field.name): (_FIELD_SCHEMAS[field.name].get("description", ""), getattr(defaults, field.name))
         for field in msgspec.structs.fields(Settings)
     }

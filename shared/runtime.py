@@ -118,6 +118,14 @@ class Actor(ABC):
 # --- logging -----------------------------------------------------------------------------------------------------
 
 
+def _redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """No secret in a log line: every text value (the message, a URL, a traceback) with secrets masked."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = config.redact(value)
+    return event
+
+
 def configure_logging(name: str, level: str = "info", fmt: str = "json") -> None:
     """structlog for our code and the standard library's logging (nats-py, aiohttp) alike: one line per event,
     JSON by default, every line carrying the service name."""
@@ -145,6 +153,7 @@ def configure_logging(name: str, level: str = "info", fmt: str = "json") -> None
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                _redact_secrets,
                 renderer,
             ],
         )
@@ -218,7 +227,7 @@ EXIT_CONFIG = 78  # EX_CONFIG of sysexits.h: a bad setting, a NATS server the sy
 
 def fatal_line(name: str, message: str) -> str:
     """The one line a service stops with on stderr (its supervisor finds it in the service's log)."""
-    return f"stocktracker {name}: {message}"
+    return config.redact(f"stocktracker {name}: {message}")
 
 
 def _fatal(name: str, message: str, code: int = EXIT_CANNOT_START) -> int:
