@@ -159,8 +159,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         bool, Meta(description="With GATEWAY_TOKEN set, require it on the REST API too.")
     ] = False
     gateway_cors_origins: Annotated[
-        list[str], Meta(description="Origins allowed to call the REST API from a browser, comma-separated; * for any.")
+        list[str],
+        Meta(description="Other origins allowed to call the REST API and open WebSockets from a browser, "
+                         "comma-separated (e.g. https://board.example.com); * for any."),
     ] = msgspec.field(default_factory=list)
+    gateway_allowed_hosts: Annotated[
+        list[str],
+        Meta(description="Host names the gateway answers to (the Host header, without port), comma-separated; * for "
+                         "any. Others get 421: a DNS-rebinding page cannot reach a gateway on loopback."),
+    ] = msgspec.field(default_factory=lambda: ["localhost", "127.0.0.1", "::1"])
     ws_throttle_ms: Annotated[
         Annotated[int, Meta(ge=10)], Meta(description="A WebSocket channel broadcasts at most once per this many ms.")
     ] = 500

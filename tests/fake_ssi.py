@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import secrets
+import ssl
 import uuid
 from datetime import date
 from types import TracebackType
@@ -35,8 +36,11 @@ class FakeSsi:
     """REST + SignalR hub on 127.0.0.1:<free port>, running in the current event loop."""
 
     def __init__(
-        self, *, consumer_id: str = "test-id", consumer_secret: str = "test-secret", keepalive_s: float = 1.0
+        self, *, consumer_id: str = "test-id", consumer_secret: str = "test-secret", keepalive_s: float = 1.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self.tls = tls  # serve HTTPS with this context (e.g. a self-signed certificate)
+        self.requests_seen = 0  # every HTTP request that got through (TLS included), whatever its path
         self.consumer_id = consumer_id
         self.consumer_secret = consumer_secret
         self.keepalive_s = keepalive_s
@@ -63,14 +67,14 @@ class FakeSsi:
     @property
     def url(self) -> str:
         """Base URL for both `url` (REST) and `stream_url`: the client appends paths by string concatenation."""
-        return f"http://127.0.0.1:{self._port}/"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._port}/"
 
     @property
     def connected(self) -> int:
         return len(self._sockets)
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._count])
         app.router.add_post("/api/v2/Market/AccessToken", self._access_token)
         app.router.add_get("/api/v2/Market/{name}", self._rest)
         app.router.add_post("/v2.0/signalr/negotiate", self._negotiate)
@@ -79,7 +83,7 @@ class FakeSsi:
         app.router.add_get("/v2.0/signalr/start", self._start)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         self._port = self._runner.addresses[0][1]
 
@@ -131,6 +135,11 @@ class FakeSsi:
             await self._changed.wait_for(lambda: sum(self._sockets.values()) >= n)
 
     # ---- REST ------------------------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests_seen += 1
+        return await handler(request)
 
     async def _access_token(self, request: web.Request) -> web.Response:
         self.token_requests += 1

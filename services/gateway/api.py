@@ -195,6 +195,84 @@ def error_middleware() -> Any:
     return handle
 
 
+# Every answer carries these: the dashboard is same-origin scripts and styles only (no inline script), it may not be
+# framed, nothing sniffs a content type, and no URL leaks to another site in a Referer.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+REFUSED = Counter("stocktracker_gateway_refused_total", "Requests refused for their Host or Origin", ["reason"])
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_DEFAULT_PORTS = (":80", ":443")
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer, the static files and WebSocket handshakes included."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header (or an origin's authority), without its port: `[::1]:8080` -> `::1`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0].rstrip(".") if host.count(":") == 1 else host.rstrip(".")
+
+
+def authority(host: str) -> str:
+    """host[:port] as compared between an Origin and a Host: lower case, without a default port."""
+    host = host.strip().lower().rstrip("/")
+    return host[: -len(suffix)] if (suffix := next((p for p in _DEFAULT_PORTS if host.endswith(p)), "")) else host
+
+
+def host_middleware(allowed_hosts: list[str]) -> Any:
+    """Only the names the gateway is meant to be reached by: a page whose own name was rebound to 127.0.0.1 (DNS
+    rebinding) sends its own name as Host, and is refused before it can read anything."""
+    anyone = "*" in allowed_hosts
+    names = {host_name(name) for name in allowed_hosts}
+
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not anyone and host_name(request.headers.get("Host", "")) not in names:
+            REFUSED.labels("host").inc()
+            return json_response(request, ApiError(error="this gateway does not answer to that host name "
+                                                         "(GATEWAY_ALLOWED_HOSTS)"), 421)
+        return await handler(request)
+
+    return handle
+
+
+def origin_allowed(request: web.Request, origins: list[str]) -> bool:
+    """A browser's request from this gateway's own pages or from an origin in GATEWAY_CORS_ORIGINS; one without
+    Origin is not a browser's (a browser always sends it on a WebSocket handshake and on a POST)."""
+    origin = request.headers.get("Origin")
+    if origin is None or "*" in origins or origin in origins:
+        return True
+    scheme, _, rest = origin.partition("://")
+    return bool(scheme) and authority(rest) == authority(request.headers.get("Host", ""))
+
+
+def origin_middleware(origins: list[str]) -> Any:
+    """What a browser may do on a visitor's behalf with no token to stop it: open a WebSocket (which no CORS
+    protects) or send anything but a read. Both only from the gateway's own pages or an allowed origin."""
+
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        guarded = request.path.startswith("/ws/") or request.method not in _SAFE_METHODS
+        if guarded and not origin_allowed(request, origins):
+            REFUSED.labels("origin").inc()
+            return json_response(request, ApiError(error="origin not allowed (GATEWAY_CORS_ORIGINS)"), 403)
+        return await handler(request)
+
+    return handle
+
+
 def auth_middleware(token: str, protect_rest: bool) -> Any:
     open_paths = ("/healthz", "/metrics", "/api/openapi.json")
 

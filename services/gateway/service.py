@@ -18,8 +18,11 @@ from services.gateway.api import (
     auth_middleware,
     cors_middleware,
     error_middleware,
+    host_middleware,
     json_response,
     openapi_document,
+    origin_middleware,
+    security_headers,
 )
 from services.gateway.history import HistoryApi
 from services.gateway.hub import ChannelHub, IpLimiter
@@ -93,9 +96,11 @@ class Gateway(Actor):
         assert self._ctx is not None
         settings = self._ctx.settings
         app = web.Application(middlewares=[
-            error_middleware(), cors_middleware(settings.gateway_cors_origins),
+            error_middleware(), host_middleware(settings.gateway_allowed_hosts),
+            origin_middleware(settings.gateway_cors_origins), cors_middleware(settings.gateway_cors_origins),
             auth_middleware(settings.gateway_token, settings.gateway_token_rest),
         ])
+        app.on_response_prepare.append(security_headers)
         assert self.history is not None
         endpoints = [*MarketApi(self.view).endpoints(), *self.history.endpoints(), Endpoint(
             "/healthz", "health", "Liveness and readiness: ready once the KV view is loaded", self._health, Health,

@@ -8,6 +8,9 @@ What the client does not do, and this adapter does (docs/ssi.md, "Connection and
   that closes, or that stays silent (keep-alives included) for SSI_WATCHDOG_S while the market is open, is rebuilt
   with a fresh token and backoff. After a rebuild, minute bars of the gap are fetched over REST and published.
 - It prints the bearer token to stdout: that print is silenced.
+- Its stream does not verify certificates (the transport's `verify_ssl` defaults to False, for the negotiation and
+  the websocket alike), so any server in the path would receive the bearer token: the stream is made with
+  verification on. Its REST calls use `requests`, which verifies. Plain HTTP (a local fake SSI) uses no TLS at all.
 - It json-decodes each Broadcast itself and treats a bad one as a dropped connection: here the raw Broadcast
   argument is taken from the connection's frame hook instead, so a bad frame is just a rejected frame.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -82,6 +86,16 @@ def _silence_client() -> None:
     # It logs a traceback per socket error; the adapter logs each disconnect itself, once.
     logging.getLogger("SignalRCoreClient").setLevel(logging.CRITICAL)
     logging.getLogger("websocket").setLevel(logging.CRITICAL)
+
+
+def _verify_certificates() -> None:
+    """Every stream the client makes verifies SSI's certificate (the negotiation's `requests` call and the
+    websocket's handshake). tests/test_ingest_ssi.py fails loudly if the names this relies on are gone."""
+    from ssi_fc_data import fc_md_stream
+    from ssi_fc_data.signalr import Connection
+
+    if not isinstance(fc_md_stream.Connection, functools.partial):
+        fc_md_stream.Connection = functools.partial(Connection, verify_ssl=True)  # type: ignore[misc]
 
 
 def market_is_open() -> bool:
@@ -200,6 +214,7 @@ class SsiSource:
         self.reconnects = 0
         self.frames_received = 0
         _silence_client()
+        _verify_certificates()
 
     # --- REST ----------------------------------------------------------------------------------------------------
 
