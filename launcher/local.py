@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import IO
 
+from shared.access import password_variable
 from shared.bus import MIN_NATS_VERSION, version_tuple
 
 PG_SYSTEM_USER = "stocktracker"
@@ -152,12 +153,15 @@ def nats_server_version(binary: Path) -> str:
 class NatsServer(_ChildServer):
     """nats-server with JetStream, its store in `store_dir`."""
 
-    def __init__(self, store_dir: Path, *, port: int = 0, host: str = "127.0.0.1", binary: Path | None = None) -> None:
+    def __init__(self, store_dir: Path, *, port: int = 0, host: str = "127.0.0.1", binary: Path | None = None,
+                 passwords: dict[str, str] | None = None) -> None:
+        """`passwords`: every user's (shared/access.py), to run with the deployment's users and permissions."""
         super().__init__("nats-server", store_dir.parent / "nats-server.log")
         self.store_dir = store_dir
         self.host = host
         self.port = port or free_port(host)
         self.binary = binary or nats_server_binary()
+        self.passwords = passwords
 
     @property
     def url(self) -> str:
@@ -165,16 +169,27 @@ class NatsServer(_ChildServer):
 
     def start(self, timeout: float = 20.0) -> str:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        secured = ["-c", str(AUTH_CONF)] if self.passwords is not None else []
         self._spawn(
-            [str(self.binary), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir),
-             "-n", f"stocktracker-{self.port}"]
+            [str(self.binary), *secured, "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.store_dir),
+             "-n", f"stocktracker-{self.port}"], env=_with_passwords(self.passwords),
         )
         self._wait_until(lambda: _accepts_connections(self.host, self.port), timeout)
         return self.url
 
 
-CLUSTER_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nats" / "cluster.conf"  # the deployment's own
+NATS_CONF_DIR = Path(__file__).resolve().parent.parent / "deploy" / "nats"  # the deployment's own configuration
+CLUSTER_CONF = NATS_CONF_DIR / "cluster.conf"  # a node of the cluster, open to any client (the tests' drills)
+NODE_CONF = NATS_CONF_DIR / "node.conf"  # the same with every service's user and permissions (auth.conf)
+AUTH_CONF = NATS_CONF_DIR / "auth.conf"
 CLUSTER_NODES = 3  # the conf names three routes: any two make a quorum
+
+
+def _with_passwords(passwords: dict[str, str] | None) -> dict[str, str] | None:
+    """The server's environment: ours, with every user's password where auth.conf reads it."""
+    if passwords is None:
+        return None
+    return {**os.environ, **{password_variable(user): password for user, password in passwords.items()}}
 
 
 def _answers_healthz(host: str, port: int) -> bool:
@@ -189,8 +204,9 @@ class NatsNode(_ChildServer):
     """One node of a local NATS cluster, run from the deployment's cluster file with its environment."""
 
     def __init__(self, store_dir: Path, name: str, ports: tuple[int, int, int], routes: list[str], *,
-                 host: str = "127.0.0.1", binary: Path | None = None) -> None:
+                 host: str = "127.0.0.1", binary: Path | None = None, passwords: dict[str, str] | None = None) -> None:
         super().__init__(f"nats-server {name}", store_dir.parent / f"{name}.log")
+        self.passwords = passwords
         self.store_dir = store_dir
         self.node_name = name
         self.host = host
@@ -211,7 +227,9 @@ class NatsNode(_ChildServer):
     def launch(self) -> None:
         """Start the process (the cluster waits for its nodes together: one alone never becomes ready)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self._spawn([str(self.binary), "-c", str(CLUSTER_CONF)], env={**os.environ, **self.environment()})
+        conf = CLUSTER_CONF if self.passwords is None else NODE_CONF
+        self._spawn([str(self.binary), "-c", str(conf)],
+                    env={**(_with_passwords(self.passwords) or os.environ), **self.environment()})
 
     def start(self, timeout: float = 30.0) -> str:
         """Start this node again (after a stop or a kill), its cluster already up."""
@@ -224,11 +242,11 @@ class NatsCluster:
     """Three nats-servers with JetStream on loopback, clustered with routes, from the deployment's cluster file."""
 
     def __init__(self, base_dir: Path, *, ports: list[tuple[int, int, int]] | None = None,
-                 binary: Path | None = None) -> None:
+                 binary: Path | None = None, passwords: dict[str, str] | None = None) -> None:
         ports = ports or [(free_port(), free_port(), free_port()) for _ in range(CLUSTER_NODES)]
         routes = [f"nats-route://127.0.0.1:{route_port}" for _, _, route_port in ports]
         self.nodes = [NatsNode(base_dir / f"nats-{number}" / "store", f"nats-{number}", node_ports, routes,
-                               binary=binary)
+                               binary=binary, passwords=passwords)
                       for number, node_ports in enumerate(ports, start=1)]
 
     @property

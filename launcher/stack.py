@@ -10,6 +10,7 @@ Every child is asked by the kernel to stop should this process die without clean
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,6 +40,7 @@ from launcher.local import (
     port_is_free,
 )
 from shared import config
+from shared.access import OPERATOR, USERS, new_password
 from shared.retry import SERVICE_EXITED
 from shared.runtime import EXIT_CONFIG, checked_settings, fatal_line
 
@@ -258,19 +260,26 @@ class Stack:
         nats: NatsServer | NatsCluster | None = None
         if not os.environ.get("NATS_URL") and self.options.cluster:
             remembered = self.state.cluster_ports or [(0, 0, 0)] * CLUSTER_NODES
-            nats = NatsCluster(self.state_dir / "cluster", binary=nats_server_binary(),
+            nats = NatsCluster(self.state_dir / "cluster", binary=nats_server_binary(), passwords=self.passwords(),
                                ports=[(self._port(client), self._port(http), self._port(route))
                                       for client, http, route in remembered])
         elif not os.environ.get("NATS_URL"):
             nats = NatsServer(self.state_dir / "nats", port=self._port(self.state.nats_port),
-                              binary=nats_server_binary())
+                              binary=nats_server_binary(), passwords=self.passwords())
         postgres = None if os.environ.get("DATABASE_URL") else PostgresServer(
             self.state_dir / "postgres", port=self._port(self.state.postgres_port))
         return nats, postgres
 
+    def passwords(self) -> dict[str, str]:
+        """Every NATS user's password for the servers of our own, made once and kept in the state dir (readable
+        by its owner only), so a restart of `up` and the tools find them."""
+        return nats_passwords(self.state_dir)
+
     def _plan_services(self, nats_url: str, database_url: str) -> list[ServiceProcess]:
-        """Every built service with the environment it will run in, not started yet."""
+        """Every built service with the environment it will run in, not started yet; with servers of our own, each
+        as its own NATS user."""
         base = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, **_ingest_env(self.options)}
+        own_nats = not os.environ.get("NATS_URL")
         if self.options.cluster:
             base.setdefault("STREAM_REPLICAS", str(CLUSTER_NODES))
         planned = []
@@ -280,7 +289,8 @@ class Stack:
                 name = spec.name if count == 1 else f"{spec.name}-{index + 1}"
                 port = self._port(self.state.metrics_ports.get(name, 0), spec.metrics_port if index == 0 else 0)
                 self.state.metrics_ports[name] = port
-                planned.append(ServiceProcess(spec, {**base, "METRICS_PORT": str(port), **self._instance_env(
+                user = {"NATS_USER": spec.name, "NATS_PASSWORD": self.passwords()[spec.name]} if own_nats else {}
+                planned.append(ServiceProcess(spec, {**base, **user, "METRICS_PORT": str(port), **self._instance_env(
                     spec, index, count)}, self.state_dir / "logs" / f"{name}.log", port, name))
         return planned
 
@@ -428,9 +438,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+PASSWORDS_FILE = "nats-passwords.json"
+
+
+def nats_passwords(state_dir: Path) -> dict[str, str]:
+    """Every NATS user's password (shared/access.py) for `up`'s own servers: made at the first start, then kept."""
+    path = state_dir / PASSWORDS_FILE
+    with contextlib.suppress(OSError, msgspec.DecodeError, msgspec.ValidationError):
+        passwords = msgspec.json.decode(path.read_bytes(), type=dict[str, str])
+        if set(passwords) >= set(USERS):
+            return passwords
+    passwords = {user: new_password() for user in USERS}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(msgspec.json.encode(passwords))
+    return passwords
+
+
 def remembered_nats_url(state_dir: Path) -> str | None:
-    """The NATS URL a running `up` started, for the tools (`status`, `tap`) when NATS_URL is unset."""
+    """The NATS URL a running `up` started, as its operator user, for the tools (`status`, `tap`, `dlq`, `replay`)
+    when NATS_URL is unset."""
     state = _load_state(state_dir / "up.json")
-    if state.cluster_ports:
-        return ",".join(f"nats://127.0.0.1:{client}" for client, _, _ in state.cluster_ports)
-    return f"nats://127.0.0.1:{state.nats_port}" if state.nats_port else None
+    ports = [client for client, _, _ in state.cluster_ports] if state.cluster_ports else [state.nats_port]
+    if not all(ports):
+        return None
+    password = nats_passwords(state_dir)[OPERATOR]
+    return ",".join(f"nats://{OPERATOR}:{password}@127.0.0.1:{port}" for port in ports)

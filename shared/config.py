@@ -34,6 +34,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         list[NatsUrl],
         Meta(description="NATS server URL(s), comma-separated. `stocktracker up` starts its own server when unset."),
     ] = msgspec.field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    nats_user: Annotated[
+        str, Meta(description="This service's NATS user (deploy/nats/auth.conf); `stocktracker up` sets it for its own "
+                              "servers.")
+    ] = ""
+    nats_password: Annotated[str, Meta(description="That user's NATS password.", extra=SECRET)] = ""
     nats_connect_timeout_s: Annotated[
         PositiveFloat, Meta(description="How long a service keeps trying to reach NATS at start before it gives up.")
     ] = 30.0
@@ -168,6 +173,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Meta(description="Host names the gateway answers to (the Host header, without port), comma-separated; * for "
                          "any. Others get 421: a DNS-rebinding page cannot reach a gateway on loopback."),
     ] = msgspec.field(default_factory=lambda: ["localhost", "127.0.0.1", "::1"])
+    history_max_queries: Annotated[
+        PositiveInt, Meta(description="History queries a gateway runs at once; more wait for a slot (then 503).")
+    ] = 4
+    history_statement_timeout_s: Annotated[
+        PositiveFloat, Meta(description="A history query running longer than this is cancelled (503).")
+    ] = 10.0
+    history_write_timeout_s: Annotated[
+        PositiveFloat,
+        Meta(description="A history answer not taken by its client within this many seconds is cut off."),
+    ] = 30.0
     ws_throttle_ms: Annotated[
         Annotated[int, Meta(ge=10)], Meta(description="A WebSocket channel broadcasts at most once per this many ms.")
     ] = 500

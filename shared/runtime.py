@@ -32,9 +32,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import bus, config, metrics
 from shared.deadletter import DeadLetters
+from shared.subjects import SERVICE_STATUS
 
 VERSION = "0.1.0"
-STATUS_SUBJECT = "stocktracker.{name}.status"  # micro endpoint answering the actor's status as JSON
 P = ParamSpec("P")
 
 
@@ -210,7 +210,7 @@ async def register_micro(nc: Client, actor: Actor, metrics_port: int) -> Service
         await request.respond(msgspec.json.encode({"service": actor.name, "ready": actor.ready(), **actor.status()}))
 
     await service.add_endpoint(
-        EndpointConfig(name="status", subject=STATUS_SUBJECT.format(name=actor.name), handler=answer_status)
+        EndpointConfig(name="status", subject=SERVICE_STATUS.format(name=actor.name), handler=answer_status)
     )
     return service
 

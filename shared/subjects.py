@@ -79,6 +79,7 @@ FOREIGN_FLOW = Family("foreign.flow")
 INDEX_POINT = Family("index.point")
 BASIS_POINT = Family("basis.point")
 DEAD_LETTERS = Family("dlq")  # dlq.<service>
+SERVICE_STATUS = "stocktracker.{name}.status"  # each service's nats.micro endpoint answering its status as JSON
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,9 @@ class Partition(msgspec.Struct, frozen=True):
 
     @property
     def suffix(self) -> str:
-        return "" if self.count == 1 else f"-{self.index}-of-{self.count}"
+        """What a partition's checkpoint key adds to its tracker's: a token of its own (`classifier.0-of-2`), so
+        one NATS permission names every partition of a tracker (`$KV.checkpoints.classifier.>`)."""
+        return "" if self.count == 1 else f".{self.index}-of-{self.count}"
 
 
 class Checkpoint(msgspec.Struct, Generic[State]):

@@ -17,6 +17,7 @@ import yaml
 
 from launcher.catalog import SERVICES
 from shared import config
+from shared.access import USERS, authorization_config, password_variable
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -41,11 +42,61 @@ def test_every_service_of_the_catalog_runs_in_its_own_container() -> None:
         assert "healthcheck" in spec
 
 
+COMPOSE_VARIABLE = re.compile(r"\$\{(\w+)(?::[?-][^}]*)?\}")
+MADE_BY_ENV_SCRIPT = set(re.findall(r"^echo \"(\w+)=", (REPO / "deploy/make-env.sh").read_text(), re.MULTILINE)) | {
+    f"NATS_PASSWORD_{user}" for user in re.search(r"for user in ([A-Z ]+);", (
+        REPO / "deploy/make-env.sh").read_text())[1].split()}
+
+
+def substituted(value: object) -> str:
+    """A value as compose gives it, with each ${VARIABLE} from the environment file (a sample value here)."""
+    return COMPOSE_VARIABLE.sub(lambda match: f"sample-{match[1].lower().replace('_', '-')}", str(value))
+
+
 def test_every_environment_variable_is_a_setting() -> None:
     for name, spec in app_services().items():
         unknown = set(spec["environment"]) - SETTINGS
         assert not unknown, f"{name} sets {unknown}, which the config does not know"
-        config.load({key: str(value) for key, value in spec["environment"].items()})  # and each value is valid
+        config.load({key: substituted(value) for key, value in spec["environment"].items()})  # each value is valid
+
+
+def test_every_secret_comes_from_the_environment_file() -> None:
+    """No password or token is written in the compose file; each is a variable deploy/make-env.sh makes."""
+    text = (REPO / "docker-compose.yml").read_text()
+    assert set(COMPOSE_VARIABLE.findall(text)) <= MADE_BY_ENV_SCRIPT
+    secrets = {"POSTGRES_PASSWORD", "NATS_PASSWORD", "GATEWAY_TOKEN", "GF_SECURITY_ADMIN_PASSWORD"}
+    for spec in COMPOSE["services"].values():
+        for key, value in (spec.get("environment") or {}).items():
+            if key in secrets or key.startswith("NATS_PASSWORD_"):
+                assert COMPOSE_VARIABLE.fullmatch(str(value)), key
+    assert "stocktracker:stocktracker@" not in text
+
+
+def test_users_of_the_environment_file_are_the_access_tables() -> None:
+    assert {f"NATS_PASSWORD_{user.upper()}" for user in USERS} <= MADE_BY_ENV_SCRIPT
+
+
+def test_auth_conf_is_the_rendering_of_the_access_table() -> None:
+    assert (REPO / "deploy/nats/auth.conf").read_text() == authorization_config()
+    node = (REPO / "deploy/nats/node.conf").read_text()
+    assert "include ./cluster.conf" in node
+    assert "include ./auth.conf" in node
+
+
+def test_each_service_connects_as_its_own_user() -> None:
+    for name, spec in app_services().items():
+        assert spec["environment"]["NATS_USER"] == name
+        assert spec["environment"]["NATS_PASSWORD"] == f"${{{password_variable(name)}}}"
+
+
+def test_only_the_gateway_is_published_and_grafana_on_loopback() -> None:
+    published = {name: spec["ports"] for name, spec in COMPOSE["services"].items() if spec.get("ports")}
+    assert published == {"gateway": ["8080:8080"], "grafana": ["127.0.0.1:3000:3000"]}
+    gateway = COMPOSE["services"]["gateway"]["environment"]
+    assert gateway["GATEWAY_TOKEN_REST"] == "true"
+    assert COMPOSE_VARIABLE.fullmatch(gateway["GATEWAY_TOKEN"])
+    grafana = COMPOSE["services"]["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
 
 
 def test_metrics_ports_and_prometheus_targets_agree() -> None:
@@ -65,8 +116,9 @@ def test_host_ports_do_not_clash() -> None:
 def test_nats_cluster_and_replication() -> None:
     nodes = [name for name in COMPOSE["services"] if name.startswith("nats-")]
     assert len(nodes) == 3
-    cluster = (REPO / "deploy/nats/cluster.conf").read_text()
-    variables = set(re.findall(r"\$(\w+)", cluster))  # what a node's environment must give the one cluster file
+    conf = [(REPO / "deploy/nats" / name).read_text() for name in ("cluster.conf", "auth.conf")]
+    # What a node's environment must give the files (the auth file's "$KV..." subjects are quoted, not variables).
+    variables = {name for text in conf for name in re.findall(r"(?<![\"\w])\$(\w+)", text)}
     for number, node in enumerate(nodes, start=1):
         environment = COMPOSE["services"][node]["environment"]
         assert environment["NATS_NAME"] == node

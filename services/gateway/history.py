@@ -10,6 +10,12 @@ Every table is partitioned by trading date and every query names its dates, so P
 partitions, but only when it plans the query for those dates: a generic plan (what a prepared statement switches to
 after five runs) covers, and locks, every partition. The pool's sessions therefore plan every query for its values
 (`plan_cache_mode = force_custom_plan`).
+
+Bounded, whatever the clients do: at most HISTORY_MAX_QUERIES queries run at once (others wait a moment for a slot,
+then get 503), each cancelled after HISTORY_STATEMENT_TIMEOUT_S (statement_timeout), and an answer is streamed from a
+server-side cursor in batches of BATCH_ROWS rows, each written only once the client has taken the one before, so a
+client that never reads holds one batch, not its whole answer, and is cut off after HISTORY_WRITE_TIMEOUT_S. Ticks
+come in pages: a full page's answer names the next one in `X-Next-Cursor` (pass it back as `cursor`).
 """
 
 from __future__ import annotations
@@ -24,14 +30,18 @@ import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
+from prometheus_client import Counter
 
 from services.gateway.api import UNAUTHORIZED, bad_parameter, json_response
 from services.gateway.routes import ApiError, Endpoint, IntParam, Param, shown
+from shared.config import Settings
 from shared.database import database_unavailable
 from shared.market import EXCHANGE_TZ, MARKET_ERA, in_market_era, normalize_index_id, to_exchange_time
 from shared.retry import DATABASE_AWAY, retrying
 
 log = structlog.get_logger("gateway.history")
+HISTORY_REFUSED = Counter("stocktracker_gateway_history_refused_total",
+                          "History requests refused or cut off to keep the gateway bounded", ["reason"])
 INSTRUMENT_PATTERN = r"^[A-Za-z0-9_-]{1,30}$"  # a symbol, index id or contract, in any case
 _INSTRUMENT = re.compile(INSTRUMENT_PATTERN)
 
@@ -162,15 +172,39 @@ def parse_period(request: web.Request, latest: date | None, max_days: int) -> Pe
     return Period(first_day=first_day, last_day=last_day, start=start, end=end)
 
 
+def _read_cursor(text: str) -> tuple[date, int] | None:
+    """A ticks cursor's position (trading date, total volume), or None when it is not one we would have given."""
+    match = _CURSOR.match(text)
+    if match is None:
+        return None
+    try:
+        day = date.fromisoformat(match[1])
+    except ValueError:
+        return None
+    return (day, int(match[2])) if in_market_era(day) else None
+
+
 def _local(moment: datetime) -> datetime:
     return moment.astimezone(EXCHANGE_TZ)
 
 
+BATCH_ROWS = 1_000
+SLOT_WAIT_S = 5.0  # a query waits this long for a slot before it is answered 503 (busy)
+_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}):(\d{1,18})$")  # a ticks page's last row: trading date, total volume
+
+
+class _Busy(Exception):
+    """Every history slot is taken."""
+
+
 class HistoryApi:
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
+    def __init__(self, settings: Settings) -> None:
+        self.database_url = settings.database_url
+        self.settings = settings
         self.pool: asyncpg.Pool | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(settings.history_max_queries)
+        self._encoder = msgspec.json.Encoder()
 
     def start(self) -> None:
         if self.database_url:
@@ -178,8 +212,11 @@ class HistoryApi:
 
     async def _connect(self) -> None:
         self.pool = await retrying(
-            lambda: asyncpg.create_pool(self.database_url, min_size=1, max_size=8, server_settings={
-                "timezone": "Asia/Ho_Chi_Minh", "plan_cache_mode": "force_custom_plan"}),
+            lambda: asyncpg.create_pool(
+                self.database_url, min_size=1, max_size=self.settings.history_max_queries + 1, server_settings={
+                    "timezone": "Asia/Ho_Chi_Minh", "plan_cache_mode": "force_custom_plan",
+                    "statement_timeout": str(int(self.settings.history_statement_timeout_s * 1000)),
+                    "default_transaction_read_only": "on"}),
             DATABASE_AWAY, retry_on=(OSError, asyncpg.PostgresError),
             on_failure=lambda err, _, wait: log.warning("history database unreachable; retrying", error=str(err),
                                                         retry_in_s=wait))
@@ -205,7 +242,7 @@ class HistoryApi:
                      self._guard(self.candles), list[Candle], rows, (symbol, *period, RESOLUTION), errors),
             Endpoint("/api/history/{symbol}/ticks", "historyTicks",
                      "Classified trades with the rule that decided each and the book at the time",
-                     self._guard(self.ticks), list[Tick], rows, (symbol, *period, LIMIT), errors),
+                     self._guard(self.ticks), list[Tick], rows, (symbol, *period, LIMIT, CURSOR), errors),
             Endpoint("/api/history/{symbol}/foreign/daily", "historyForeignDaily", "Each trading day's foreign totals",
                      self._guard(self.foreign_daily), list[ForeignDay], rows, (symbol, DAYS), errors),
             Endpoint("/api/history/{symbol}/foreign", "historyForeign", "Foreign flows with the cumulative figures",
@@ -223,6 +260,15 @@ class HistoryApi:
                 return json_response(request, ApiError(error=f"history unavailable: {reason}"), 503)
             try:
                 return await handler(request, instrument.upper())
+            except _Busy:
+                HISTORY_REFUSED.labels("busy").inc()
+                busy = json_response(request, ApiError(error="history busy: try again shortly"), 503)
+                busy.headers["Retry-After"] = "1"
+                return busy
+            except asyncpg.QueryCanceledError:
+                HISTORY_REFUSED.labels("statement_timeout").inc()
+                return json_response(request, ApiError(
+                    error=f"history query ran longer than {self.settings.history_statement_timeout_s:g} s"), 503)
             except Exception as err:
                 if not database_unavailable(err):
                     raise
@@ -230,6 +276,48 @@ class HistoryApi:
                 return json_response(request, ApiError(error="history unavailable: database error"), 503)
 
         return handle
+
+    async def _answer(self, request: web.Request, query: str, args: tuple[Any, ...],
+                      row: Callable[[asyncpg.Record], Any], headers: dict[str, str] | None = None,
+                      ) -> web.StreamResponse:
+        """The rows of `query` as a JSON list, streamed from a cursor in batches within a history slot (see the
+        module's docstring). Errors before the first byte answer as usual (503); a client too slow to take its
+        answer within HISTORY_WRITE_TIMEOUT_S is cut off."""
+        assert self.pool is not None
+        try:
+            await asyncio.wait_for(self._slots.acquire(), SLOT_WAIT_S)
+        except TimeoutError:
+            raise _Busy from None
+        try:
+            async with self.pool.acquire() as connection, connection.transaction(readonly=True):
+                cursor = await connection.cursor(query, *args)
+                batch = await cursor.fetch(BATCH_ROWS)
+                response = web.StreamResponse(headers={"Content-Type": "application/json", **(headers or {})})
+                if "gzip" in request.headers.get("Accept-Encoding", ""):
+                    response.enable_compression(web.ContentCoding.gzip)
+                sent = 0
+                try:
+                    async with asyncio.timeout(self.settings.history_write_timeout_s):
+                        await response.prepare(request)
+                        await response.write(b"[")
+                        while batch:
+                            encoded = self._encoder.encode([row(record) for record in batch])
+                            await response.write((b"," if sent else b"") + encoded[1:-1])  # waits for the client
+                            sent += len(batch)
+                            batch = await cursor.fetch(BATCH_ROWS) if len(batch) == BATCH_ROWS else []
+                        await response.write(b"]")
+                        await response.write_eof()
+                except (TimeoutError, ConnectionResetError) as cut:
+                    # The answer has begun: all that is left is to end the connection (the client sees it cut).
+                    HISTORY_REFUSED.labels("write_timeout" if isinstance(cut, TimeoutError) else "gone").inc()
+                    log.info("history answer cut off", path=request.path, sent_rows=sent,
+                             why="the client did not take it in time" if isinstance(cut, TimeoutError)
+                             else "the client went away")
+                    if request.transport is not None:
+                        request.transport.abort()
+                return response
+        finally:
+            self._slots.release()
 
     async def _latest(self, family: str, instrument: str) -> date | None:
         """The latest trading date `instrument` has rows on in the recorder's table `family`."""
@@ -260,25 +348,34 @@ class HistoryApi:
             bucket = f"date_bin('{RESOLUTIONS[resolution]}', minute, TIMESTAMPTZ '2000-01-03 00:00:00+07')"
             query = (f"SELECT {bucket} AS bucket, {firsts}, {totals} FROM candles_1m WHERE {where} "
                      f"GROUP BY bucket ORDER BY bucket")
-        rows = await self.pool.fetch(query, *args)
-        return json_response(request, [Candle(_local(r[0]), *r[1:5], int(r[5]), r[6], *(int(v) for v in r[7:12]))
-                                       for r in rows])
+        return await self._answer(request, query, args, lambda r: Candle(
+            _local(r[0]), *r[1:5], int(r[5]), r[6], *(int(v) for v in r[7:12])))
 
     async def ticks(self, request: web.Request, symbol: str) -> web.Response:
         limit = LIMIT.read(request, bad_parameter)
         if isinstance(limit, web.Response):
             return limit
+        after = request.query.get(CURSOR.name)
+        position = _read_cursor(after) if after is not None else None
+        if after is not None and position is None:
+            return bad_parameter(request, CURSOR.name, f"cursor must be what X-Next-Cursor said, got {shown(after)}")
         period = parse_period(request, await self._latest("ticks", symbol), MAX_SPAN_DAYS["ticks"])
         if not isinstance(period, Period):
             return period or json_response(request, [])
         assert self.pool is not None
-        rows = await self.pool.fetch(
-            "SELECT ts, price, volume, value, trade_type, rule, bid_price, ask_price, total_volume, session, "
-            "unseen_volume FROM ticks WHERE symbol = $1 AND trading_date BETWEEN $2 AND $3 AND ts >= $4 AND ts < $5 "
-            "ORDER BY trading_date, total_volume LIMIT $6",
-            symbol, period.first_day, period.last_day, period.start, period.end, limit,
-        )
-        return json_response(request, [Tick(_local(r[0]), *r[1:]) for r in rows])
+        # Ticks in the order they traded: (trading date, total volume), after the cursor's position when given.
+        where = ("symbol = $1 AND trading_date BETWEEN $2 AND $3 AND ts >= $4 AND ts < $5 "
+                 "AND (trading_date, total_volume) > ($6, $7)")
+        start = position or (MARKET_ERA[0], -1)
+        args = (symbol, period.first_day, period.last_day, period.start, period.end, *start)
+        # The page's last row, when another page follows it: looked up first, as headers go before the body.
+        beyond = await self.pool.fetch(f"SELECT trading_date, total_volume FROM ticks WHERE {where} "
+                                       f"ORDER BY trading_date, total_volume OFFSET $8 LIMIT 2", *args, limit - 1)
+        headers = {"X-Next-Cursor": f"{beyond[0][0]}:{beyond[0][1]}"} if len(beyond) == 2 else {}
+        return await self._answer(
+            request, "SELECT ts, price, volume, value, trade_type, rule, bid_price, ask_price, total_volume, "
+                     f"session, unseen_volume FROM ticks WHERE {where} ORDER BY trading_date, total_volume LIMIT $8",
+            (*args, limit), lambda r: Tick(_local(r[0]), *r[1:]), headers)
 
     async def foreign(self, request: web.Request, symbol: str) -> web.Response:
         period = parse_period(request, await self._latest("foreign_flows", symbol),
@@ -286,14 +383,13 @@ class HistoryApi:
         if not isinstance(period, Period):
             return period or json_response(request, [])
         assert self.pool is not None
-        rows = await self.pool.fetch(
-            "SELECT ts, buy_volume, sell_volume, buy_value, sell_value, cumulative_buy_volume, "
-            "cumulative_sell_volume, cumulative_buy_value, cumulative_sell_value FROM foreign_flows "
-            "WHERE symbol = $1 AND trading_date BETWEEN $2 AND $3 AND ts >= $4 AND ts < $5 "
-            "ORDER BY ts, cumulative_buy_volume, cumulative_sell_volume",
-            symbol, period.first_day, period.last_day, period.start, period.end,
-        )
-        return json_response(request, [ForeignFlowRow(_local(r[0]), *r[1:]) for r in rows])
+        return await self._answer(
+            request, "SELECT ts, buy_volume, sell_volume, buy_value, sell_value, cumulative_buy_volume, "
+                     "cumulative_sell_volume, cumulative_buy_value, cumulative_sell_value FROM foreign_flows "
+                     "WHERE symbol = $1 AND trading_date BETWEEN $2 AND $3 AND ts >= $4 AND ts < $5 "
+                     "ORDER BY ts, cumulative_buy_volume, cumulative_sell_volume",
+            (symbol, period.first_day, period.last_day, period.start, period.end),
+            lambda r: ForeignFlowRow(_local(r[0]), *r[1:]))
 
     async def foreign_daily(self, request: web.Request, symbol: str) -> web.Response:
         days = DAYS.read(request, bad_parameter)
@@ -303,15 +399,13 @@ class HistoryApi:
         if latest is None:
             return json_response(request, [])
         assert self.pool is not None
-        rows = await self.pool.fetch(
-            "SELECT DISTINCT ON (trading_date) trading_date, cumulative_buy_volume, cumulative_sell_volume, "
-            "cumulative_buy_value, cumulative_sell_value FROM foreign_flows "
-            "WHERE symbol = $1 AND trading_date > $2 AND trading_date <= $3 "
-            "ORDER BY trading_date, cumulative_buy_volume DESC, cumulative_sell_volume DESC",
-            symbol, latest - timedelta(days=days), latest,
-        )
-        return json_response(request, [ForeignDay(r[0], r[1], r[2], r[1] - r[2], r[3], r[4], r[3] - r[4])
-                                       for r in rows])
+        return await self._answer(
+            request, "SELECT DISTINCT ON (trading_date) trading_date, cumulative_buy_volume, cumulative_sell_volume, "
+                     "cumulative_buy_value, cumulative_sell_value FROM foreign_flows "
+                     "WHERE symbol = $1 AND trading_date > $2 AND trading_date <= $3 "
+                     "ORDER BY trading_date, cumulative_buy_volume DESC, cumulative_sell_volume DESC",
+            (symbol, latest - timedelta(days=days), latest),
+            lambda r: ForeignDay(r[0], r[1], r[2], r[1] - r[2], r[3], r[4], r[3] - r[4]))
 
     async def index(self, request: web.Request, name: str) -> web.Response:
         index_id = normalize_index_id(name)
@@ -320,12 +414,11 @@ class HistoryApi:
         if not isinstance(period, Period):
             return period or json_response(request, [])
         assert self.pool is not None
-        rows = await self.pool.fetch(
-            "SELECT ts, value FROM index_points WHERE index_id = $1 AND trading_date BETWEEN $2 AND $3 "
-            "AND ts >= $4 AND ts < $5 ORDER BY ts",
-            index_id, period.first_day, period.last_day, period.start, period.end,
-        )
-        return json_response(request, [IndexValue(_local(r[0]), r[1]) for r in rows])
+        return await self._answer(
+            request, "SELECT ts, value FROM index_points WHERE index_id = $1 AND trading_date BETWEEN $2 AND $3 "
+                     "AND ts >= $4 AND ts < $5 ORDER BY ts",
+            (index_id, period.first_day, period.last_day, period.start, period.end),
+            lambda r: IndexValue(_local(r[0]), r[1]))
 
     async def derivatives(self, request: web.Request, contract: str) -> web.Response:
         period = parse_period(request, await self._latest("basis_points", contract),
@@ -333,12 +426,12 @@ class HistoryApi:
         if not isinstance(period, Period):
             return period or json_response(request, [])
         assert self.pool is not None
-        rows = await self.pool.fetch(
-            "SELECT ts, futures_price, spot_value, basis, basis_pct, is_premium FROM basis_points "
-            "WHERE futures_symbol = $1 AND trading_date BETWEEN $2 AND $3 AND ts >= $4 AND ts < $5 ORDER BY ts",
-            contract, period.first_day, period.last_day, period.start, period.end,
-        )
-        return json_response(request, [BasisRow(_local(r[0]), *r[1:]) for r in rows])
+        return await self._answer(
+            request, "SELECT ts, futures_price, spot_value, basis, basis_pct, is_premium FROM basis_points "
+                     "WHERE futures_symbol = $1 AND trading_date BETWEEN $2 AND $3 AND ts >= $4 AND ts < $5 "
+                     "ORDER BY ts",
+            (contract, period.first_day, period.last_day, period.start, period.end),
+            lambda r: BasisRow(_local(r[0]), *r[1:]))
 
 
 def _path(name: str) -> Param:
@@ -354,5 +447,8 @@ END = Param("end", "YYYY-MM-DD (exchange time, inclusive) or an ISO datetime; de
                    "with data", _MOMENT)
 RESOLUTION = Param("resolution", "Candle width, rolled up from the 1-minute candles",
                    {"type": "string", "enum": list(RESOLUTIONS), "default": "1m"})
-LIMIT = IntParam("limit", "At most this many ticks, oldest first", default=1_000, low=1, high=50_000)
+LIMIT = IntParam("limit", "At most this many ticks, oldest first (a page: X-Next-Cursor names the next)",
+                 default=1_000, low=1, high=50_000)
+CURSOR = Param("cursor", "The next page of ticks: the X-Next-Cursor of the page before", {
+    "type": "string", "pattern": _CURSOR.pattern})
 DAYS = IntParam("days", "Trading days back from the latest", default=30, low=1, high=365)

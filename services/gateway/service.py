@@ -82,7 +82,7 @@ class Gateway(Actor):
         self._basis = await bus.consume_from(ctx.js, DERIVED, [BASIS_POINT.wildcard], self._on_basis_point,
                                              start_time=exchange_now() - BASIS_HISTORY)
         self._broadcaster = asyncio.create_task(self._broadcast_every(settings.ws_throttle_ms / 1000))
-        self.history = HistoryApi(settings.database_url)
+        self.history = HistoryApi(settings)
         self.history.start()
         app = self.make_app()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)

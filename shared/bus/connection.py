@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import nats.errors
 import structlog
 
 from shared import metrics
@@ -53,12 +54,23 @@ def check_server_version(version: str) -> None:
                        restartable=False)
 
 
+def _is_authorization_error(err: Exception) -> bool:
+    """The server's 'Authorization Violation' (nats-py raises it as its own type, or as a plain error in the
+    handshake) or 'Authentication Timeout'."""
+    text = str(err).lower()
+    return isinstance(err, nats.errors.AuthorizationError) or "authorization violation" in text or (
+        "authentication" in text)
+
+
 async def connect(settings: Settings, name: str) -> _Client:
     """Connect to NATS, retrying for NATS_CONNECT_TIMEOUT_S, then check the server's version and JetStream."""
     connected_once = False
+    refused = asyncio.Event()  # the server refused our credentials: no retry mends that
 
     async def on_error(err: Exception) -> None:
         metrics.NATS_EVENTS.labels("error").inc()
+        if not connected_once and _is_authorization_error(err):
+            refused.set()
         if connected_once:
             log.warning("nats error", error=str(err) or type(err).__name__)
 
@@ -77,11 +89,12 @@ async def connect(settings: Settings, name: str) -> _Client:
         metrics.NATS_CONNECTED.set(0)
 
     nc = _Client()
-    try:
-        await asyncio.wait_for(
+    credentials = {"user": settings.nats_user, "password": settings.nats_password} if settings.nats_user else {}
+    connecting = asyncio.ensure_future(
             nc.connect(
                 servers=settings.nats_url,
                 name=name,
+                **credentials,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1.0,
@@ -93,14 +106,23 @@ async def connect(settings: Settings, name: str) -> _Client:
                 disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected,
                 closed_cb=on_closed,
-            ),
-            timeout=settings.nats_connect_timeout_s,
-        )
-    except TimeoutError:
+            ))
+    denied = asyncio.ensure_future(refused.wait())
+    done, _ = await asyncio.wait([connecting, denied], timeout=settings.nats_connect_timeout_s,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    denied.cancel()
+    if connecting not in done or refused.is_set():
+        connecting.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await connecting
         with contextlib.suppress(Exception):
             await nc.close()
         urls = ",".join(settings.nats_url)
-        raise BusError(f"cannot reach NATS at {urls} within {settings.nats_connect_timeout_s:g} s") from None
+        if refused.is_set():
+            who = f"user {settings.nats_user!r}" if settings.nats_user else "a client without credentials"
+            raise BusError(f"NATS at {urls} refused {who} (NATS_USER/NATS_PASSWORD)", restartable=False)
+        raise BusError(f"cannot reach NATS at {urls} within {settings.nats_connect_timeout_s:g} s")
+    connecting.result()
     connected_once = True
     metrics.NATS_CONNECTED.set(1)
     try:

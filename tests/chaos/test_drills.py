@@ -113,8 +113,9 @@ async def test_slow_client_and_flood_from_one_address(tmp_path: Path, launch: An
     port = int(up.url.rsplit(":", 1)[1])
     slow = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.sendall(b"GET /ws/market HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    slow.sendall(f"GET /ws/market HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
     flood_connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=0)
     try:
         async with aiohttp.ClientSession(connector=flood_connector) as flood, aiohttp.ClientSession() as calm:

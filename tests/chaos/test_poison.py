@@ -25,6 +25,7 @@ from test_drills import ROWS, database_url_of, ends_exact, rows
 from test_tracker_poison import AFTER_THE_DAY, VALID_AFTER, dead_letters
 
 from launcher.local import free_port
+from launcher.stack import remembered_nats_url
 from shared.market import EXCHANGE_TZ
 from shared.messages.domain import ClassificationRule, ClassifiedTrade, TradeType
 from shared.subjects import DERIVED, MARKET
@@ -44,7 +45,9 @@ def classified(symbol: str, session: str) -> bytes:
 
 
 def nats_url_of(up: Up) -> str:
-    return next(line.split()[1] for line in up.lines if line.strip().startswith("NATS "))
+    """The NATS `up` runs on: its own as its operator user (its servers have users), or the one NATS_URL named."""
+    return remembered_nats_url(up.state_dir) or next(
+        line.split()[1] for line in up.lines if line.strip().startswith("NATS "))
 
 
 async def status_of(nc: Any, service: str) -> dict[str, Any]:
