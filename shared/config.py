@@ -189,6 +189,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ws_max_connections_per_ip: Annotated[
         PositiveInt, Meta(description="Open WebSocket connections allowed per client address.")
     ] = 10
+    ws_max_connections: Annotated[
+        PositiveInt, Meta(description="Open WebSocket connections allowed in all (503 beyond).")
+    ] = 5000
+    ws_refusals_per_minute: Annotated[
+        PositiveInt,
+        Meta(description="Refused WebSocket handshakes (token, Origin, limits) an address may make in a minute "
+                         "before it is refused at once (429)."),
+    ] = 30
+    gateway_trusted_proxies: Annotated[
+        list[str],
+        Meta(description="Proxies (addresses or networks, comma-separated) whose Forwarded / X-Forwarded-For "
+                         "name the client; unset: the peer is the client."),
+    ] = msgspec.field(default_factory=list)
     ws_queue_size: Annotated[
         PositiveInt, Meta(description="Messages queued per WebSocket client before it is resynced with a snapshot.")
     ] = 32

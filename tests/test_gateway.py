@@ -357,7 +357,7 @@ async def test_per_address_limit_holds_and_never_leaks(filled: config.Settings) 
             # An abrupt death: the socket vanishes without a close handshake.
             second._response.connection.transport.abort()  # type: ignore[union-attr]
             third._response.connection.transport.abort()  # type: ignore[union-attr]
-        await eventually(lambda: not running.gateway._limiter.open, timeout=10)  # type: ignore[union-attr]
+        await eventually(lambda: not running.gateway.admission.open, timeout=10)  # type: ignore[union-attr]
         async with aiohttp.ClientSession() as http:
             clients = [await http.ws_connect(f"{running.url}/ws/index") for _ in range(2)]
             for client in clients:

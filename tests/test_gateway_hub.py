@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import WSMsgType
 
-from services.gateway.hub import ChannelHub, IpLimiter
+from services.gateway.hub import ChannelHub
 
 
 class StalledSocket:
@@ -85,16 +85,3 @@ async def test_a_client_stuck_on_one_send_is_disconnected() -> None:
     assert stalled.closed
     assert stalled.close_code == 1013  # try again later
     assert not channel.clients
-
-
-def test_ip_limiter_counts_and_releases() -> None:
-    limiter = IpLimiter(2)
-    assert limiter.acquire("a")
-    assert limiter.acquire("a")
-    assert not limiter.acquire("a")
-    assert limiter.acquire("b")
-    limiter.release("a")
-    assert limiter.acquire("a")
-    for address in ("a", "a", "b"):
-        limiter.release(address)
-    assert limiter.open == {}

@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter
 
+from services.gateway.admission import REFUSED_HANDSHAKE
 from services.gateway.routes import ApiError, Endpoint, Handler, IntParam, answer_types, openapi_paths
 from services.gateway.view import MarketView
 from shared.market import EXCHANGE_TZ, SCHEDULES, Phase
@@ -292,6 +293,7 @@ def auth_middleware(token: str, protect_rest: bool) -> Any:
 
 async def refuse_websocket(request: web.Request) -> web.WebSocketResponse:
     """A browser cannot read an HTTP 401 from a WebSocket handshake: accept, then close with 1008 (policy)."""
+    request[REFUSED_HANDSHAKE] = True  # counted against the address
     socket = web.WebSocketResponse()
     await socket.prepare(request)
     await socket.close(code=1008, message=b"missing or wrong token")

@@ -130,24 +130,3 @@ class ChannelHub:
     async def close_all(self) -> None:
         for client in list(self.clients):
             await client.socket.close(code=WSCloseCode.GOING_AWAY, message=b"gateway stopping")
-
-
-class IpLimiter:
-    """Open WebSocket connections per client address; released in a `finally`, so it never leaks."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open: dict[str, int] = {}
-
-    def acquire(self, address: str) -> bool:
-        if self.open.get(address, 0) >= self.limit:
-            return False
-        self.open[address] = self.open.get(address, 0) + 1
-        return True
-
-    def release(self, address: str) -> None:
-        remaining = self.open.get(address, 0) - 1
-        if remaining > 0:
-            self.open[address] = remaining
-        else:
-            self.open.pop(address, None)

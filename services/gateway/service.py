@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
+from services.gateway.admission import CLIENT_ADDRESS, Admission, admission_middleware, trusted_networks
 from services.gateway.api import (
     MarketApi,
     auth_middleware,
@@ -25,10 +26,11 @@ from services.gateway.api import (
     security_headers,
 )
 from services.gateway.history import HistoryApi
-from services.gateway.hub import ChannelHub, IpLimiter
+from services.gateway.hub import ChannelHub
 from services.gateway.routes import Endpoint
 from services.gateway.view import CHANNEL_BUCKETS, WATCHED, MarketView
 from shared import bus
+from shared.config import Settings
 from shared.market import exchange_now
 from shared.messages.domain import BasisPoint
 from shared.runtime import Actor, Context
@@ -50,6 +52,10 @@ class Gateway(Actor):
     description = "REST snapshots, history and WebSocket streams"
     metrics_port = 9107
 
+    @staticmethod
+    def check(settings: Settings) -> None:
+        trusted_networks(settings.gateway_trusted_proxies)
+
     def __init__(self) -> None:
         self.view = MarketView()
         self.history: HistoryApi | None = None
@@ -59,7 +65,7 @@ class Gateway(Actor):
         self._basis: bus.StreamReader | None = None
         self._broadcaster: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
-        self._limiter: IpLimiter | None = None
+        self.admission: Admission | None = None
         self._ctx: Context | None = None
         self._decode_point = msgspec.json.Decoder(BasisPoint).decode
         self._openapi = b""
@@ -67,7 +73,8 @@ class Gateway(Actor):
     async def start(self, ctx: Context) -> None:
         self._ctx = ctx
         settings = ctx.settings
-        self._limiter = IpLimiter(settings.ws_max_connections_per_ip)
+        self.admission = Admission(settings.ws_max_connections_per_ip, settings.ws_max_connections,
+                                   settings.ws_refusals_per_minute, trusted_networks(settings.gateway_trusted_proxies))
         for channel in CHANNEL_BUCKETS:
             self.hubs[channel] = ChannelHub(
                 channel, state=lambda c=channel: self.view.channel_state(c),
@@ -95,8 +102,10 @@ class Gateway(Actor):
     def make_app(self) -> web.Application:
         assert self._ctx is not None
         settings = self._ctx.settings
+        assert self.admission is not None
         app = web.Application(middlewares=[
-            error_middleware(), host_middleware(settings.gateway_allowed_hosts),
+            error_middleware(), admission_middleware(self.admission, WS_REFUSED),
+            host_middleware(settings.gateway_allowed_hosts),
             origin_middleware(settings.gateway_cors_origins), cors_middleware(settings.gateway_cors_origins),
             auth_middleware(settings.gateway_token, settings.gateway_token_rest),
         ])
@@ -134,11 +143,14 @@ class Gateway(Actor):
         hub = self.hubs[channel]
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            assert self._limiter is not None
+            assert self.admission is not None
             assert self._ctx is not None
-            address = request.remote or "unknown"
-            if not self._limiter.acquire(address):
-                WS_REFUSED.labels("per_ip_limit").inc()
+            address = request[CLIENT_ADDRESS]
+            refused = self.admission.acquire(address)
+            if refused is not None:
+                WS_REFUSED.labels(refused).inc()
+                if refused == "total_limit":
+                    return json_response(request, {"error": "the gateway is at its WebSocket limit"}, 503)
                 return json_response(request, {"error": "too many connections from this address"}, 429)
             try:
                 socket = web.WebSocketResponse(heartbeat=self._ctx.settings.ws_heartbeat_s, max_msg_size=4096)
@@ -146,7 +158,7 @@ class Gateway(Actor):
                 await hub.serve(socket)
                 return socket
             finally:
-                self._limiter.release(address)
+                self.admission.release(address)
 
         return handle
 
