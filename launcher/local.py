@@ -204,9 +204,11 @@ class NatsNode(_ChildServer):
     """One node of a local NATS cluster, run from the deployment's cluster file with its environment."""
 
     def __init__(self, store_dir: Path, name: str, ports: tuple[int, int, int], routes: list[str], *,
-                 host: str = "127.0.0.1", binary: Path | None = None, passwords: dict[str, str] | None = None) -> None:
+                 host: str = "127.0.0.1", binary: Path | None = None, passwords: dict[str, str] | None = None,
+                 conf: Path | None = None) -> None:
         super().__init__(f"nats-server {name}", store_dir.parent / f"{name}.log")
         self.passwords = passwords
+        self.conf = conf or (CLUSTER_CONF if passwords is None else NODE_CONF)
         self.store_dir = store_dir
         self.node_name = name
         self.host = host
@@ -227,8 +229,7 @@ class NatsNode(_ChildServer):
     def launch(self) -> None:
         """Start the process (the cluster waits for its nodes together: one alone never becomes ready)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = CLUSTER_CONF if self.passwords is None else NODE_CONF
-        self._spawn([str(self.binary), "-c", str(conf)],
+        self._spawn([str(self.binary), "-c", str(self.conf)],
                     env={**(_with_passwords(self.passwords) or os.environ), **self.environment()})
 
     def start(self, timeout: float = 30.0) -> str:
@@ -242,11 +243,13 @@ class NatsCluster:
     """Three nats-servers with JetStream on loopback, clustered with routes, from the deployment's cluster file."""
 
     def __init__(self, base_dir: Path, *, ports: list[tuple[int, int, int]] | None = None,
-                 binary: Path | None = None, passwords: dict[str, str] | None = None) -> None:
+                 binary: Path | None = None, passwords: dict[str, str] | None = None, conf: Path | None = None,
+                 ) -> None:
+        """`conf`: another node configuration than the deployment's (cluster.conf, or node.conf with passwords)."""
         ports = ports or [(free_port(), free_port(), free_port()) for _ in range(CLUSTER_NODES)]
         routes = [f"nats-route://127.0.0.1:{route_port}" for _, _, route_port in ports]
         self.nodes = [NatsNode(base_dir / f"nats-{number}" / "store", f"nats-{number}", node_ports, routes,
-                               binary=binary, passwords=passwords)
+                               binary=binary, passwords=passwords, conf=conf)
                       for number, node_ports in enumerate(ports, start=1)]
 
     @property

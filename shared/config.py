@@ -39,6 +39,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                               "servers.")
     ] = ""
     nats_password: Annotated[str, Meta(description="That user's NATS password.", extra=SECRET)] = ""
+    nats_tls_ca: Annotated[
+        str, Meta(description="CA bundle (PEM) the NATS servers' certificates are verified against; set with tls:// "
+                              "URLs (deploy/make-certs.sh makes a local one). Unset: the system's CAs.")
+    ] = ""
     nats_connect_timeout_s: Annotated[
         PositiveFloat, Meta(description="How long a service keeps trying to reach NATS at start before it gives up.")
     ] = 30.0

@@ -116,7 +116,8 @@ def test_host_ports_do_not_clash() -> None:
 def test_nats_cluster_and_replication() -> None:
     nodes = [name for name in COMPOSE["services"] if name.startswith("nats-")]
     assert len(nodes) == 3
-    conf = [(REPO / "deploy/nats" / name).read_text() for name in ("cluster.conf", "auth.conf")]
+    conf = [(REPO / "deploy/nats" / name).read_text()
+            for name in ("cluster.conf", "auth.conf", "tls-on/client.conf", "tls-on/route.conf")]
     # What a node's environment must give the files (the auth file's "$KV..." subjects are quoted, not variables).
     variables = {name for text in conf for name in re.findall(r"(?<![\"\w])\$(\w+)", text)}
     for number, node in enumerate(nodes, start=1):
@@ -126,7 +127,11 @@ def test_nats_cluster_and_replication() -> None:
         assert environment[f"NATS_ROUTE_{number}"] == f"nats-route://{node}:6222"
     for spec in app_services().values():
         assert spec["environment"]["STREAM_REPLICAS"] == "3"
-        assert sorted(re.findall(r"nats://([\w-]+):4222", spec["environment"]["NATS_URL"])) == nodes
+        assert sorted(re.findall(r"tls://([\w-]+):4222", spec["environment"]["NATS_URL"])) == nodes  # TLS only
+        assert spec["environment"]["NATS_TLS_CA"] == "/etc/stocktracker/ca.pem"
+        assert "./deploy/certs/ca.pem:/etc/stocktracker/ca.pem:ro" in spec["volumes"]
+    for node in nodes:  # TLS for clients and routes: the tls-on variant mounted over the open one
+        assert "./deploy/nats/tls-on:/etc/nats/tls:ro" in COMPOSE["services"][node]["volumes"]
 
 
 def test_prometheus_config_is_valid() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+from typing import Any
 
 import nats.errors
 import structlog
@@ -56,20 +58,29 @@ def check_server_version(version: str) -> None:
 
 def _is_authorization_error(err: Exception) -> bool:
     """The server's 'Authorization Violation' (nats-py raises it as its own type, or as a plain error in the
-    handshake) or 'Authentication Timeout'."""
+    handshake), 'Authentication Timeout', or a server certificate that does not verify: nothing a retry mends."""
     text = str(err).lower()
-    return isinstance(err, nats.errors.AuthorizationError) or "authorization violation" in text or (
-        "authentication" in text)
+    return isinstance(err, nats.errors.AuthorizationError | ssl.SSLCertVerificationError) or (
+        "authorization violation" in text or "authentication" in text or "certificate verify failed" in text)
+
+
+def _tls(settings: Settings) -> dict[str, Any]:
+    """The TLS context for tls:// servers (or any server requiring TLS), verifying against NATS_TLS_CA if set."""
+    if not settings.nats_tls_ca:
+        return {}
+    return {"tls": ssl.create_default_context(cafile=settings.nats_tls_ca)}
 
 
 async def connect(settings: Settings, name: str) -> _Client:
     """Connect to NATS, retrying for NATS_CONNECT_TIMEOUT_S, then check the server's version and JetStream."""
     connected_once = False
-    refused = asyncio.Event()  # the server refused our credentials: no retry mends that
+    refused = asyncio.Event()  # the server refused our credentials, or we its certificate: no retry mends that
+    refusal: list[str] = []
 
     async def on_error(err: Exception) -> None:
         metrics.NATS_EVENTS.labels("error").inc()
         if not connected_once and _is_authorization_error(err):
+            refusal.append(str(err) or type(err).__name__)
             refused.set()
         if connected_once:
             log.warning("nats error", error=str(err) or type(err).__name__)
@@ -95,6 +106,7 @@ async def connect(settings: Settings, name: str) -> _Client:
                 servers=settings.nats_url,
                 name=name,
                 **credentials,
+                **_tls(settings),
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1.0,
@@ -120,7 +132,8 @@ async def connect(settings: Settings, name: str) -> _Client:
         urls = ",".join(settings.nats_url)
         if refused.is_set():
             who = f"user {settings.nats_user!r}" if settings.nats_user else "a client without credentials"
-            raise BusError(f"NATS at {urls} refused {who} (NATS_USER/NATS_PASSWORD)", restartable=False)
+            raise BusError(f"NATS at {urls} refused {who} (NATS_USER/NATS_PASSWORD), or its certificate did not "
+                           f"verify (NATS_TLS_CA): {refusal[0] if refusal else ''}", restartable=False)
         raise BusError(f"cannot reach NATS at {urls} within {settings.nats_connect_timeout_s:g} s")
     connecting.result()
     connected_once = True
