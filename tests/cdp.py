@@ -1,6 +1,6 @@
 """A small Chrome DevTools Protocol client for the browser tests: headless Chromium, one page, evaluate, wait,
-real key presses, emulated media features, screenshot, and every console error or uncaught exception the page
-produced."""
+real key presses, emulated media features, screenshot, every console error or uncaught exception the page
+produced, and every WebSocket it opened."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ class Browser:
         self.session: aiohttp.ClientSession | None = None
         self.socket: aiohttp.ClientWebSocketResponse | None = None
         self.problems: list[str] = []  # console errors/warnings and uncaught exceptions
+        self.websockets: list[str] = []  # the URL of every WebSocket the page opened
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -76,7 +77,7 @@ class Browser:
             page = next(target for target in await reply.json() if target["type"] == "page")
         self.socket = await self.session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
         self._reader = asyncio.create_task(self._read())
-        for domain in ("Runtime", "Log", "Page"):
+        for domain in ("Runtime", "Log", "Page", "Network"):
             await self.call(f"{domain}.enable")
         # A headless page is never the focused window: without this, focus events and :focus-visible misbehave.
         await self.call("Emulation.setFocusEmulationEnabled", enabled=True)
@@ -111,6 +112,8 @@ class Browser:
             elif method == "Runtime.exceptionThrown":
                 details = params["exceptionDetails"]
                 self.problems.append(details.get("exception", {}).get("description") or details.get("text", ""))
+            elif method == "Network.webSocketCreated":
+                self.websockets.append(params["url"])
             elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
                 self.problems.append(f"{params['entry'].get('url', '')} {params['entry']['text']}")
 

@@ -325,6 +325,30 @@ async def put_stats(settings: config.Settings, symbol: str, volume: int) -> None
     await nc.close()
 
 
+async def test_one_socket_carries_the_channels_it_asks_for(served: Running) -> None:
+    """/ws?channels=...: the dashboard's single socket, a snapshot of each channel, then their deltas, and a channel
+    subscribed to later; an unknown channel is refused before the upgrade."""
+    async with aiohttp.ClientSession() as http, \
+            http.ws_connect(f"{served.url}/ws?channels=market,index") as socket:
+        first = [json.loads((await socket.receive(timeout=5)).data) for _ in range(2)]
+        assert {(m["type"], m["channel"]) for m in first} == {("snapshot", "market"), ("snapshot", "index")}
+        market = next(m for m in first if m["channel"] == "market")
+        assert set(market["data"]["quotes"]) == set(expected_day()["quotes"])
+        await socket.send_json({"op": "subscribe", "channel": "derivatives"})
+        later = json.loads((await socket.receive(timeout=5)).data)
+        assert (later["type"], later["channel"]) == ("snapshot", "derivatives")
+        assert later["data"]["contract"]["symbol"] == expected_day()["derivatives"]["symbol"]
+        await put_stats(served.settings, "ACB", 900_004)
+        delta = json.loads((await socket.receive(timeout=5)).data)
+        while delta["channel"] != "market":
+            delta = json.loads((await socket.receive(timeout=5)).data)
+        assert delta["type"] == "delta"
+        assert delta["data"]["quotes"]["ACB"]["total_volume"] == 900_004
+    await put_stats(served.settings, "ACB", int(expected_day()["quotes"]["ACB"]["total_volume"]))
+    status, body, _ = await get(f"{served.url}/ws?channels=market,secrets")
+    assert (status, body["parameter"]) == (400, "channels")
+
+
 async def test_snapshot_first_then_throttled_deltas_to_every_client(served: Running) -> None:
     async with aiohttp.ClientSession() as http, \
             http.ws_connect(f"{served.url}/ws/market") as first, http.ws_connect(f"{served.url}/ws/market") as second:

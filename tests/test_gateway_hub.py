@@ -4,11 +4,12 @@ queued deltas (counted) and earns it a fresh snapshot; a client stuck on one sen
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from aiohttp import WSMsgType
 
-from services.gateway.hub import ChannelHub
+from services.gateway.hub import ChannelHub, serve
 
 
 class StalledSocket:
@@ -85,3 +86,69 @@ async def test_a_client_stuck_on_one_send_is_disconnected() -> None:
     assert stalled.closed
     assert stalled.close_code == 1013  # try again later
     assert not channel.clients
+
+
+class Frame:
+    def __init__(self, data: str) -> None:
+        self.type = WSMsgType.TEXT
+        self.data = data
+
+
+def named(name: str, changes: list[int]) -> ChannelHub:
+    made = hub(changes, queue_size=8)
+    made.name = name
+    return made
+
+
+async def test_one_socket_follows_several_channels_and_subscribes_at_will() -> None:
+    """The dashboard's socket: a snapshot of each channel it asks for, then their deltas, each message naming its
+    channel; a subscription later brings that channel's snapshot, an unsubscription ends its deltas, and a request
+    it cannot follow is answered with an error, not a closed socket."""
+    hubs = {"market": named("market", [1, 2]), "index": named("index", [5]), "foreign": named("foreign", [7])}
+    socket = StalledSocket()
+    socket.release.set()
+    serving = asyncio.create_task(serve(socket, hubs, ["market", "index"]))  # type: ignore[arg-type]
+    await asyncio.sleep(0.02)
+    for channel in hubs.values():
+        channel.broadcast()
+    await asyncio.sleep(0.02)
+    sent = [json.loads(message) for message in socket.sent]
+    assert [(m["type"], m["channel"]) for m in sent] == [
+        ("snapshot", "index"), ("snapshot", "market"), ("delta", "market"), ("delta", "index")]
+    socket.inbox.put_nowait(Frame('{"op": "subscribe", "channel": "foreign"}'))
+    socket.inbox.put_nowait(Frame('{"op": "unsubscribe", "channel": "market"}'))
+    socket.inbox.put_nowait(Frame('{"op": "subscribe", "channel": "nope"}'))
+    socket.inbox.put_nowait(Frame("not json"))
+    await asyncio.sleep(0.02)
+    for channel in hubs.values():
+        channel.broadcast()  # market's second change: no longer followed
+    await asyncio.sleep(0.02)
+    later = [json.loads(message) for message in socket.sent[len(sent):]]
+    assert [(m["type"], m["channel"]) for m in later] == [
+        ("snapshot", "foreign"), ("error", "nope"), ("error", "")]
+    assert "no such channel" in later[1]["data"]
+    assert {name for name, channel in hubs.items() if channel.clients} == {"index", "foreign"}
+    await socket.close(1000, b"")
+    await serving
+    assert not any(channel.clients for channel in hubs.values())
+
+
+async def test_a_slow_socket_is_resynced_on_every_channel_it_follows() -> None:
+    hubs = {"market": named("market", list(range(1, 30))), "index": named("index", list(range(1, 30)))}
+    for channel in hubs.values():
+        channel.queue_size = 2
+    socket = StalledSocket()
+    serving = asyncio.create_task(serve(socket, hubs, ["market", "index"]))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)  # stuck on its first snapshot
+    for _ in range(10):
+        for channel in hubs.values():
+            channel.broadcast()
+    (client,) = hubs["market"].clients
+    assert client.dropped > 0
+    assert client.needs_snapshot == {"market", "index"}
+    socket.release.set()
+    await asyncio.sleep(0.05)
+    last = [json.loads(message) for message in socket.sent[-2:]]
+    assert {(m["type"], m["channel"]) for m in last} == {("snapshot", "market"), ("snapshot", "index")}
+    await socket.close(1000, b"")
+    await serving

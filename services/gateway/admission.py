@@ -116,6 +116,11 @@ class Admission:
             del self.open[address]
 
 
+def is_websocket_path(path: str) -> bool:
+    """`/ws` (several channels) or `/ws/<channel>`."""
+    return path == "/ws" or path.startswith("/ws/")
+
+
 CLIENT_ADDRESS = web.RequestKey("client_address", str)  # who is asking (behind trusted proxies), for the handler
 REFUSED_HANDSHAKE = web.RequestKey("refused_handshake", bool)  # a handshake refused after it was accepted (token)
 
@@ -126,7 +131,7 @@ def admission_middleware(admission: Admission, refused: Counter) -> Any:
 
     @web.middleware
     async def handle(request: web.Request, handler: Any) -> web.StreamResponse:
-        if not request.path.startswith("/ws/"):
+        if not is_websocket_path(request.path):
             return await handler(request)
         address = admission.client_address(request)
         request[CLIENT_ADDRESS] = address

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter
 
-from services.gateway.admission import REFUSED_HANDSHAKE
+from services.gateway.admission import REFUSED_HANDSHAKE, is_websocket_path
 from services.gateway.routes import ApiError, Endpoint, Handler, IntParam, answer_types, openapi_paths
 from services.gateway.view import MarketView
 from shared.market import EXCHANGE_TZ, SCHEDULES, Phase
@@ -265,7 +265,7 @@ def origin_middleware(origins: list[str]) -> Any:
 
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
-        guarded = request.path.startswith("/ws/") or request.method not in _SAFE_METHODS
+        guarded = is_websocket_path(request.path) or request.method not in _SAFE_METHODS
         if guarded and not origin_allowed(request, origins):
             REFUSED.labels("origin").inc()
             return json_response(request, ApiError(error="origin not allowed (GATEWAY_CORS_ORIGINS)"), 403)
@@ -279,7 +279,7 @@ def auth_middleware(token: str, protect_rest: bool) -> Any:
 
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
-        is_ws = request.path.startswith("/ws/")
+        is_ws = is_websocket_path(request.path)
         guarded = is_ws or (protect_rest and request.path.startswith("/api/") and request.path not in open_paths)
         if token and guarded and request.method != "OPTIONS" and not token_matches(token, presented_token(request)):
             AUTH_FAILURES.labels("ws" if is_ws else "rest").inc()
@@ -336,7 +336,8 @@ def openapi_document(endpoints: list[Endpoint]) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "stock-tracker gateway", "version": VERSION,
                  "description": "Real-time Vietnamese market data: REST snapshots and history. WebSocket streams "
-                                "at /ws/market, /ws/foreign, /ws/index and /ws/derivatives (see the README)."},
+                                "at /ws/market, /ws/foreign, /ws/index and /ws/derivatives, or several on one "
+                                "socket at /ws?channels=market,index (see the README)."},
         "paths": openapi_paths(endpoints, refs.__getitem__),
         "components": {"schemas": components},
     }

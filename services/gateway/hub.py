@@ -1,12 +1,15 @@
-"""WebSocket fan-out: one hub per channel, a bounded queue and a writer task per client.
+"""WebSocket fan-out: one hub per channel; per connected socket a bounded queue and a writer task.
 
-Each channel broadcasts at most once per WS_THROTTLE_MS: a burst of KV updates becomes one `delta` message holding
-the latest state of what changed, encoded once for every client. A client first gets the channel's full state (a
-`snapshot`), then deltas. A client whose queue is full loses its queued deltas and is sent a fresh snapshot instead
+A socket carries one channel (`/ws/<channel>`) or several (`/ws?channels=a,b`, then `{"op": "subscribe" |
+"unsubscribe", "channel": "..."}` messages): the dashboard opens one socket per tab. Each channel broadcasts at most
+once per WS_THROTTLE_MS: a burst of KV updates becomes one `delta` message holding the latest state of what changed,
+encoded once for every client. A client first gets each channel's full state (a `snapshot`), then deltas. A client
+whose queue is full loses its queued deltas and is sent a fresh snapshot of every channel it follows instead
 (counted), so a slow client never holds the others back nor grows the gateway's memory, and never misses a change
 for good; a client stuck longer than WS_SEND_TIMEOUT_S on one send is disconnected.
 
-Messages: {"type": "snapshot" | "delta", "channel": "<name>", "seq": <n per channel>, "data": {...}}.
+Messages: {"type": "snapshot" | "delta", "channel": "<name>", "seq": <n per channel>, "data": {...}}; a request the
+gateway cannot follow is answered {"type": "error", "channel": "<name or empty>", "seq": 0, "data": "<why>"}.
 """
 
 from __future__ import annotations
@@ -41,13 +44,60 @@ class Envelope(msgspec.Struct):
     data: Any
 
 
+class Request(msgspec.Struct, forbid_unknown_fields=True):
+    """What a client may ask on its socket."""
+
+    op: str
+    channel: str
+
+
+_decode_request = msgspec.json.Decoder(Request).decode
+
+
 @dataclass(eq=False)
 class Client:
+    """One socket and the channels it follows."""
+
     socket: web.WebSocketResponse
-    queue: asyncio.Queue[bytes]
-    needs_snapshot: bool = True
+    queue: asyncio.Queue[tuple[str, bytes]]  # (channel, encoded message); ("", b"") only wakes the writer
+    hubs: dict[str, ChannelHub] = field(default_factory=dict)  # the channels it follows
+    needs_snapshot: set[str] = field(default_factory=set)  # channels whose full state it is sent next
     writer: asyncio.Task[None] | None = None
     dropped: int = 0
+
+    def follow(self, hub: ChannelHub) -> None:
+        if hub.name in self.hubs:
+            return
+        self.hubs[hub.name] = hub
+        hub.clients.add(self)
+        WS_CLIENTS.labels(hub.name).inc()
+        self.needs_snapshot.add(hub.name)
+        self.wake()
+
+    def leave(self, name: str) -> None:
+        hub = self.hubs.pop(name, None)
+        if hub is not None:
+            hub.clients.discard(self)
+            WS_CLIENTS.labels(name).dec()
+            self.needs_snapshot.discard(name)
+
+    def leave_all(self) -> None:
+        for name in list(self.hubs):
+            self.leave(name)
+
+    def wake(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(("", b""))
+
+    def resync(self) -> None:
+        """Drop what is queued; send every followed channel's full state instead (it includes what was dropped)."""
+        while not self.queue.empty():
+            channel, message = self.queue.get_nowait()
+            if message:
+                self.dropped += 1
+                WS_DROPPED.labels(channel).inc()
+        self.needs_snapshot = set(self.hubs)
+        self.wake()
 
 
 @dataclass
@@ -73,60 +123,83 @@ class ChannelHub:
             return
         message = self.encode("delta", delta)
         WS_MESSAGES.labels(self.name, "delta").inc()
-        for client in self.clients:
-            if client.needs_snapshot:
+        for client in list(self.clients):
+            if self.name in client.needs_snapshot:
                 continue  # its writer sends the current full state next, which includes this
             try:
-                client.queue.put_nowait(message)
+                client.queue.put_nowait((self.name, message))
             except asyncio.QueueFull:
-                self._resync(client)
-
-    def _resync(self, client: Client) -> None:
-        dropped = client.queue.qsize()
-        while not client.queue.empty():
-            client.queue.get_nowait()
-        client.dropped += dropped
-        WS_DROPPED.labels(self.name).inc(dropped)
-        client.needs_snapshot = True
-        client.queue.put_nowait(b"")  # wake the writer: it sends a snapshot
+                client.resync()
 
     async def serve(self, socket: web.WebSocketResponse) -> None:
-        """Run one connected client until it goes away."""
-        client = Client(socket, asyncio.Queue(self.queue_size))
-        client.queue.put_nowait(b"")
-        self.clients.add(client)
-        WS_CLIENTS.labels(self.name).inc()
-        client.writer = asyncio.create_task(self._write(client), name=f"ws-{self.name}-writer")
-        try:
-            async for _ in socket:  # clients only listen; reading keeps pings/pongs and the close handshake going
-                pass
-        finally:
-            self.clients.discard(client)
-            WS_CLIENTS.labels(self.name).dec()
-            client.writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await client.writer
-
-    async def _write(self, client: Client) -> None:
-        socket = client.socket
-        try:
-            while not socket.closed:
-                message = await client.queue.get()
-                if client.needs_snapshot:
-                    client.needs_snapshot = False
-                    message = self.encode("snapshot", self.state())
-                    WS_MESSAGES.labels(self.name, "snapshot").inc()
-                if not message:
-                    continue
-                # A text frame (browsers hand it to JSON.parse as is), from the bytes encoded once for everyone.
-                await asyncio.wait_for(socket.send_frame(message, WSMsgType.TEXT), self.send_timeout_s)
-        except TimeoutError:
-            WS_EVICTED.labels(self.name).inc()
-            log.warning("websocket client stuck; disconnecting", channel=self.name)
-            await socket.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
-        except (ConnectionResetError, RuntimeError):
-            return  # the client went away mid-send
+        """Run one connected client of this channel only until it goes away."""
+        await serve(socket, {self.name: self}, [self.name])
 
     async def close_all(self) -> None:
         for client in list(self.clients):
             await client.socket.close(code=WSCloseCode.GOING_AWAY, message=b"gateway stopping")
+
+
+async def serve(socket: web.WebSocketResponse, hubs: dict[str, ChannelHub], channels: list[str]) -> None:
+    """Run one connected socket until it goes away: following `channels`, then whatever it subscribes to."""
+    any_hub = next(iter(hubs.values()))
+    client = Client(socket, asyncio.Queue(any_hub.queue_size))
+    for name in channels:
+        client.follow(hubs[name])
+    client.writer = asyncio.create_task(_write(client, any_hub.send_timeout_s), name="ws-writer")
+    try:
+        async for frame in socket:  # reading also keeps pings/pongs and the close handshake going
+            if frame.type == WSMsgType.TEXT:
+                _handle(client, hubs, frame.data)
+    finally:
+        client.leave_all()
+        client.writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await client.writer
+
+
+def _handle(client: Client, hubs: dict[str, ChannelHub], text: str) -> None:
+    try:
+        request = _decode_request(text)
+    except msgspec.DecodeError:
+        _answer_error(client, "", 'expected {"op": "subscribe" | "unsubscribe", "channel": "..."}')
+        return
+    if request.channel not in hubs:
+        _answer_error(client, request.channel, f"no such channel; channels: {', '.join(hubs)}")
+    elif request.op == "subscribe":
+        client.follow(hubs[request.channel])
+    elif request.op == "unsubscribe":
+        client.leave(request.channel)
+    else:
+        _answer_error(client, request.channel, f"unknown op {request.op[:32]!r}: subscribe or unsubscribe")
+
+
+def _answer_error(client: Client, channel: str, why: str) -> None:
+    WS_MESSAGES.labels(channel or "none", "error").inc()
+    with contextlib.suppress(asyncio.QueueFull):  # a client flooding bad requests loses the answers, not memory
+        client.queue.put_nowait((channel, _encoder.encode(Envelope("error", channel[:32], 0, why))))
+
+
+async def _write(client: Client, send_timeout_s: float) -> None:
+    socket = client.socket
+    try:
+        while not socket.closed:
+            channel, message = await client.queue.get()
+            for name in sorted(client.needs_snapshot):
+                client.needs_snapshot.discard(name)
+                hub = client.hubs[name]
+                WS_MESSAGES.labels(name, "snapshot").inc()
+                await _send(socket, hub.encode("snapshot", hub.state()), send_timeout_s)
+            if message and (channel in client.hubs or not channel or message.startswith(b'{"type":"error"')):
+                await _send(socket, message, send_timeout_s)
+    except TimeoutError:
+        WS_EVICTED.labels(",".join(client.hubs) or "none").inc()
+        log.warning("websocket client stuck; disconnecting", channels=list(client.hubs))
+        await socket.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
+    except (ConnectionResetError, RuntimeError):
+        return  # the client went away mid-send
+
+
+async def _send(socket: web.WebSocketResponse, message: bytes, timeout_s: float) -> None:
+    # A text frame (browsers hand it to JSON.parse as is), from the bytes encoded once for everyone.
+    await asyncio.wait_for(socket.send_frame(message, WSMsgType.TEXT), timeout_s)

@@ -17,6 +17,7 @@ from services.gateway.admission import CLIENT_ADDRESS, Admission, admission_midd
 from services.gateway.api import (
     MarketApi,
     auth_middleware,
+    bad_parameter,
     cors_middleware,
     error_middleware,
     host_middleware,
@@ -26,8 +27,8 @@ from services.gateway.api import (
     security_headers,
 )
 from services.gateway.history import HistoryApi
-from services.gateway.hub import ChannelHub
-from services.gateway.routes import Endpoint
+from services.gateway.hub import ChannelHub, serve
+from services.gateway.routes import Endpoint, shown
 from services.gateway.view import CHANNEL_BUCKETS, WATCHED, MarketView
 from shared import bus
 from shared.config import Settings
@@ -121,6 +122,7 @@ class Gateway(Actor):
             web.get("/api/openapi.json", self._openapi_json),
             web.get("/", self._dashboard),
             web.static("/static", STATIC),
+            web.get("/ws", self._websocket(None)),
             *(web.get(f"/ws/{channel}", self._websocket(channel)) for channel in self.hubs),
         ])
         return app
@@ -139,12 +141,22 @@ class Gateway(Actor):
             for hub in self.hubs.values():
                 hub.broadcast()
 
-    def _websocket(self, channel: str) -> Any:
-        hub = self.hubs[channel]
+    def _websocket(self, channel: str | None) -> Any:
+        """`/ws/<channel>` follows that channel; `/ws` the `channels` asked (comma-separated, none by default) and
+        whatever it subscribes to later: one socket for a whole dashboard tab."""
 
         async def handle(request: web.Request) -> web.StreamResponse:
             assert self.admission is not None
             assert self._ctx is not None
+            if channel is not None:
+                channels = [channel]
+            else:
+                channels = [name for name in request.query.get("channels", "").split(",") if name]
+                unknown = [name for name in channels if name not in self.hubs]
+                if unknown or len(channels) > len(self.hubs):
+                    asked = shown(request.query["channels"])
+                    return bad_parameter(request, "channels",
+                                         f"channels are {', '.join(self.hubs)}, comma-separated, got {asked}")
             address = request[CLIENT_ADDRESS]
             refused = self.admission.acquire(address)
             if refused is not None:
@@ -155,7 +167,7 @@ class Gateway(Actor):
             try:
                 socket = web.WebSocketResponse(heartbeat=self._ctx.settings.ws_heartbeat_s, max_msg_size=4096)
                 await socket.prepare(request)
-                await hub.serve(socket)
+                await serve(socket, self.hubs, channels)
                 return socket
             finally:
                 self.admission.release(address)

@@ -8,7 +8,7 @@ import { initForeign, refreshForeignDetail } from './foreign.js';
 import { initFutures } from './futures.js';
 import { initHeader } from './header.js';
 import { initIndices } from './indices.js';
-import { Channel } from './socket.js';
+import { GatewaySocket } from './socket.js';
 import {
   applyDerivatives, applyForeign, applyIndex, applyMarket, setBasket, setChannelState, store,
 } from './store.js';
@@ -65,10 +65,14 @@ function start() {
   // Closing the detail gives focus back to the row that opened it (or that symbol's row, if it was re-created).
   initDetail({ onClosed: () => selectRow(null), onFocusLost: focusRow });
 
-  for (const [name, handle] of Object.entries(handlers)) {
-    const channel = new Channel(name, (msg) => isMessage(msg) && handle(msg), (state) => setChannelState(name, state));
-    channel.start();
-  }
+  // One socket for the tab, every channel on it: each message says its channel.
+  const channels = Object.keys(handlers);
+  const socket = new GatewaySocket(
+    channels,
+    (msg) => isMessage(msg) && Object.hasOwn(handlers, msg.channel) && handlers[msg.channel](msg),
+    (state) => channels.forEach((name) => setChannelState(name, state)),
+  );
+  socket.start();
   loadBasket();
 
   // Exposed for debugging from the console only.

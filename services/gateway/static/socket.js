@@ -1,5 +1,6 @@
-// One gateway WebSocket channel that keeps itself connected: backoff from 0.5 s doubling to 10 s, reset once a
-// message arrives; a close with 1008 (policy: missing or wrong token) waits for a token instead.
+// The tab's one gateway WebSocket, carrying every channel it follows (/ws?channels=...), that keeps itself
+// connected: backoff from 0.5 s doubling to 10 s, reset once a message arrives; a close with 1008 (policy: missing
+// or wrong token) waits for a token instead. Each reconnect starts with a snapshot of every channel.
 
 import { getToken, tokenRejected } from './auth.js';
 
@@ -7,14 +8,14 @@ const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 10000;
 const POLICY_VIOLATION = 1008;
 
-export class Channel {
+export class GatewaySocket {
   /**
-   * @param {string} name        the channel: market, foreign, index or derivatives
+   * @param {string[]} channels  the channels to follow: market, foreign, index, derivatives
    * @param {(msg: object) => void} onMessage   each decoded {type, channel, seq, data}
    * @param {(state: string) => void} onState  'connecting' | 'live' | 'reconnecting'
    */
-  constructor(name, onMessage, onState) {
-    this.name = name;
+  constructor(channels, onMessage, onState) {
+    this.channels = channels;
     this.onMessage = onMessage;
     this.onState = onState;
     this.delay = MIN_DELAY_MS;
@@ -39,8 +40,8 @@ export class Channel {
     this.timer = 0;
     const token = getToken();
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const query = token ? `?token=${encodeURIComponent(token)}` : '';
-    const socket = new WebSocket(`${scheme}//${location.host}/ws/${this.name}${query}`);
+    const query = `?channels=${this.channels.join(',')}${token ? `&token=${encodeURIComponent(token)}` : ''}`;
+    const socket = new WebSocket(`${scheme}//${location.host}/ws${query}`);
     this.socket = socket;
     let gotMessage = false;
 
