@@ -306,6 +306,34 @@ class SessionStats(PhaseVolumes, kw_only=True):
     last_updated: datetime
 
 
+class BoardRow(Message, kw_only=True):
+    """One instrument's row of a Vietnamese price board (TC / Trần / Sàn, the book, Khớp lệnh, Tổng KL, Mở / Cao /
+    Thấp / TB), kept by the board tracker in KV `board` under <SYMBOL>. Prices in VND for stocks, index points for
+    futures, as the feed sends them; the book's levels exactly as sent (3 on HOSE, up to 10 elsewhere)."""
+
+    symbol: Symbol
+    exchange: Text | None = None
+    trading_date: date
+    ref_price: Price | None = None
+    ceiling: Price | None = None
+    floor: Price | None = None
+    bids: list[PriceLevel] = msgspec.field(default_factory=list)  # best first
+    asks: list[PriceLevel] = msgspec.field(default_factory=list)  # best first
+    last_price: Price | None = None  # the last match
+    last_volume: Volume | None = None
+    last_time: datetime | None = None
+    change: PriceChange | None = None  # the last match against the reference price
+    ratio_change: Percent | None = None
+    total_volume: Volume = 0
+    total_value: Value = 0.0
+    open: Price | None = None  # the day's first match
+    high: Price | None = None
+    low: Price | None = None
+    avg_price: AveragePrice | None = None
+    session: Text | None = None  # the session of the latest update, as sent
+    last_updated: datetime
+
+
 class PriceData(Message, kw_only=True):
     """A symbol's last price against its reference. KV bucket prices, key <SYMBOL>."""
 
