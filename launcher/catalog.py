@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.board.service import BoardService
 from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
@@ -41,4 +42,4 @@ class ServiceSpec:
 
 
 SERVICES: tuple[ServiceSpec, ...] = tuple(ServiceSpec(actor) for actor in (
-    Ingest, ClassifierService, ForeignService, IndexService, DerivativesService, Recorder, Gateway))
+    Ingest, ClassifierService, ForeignService, IndexService, DerivativesService, BoardService, Recorder, Gateway))

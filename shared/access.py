@@ -90,6 +90,7 @@ SERVICES: dict[str, Access] = {access.user: access for access in (
     _stocks_tracker("index", INDEX_POINT.wildcard, Bucket.INDICES),
     Access("derivatives", publishes=(TRADE_CLASSIFIED.wildcard, BASIS_POINT.wildcard, f"$KV.{Bucket.DERIVATIVES}.>"),
            reads=(MARKET.name, _kv(Bucket.REFERENCE)), checkpoint=True),
+    Access("board", publishes=(f"$KV.{Bucket.BOARD}.>",), reads=(MARKET.name,), checkpoint=True),
     Access("recorder", reads=(DERIVED.name,)),
     Access("gateway", reads=(DERIVED.name, *(_kv(bucket) for bucket in Bucket if bucket != Bucket.CHECKPOINTS))),
 )}

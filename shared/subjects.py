@@ -115,6 +115,7 @@ class Bucket(StrEnum):
     FOREIGN = "foreign"  # stock.<SYMBOL> -> ForeignInvestorData; summary -> ForeignSummary
     INDICES = "indices"  # <INDEX_ID> -> IndexData (with its intraday series)
     DERIVATIVES = "derivatives"  # <CONTRACT> -> DerivativesData
+    BOARD = "board"  # <SYMBOL> -> BoardRow: the price board's row, the book as sent
     REFERENCE = "reference"  # basket.VN30 -> list of symbols; security.<SYMBOL> -> security details
     CHECKPOINTS = "checkpoints"  # <service> -> the service's state and stream position, for restarts
 
@@ -140,6 +141,7 @@ BUCKET_DESCRIPTIONS = {
     Bucket.FOREIGN: "Foreign flow per symbol (stock.<SYMBOL>) and the VN30 summary (summary)",
     Bucket.INDICES: "Index value, breadth and intraday series per index id",
     Bucket.DERIVATIVES: "VN30F contract state with its basis to the VN30 index",
+    Bucket.BOARD: "The price board's row per instrument: the book as sent, the last match, the day's figures",
     Bucket.REFERENCE: "Reference data: the VN30 basket and security details",
     Bucket.CHECKPOINTS: "Each tracker's state and stream position, so a restart resumes exactly",
 }

@@ -1,5 +1,6 @@
-"""The board tracker's pure core: crafted sequences (a repeat, an old trade, a new day, units of futures), and the
-recorded day, whose rows are checked column by column against what the raw SSI frames say."""
+"""The board tracker: its pure core on crafted sequences (a repeat, an old trade, a new day, units of futures) and on
+the recorded day, whose rows are checked column by column against what the raw SSI frames say; and the service,
+through a real nats-server, keeping those rows in KV across a restart."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers import REPLAY_DAY
+from helpers import REPLAY_DAY, eventually, kv_entries, run_in_process
+from nats.aio.client import Client
+from test_ingest import replay
 
 from services.board.core import BoardCore
+from services.board.service import BoardService
 from services.ingest.normalize import Normalized, Normalizer
+from shared import config
 from shared.market import EXCHANGE_TZ
-from shared.messages.domain import PriceLevel, Quote, Trade
+from shared.messages.domain import BoardRow, PriceLevel, Quote, Trade
+from shared.subjects import Bucket
 
 DAY = date(2026, 11, 24)
 
@@ -152,3 +158,24 @@ def test_the_recorded_days_rows_are_what_the_frames_say(symbol: str) -> None:
     if last.get("AvgPrice"):
         divisor = 100_000 if symbol.startswith("VN30F") else 1
         assert row.avg_price == pytest.approx(last["AvgPrice"] / divisor)
+
+
+@pytest.mark.integration
+async def test_the_board_service_keeps_every_row_in_kv_and_resumes_exactly(nc: Client,
+                                                                          settings: config.Settings) -> None:
+    """Through a real nats-server: the recorded day replayed, the board service's KV rows are the core's; stopped
+    and started again, it resumes from its checkpoint and ends with the same rows, nothing counted twice."""
+    run = msgspec.structs.replace(settings, metrics_port=0)
+    await replay(run, REPLAY_DAY)
+    expected = _board_of_the_day().rows
+    for attempt in range(2):
+        actor = BoardService()
+        task, stop = await run_in_process(actor, run)
+        await eventually(lambda actor=actor: bool(actor.processed or actor.restored_from) and actor.pending == 0)
+        stop.set()
+        assert await task == 0
+        rows = {key: msgspec.json.decode(value, type=BoardRow)
+                for key, value in (await kv_entries(nc.jetstream(), str(Bucket.BOARD))).items()}
+        assert rows == expected, f"run {attempt + 1}"
+        if attempt:
+            assert actor.restored_from > 0  # the second run resumed from its checkpoint
