@@ -17,6 +17,7 @@ from nats.aio.client import Client
 from test_classifier_service import kv_state
 from test_ingest import replay
 
+from services.board.service import BoardService
 from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
@@ -53,22 +54,24 @@ def room(symbol: str, **fields: Any) -> bytes:
 # (subject, payload, the services that must dead-letter it, the reason)
 BEFORE_THE_DAY = [
     # a classifier changed by this would count ACB's real trades as stale for the rest of the day
-    ("md.trade.ACB", trade("ACB", price=1e8, ref_price=1e-300, total_volume=10**9), ("classifier",), "non_finite"),
+    ("md.trade.ACB", trade("ACB", price=1e8, ref_price=1e-300, total_volume=10**9), ("classifier", "board"),
+     "non_finite"),
 ]
 AFTER_THE_DAY = [
-    ("md.trade.ACB", b"{not json", ("classifier",), "undecodable"),
-    ("md.trade.ACB", trade("ACB", price="inf"), ("classifier",), "invalid"),
-    ("md.trade.ACB", trade("ACB", total_volume=10**15), ("classifier",), "invalid"),
-    ("md.trade.ACB", trade("ACB", trading_date="2099-01-01", total_volume=10**9), ("classifier",),
+    ("md.trade.ACB", b"{not json", ("classifier", "board"), "undecodable"),
+    ("md.trade.ACB", trade("ACB", price="inf"), ("classifier", "board"), "invalid"),
+    ("md.trade.ACB", trade("ACB", total_volume=10**15), ("classifier", "board"), "invalid"),
+    ("md.trade.ACB", trade("ACB", trading_date="2099-01-01", total_volume=10**9), ("classifier", "board"),
      "implausible_date"),
-    ("md.quote.ACB", msgspec.json.encode(Quote(symbol="VNM", trading_date=DAY, timestamp=AT)), ("classifier",),
+    ("md.quote.ACB", msgspec.json.encode(Quote(symbol="VNM", trading_date=DAY, timestamp=AT)),
+     ("classifier", "board"),
      "subject_mismatch"),
-    ("md.trade.ACB", trade("ACB", session="x" * 1000, total_volume=10**9), ("classifier",), "invalid"),
+    ("md.trade.ACB", trade("ACB", session="x" * 1000, total_volume=10**9), ("classifier", "board"), "invalid"),
     ("md.foreign.FPT", room("FPT", buy_value=-1.0), ("foreign",), "invalid"),
     ("md.foreign.FPT", room("FPT", trading_date="2099-01-01"), ("foreign",), "implausible_date"),
     ("md.index.VN30", index(1.0, trading_date=date(2099, 1, 1)), ("index", "derivatives"), "implausible_date"),
     ("md.index.VN30", b"[]", ("index", "derivatives"), "invalid"),
-    ("md.futures.trade.VN30F2612", trade("VN30F2612", price=1e9), ("derivatives",), "invalid"),
+    ("md.futures.trade.VN30F2612", trade("VN30F2612", price=1e9), ("derivatives", "board"), "invalid"),
     # VN30 near zero: the basis in percent would be infinite, so derivatives refuses it (an index value it is)
     ("md.index.VN30", index(5e-324, timestamp=AFTER_THE_CLOSE), ("derivatives",), "non_finite"),
 ]
@@ -111,7 +114,7 @@ async def test_poison_on_the_bus_is_dead_lettered_and_the_day_stays_exact(nc: Cl
     await publish(nc, [(subject, payload) for subject, payload, _, _ in BEFORE_THE_DAY])
     await replay(run, REPLAY_DAY)
     await publish(nc, [*[(subject, payload) for subject, payload, _, _ in AFTER_THE_DAY], VALID_AFTER])
-    actors = [ClassifierService(), ForeignService(), IndexService(), DerivativesService()]
+    actors = [ClassifierService(), ForeignService(), IndexService(), DerivativesService(), BoardService()]
     await run_trackers(run, actors)
 
     letters = await dead_letters(nc)
@@ -144,7 +147,7 @@ async def test_poison_on_the_bus_is_dead_lettered_and_the_day_stays_exact(nc: Cl
     assert foreign["trading_date"] == "2026-11-24"
 
     # Started again, each resumes at its checkpoint: nothing is read twice, no dead letter is written twice.
-    again = [ClassifierService(), ForeignService(), IndexService(), DerivativesService()]
+    again = [ClassifierService(), ForeignService(), IndexService(), DerivativesService(), BoardService()]
     running = [await run_in_process(actor, run) for actor in again]
     await eventually(lambda: all(actor.pending == 0 and actor.restored_from > 0 for actor in again))
     for task, stop in running:

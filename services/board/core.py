@@ -15,7 +15,24 @@ from __future__ import annotations
 import msgspec
 
 from shared.market import FUTURES_MULTIPLIER, is_futures
-from shared.messages.domain import BoardRow, Quote, Trade
+from shared.messages.domain import (
+    MAX_AVERAGE_PRICE,
+    MAX_PERCENT,
+    MAX_VALUE,
+    BoardRow,
+    NonFiniteError,
+    Quote,
+    Trade,
+    finite,
+)
+
+
+def _bounded(value: float, bound: float, what: str) -> float:
+    """A figure the core computed, checked before anything changes: a message that would make it infinite or out of
+    its type's bounds is refused (the shell dead-letters it), as the other trackers do."""
+    if abs(finite(value, what)) > bound:
+        raise NonFiniteError(f"{what} is {value}, beyond {bound:g}")
+    return value
 
 
 class BoardCore:
@@ -56,11 +73,13 @@ class BoardCore:
         total_value = trade.total_value if trade.total_value is not None else (
             row.total_value + trade.price * trade.volume * per_unit)
         average = trade.avg_price if trade.avg_price else (
-            total_value / trade.total_volume if trade.total_volume else None)
+            _bounded(total_value / trade.total_volume, MAX_AVERAGE_PRICE, "the average price")
+            if trade.total_volume else None)
         ref = trade.ref_price if trade.ref_price is not None else row.ref_price
         change = trade.change if trade.change is not None else (trade.price - ref if ref else None)
         ratio = trade.ratio_change if trade.ratio_change is not None else (
-            change / ref * 100 if ref and change is not None else None)
+            _bounded(change / ref * 100, MAX_PERCENT, "the change in percent") if ref and change is not None else None)
+        total_value = _bounded(total_value, MAX_VALUE, "the traded value")
         row = msgspec.structs.replace(
             row, exchange=trade.exchange or row.exchange, ref_price=ref,
             ceiling=trade.ceiling if trade.ceiling is not None else row.ceiling,
