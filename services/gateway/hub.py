@@ -59,7 +59,7 @@ class Client:
     """One socket and the channels it follows."""
 
     socket: web.WebSocketResponse
-    queue: asyncio.Queue[tuple[str, bytes]]  # (channel, encoded message); ("", b"") only wakes the writer
+    queue: asyncio.Queue[tuple[str, bytes]]  # (channel, message); ("", answer) to it alone; ("", b"") a wake-up
     hubs: dict[str, ChannelHub] = field(default_factory=dict)  # the channels it follows
     needs_snapshot: set[str] = field(default_factory=set)  # channels whose full state it is sent next
     writer: asyncio.Task[None] | None = None
@@ -93,7 +93,7 @@ class Client:
         """Drop what is queued; send every followed channel's full state instead (it includes what was dropped)."""
         while not self.queue.empty():
             channel, message = self.queue.get_nowait()
-            if message:
+            if message and channel:
                 self.dropped += 1
                 WS_DROPPED.labels(channel).inc()
         self.needs_snapshot = set(self.hubs)
@@ -177,7 +177,8 @@ def _handle(client: Client, hubs: dict[str, ChannelHub], text: str) -> None:
 def _answer_error(client: Client, channel: str, why: str) -> None:
     WS_MESSAGES.labels(channel or "none", "error").inc()
     with contextlib.suppress(asyncio.QueueFull):  # a client flooding bad requests loses the answers, not memory
-        client.queue.put_nowait((channel, _encoder.encode(Envelope("error", channel[:32], 0, why))))
+        # Queued under no channel: an answer to this client, not a broadcast of a channel it may not follow.
+        client.queue.put_nowait(("", _encoder.encode(Envelope("error", channel[:32], 0, why))))
 
 
 async def _write(client: Client, send_timeout_s: float) -> None:
@@ -190,7 +191,7 @@ async def _write(client: Client, send_timeout_s: float) -> None:
                 hub = client.hubs[name]
                 WS_MESSAGES.labels(name, "snapshot").inc()
                 await _send(socket, hub.encode("snapshot", hub.state()), send_timeout_s)
-            if message and (channel in client.hubs or not channel or message.startswith(b'{"type":"error"')):
+            if message and (not channel or channel in client.hubs):  # not a channel it left meanwhile
                 await _send(socket, message, send_timeout_s)
     except TimeoutError:
         WS_EVICTED.labels(",".join(client.hubs) or "none").inc()
