@@ -88,6 +88,43 @@ def test_a_futures_average_is_in_index_points() -> None:
     assert computed.avg_price == pytest.approx(1905.4)
 
 
+def test_the_auctions_projected_price_stands_until_the_auction_matches() -> None:
+    """SSI's X frames carry EstMatchedPrice: the board shows it while an ATO/ATC book stands, not otherwise."""
+    core = BoardCore()
+
+    def book(clock: str, session: str, projected: float) -> float | None:
+        row = core.on_quote(Quote(symbol="ACB", exchange="HOSE", trading_date=DAY, timestamp=at(clock),
+                                  session=session, bids=[PriceLevel(25_000, 900)], asks=[PriceLevel(25_050, 400)],
+                                  projected_price=projected))
+        assert row is not None
+        return row.projected_price
+
+    assert book("09:05:00", "ATO", 25_050) == 25_050
+    assert book("09:10:00", "ATO", 25_000) == 25_000
+    matched = core.on_trade(trade(25_000, 5_000, 5_000, "09:15:00", session="ATO"))
+    assert matched is not None
+    assert matched.projected_price is None
+    assert book("09:15:01", "LO", 25_000) is None  # not an auction
+    assert book("14:31:00", "ATC", 25_100) == 25_100
+
+
+def test_an_x_frames_estimated_match_price_reaches_the_quote() -> None:
+    envelope = {"DataType": "X", "Content": json.dumps({
+        "RType": "X", "TradingDate": "24/11/2026", "Time": "09:05:00", "Symbol": "ACB", "Exchange": "HOSE",
+        "TradingSession": "ATO", "BidPrice1": 25_000, "BidVol1": 900, "AskPrice1": 25_050, "AskVol1": 400,
+        "EstMatchedPrice": 25_050, "LastPrice": 0, "TotalVol": 0})}
+    quote_only = {"DataType": "X-QUOTE", "Content": json.dumps({
+        "RType": "X-QUOTE", "TradingDate": "24/11/2026", "Time": "09:20:00", "Symbol": "ACB", "Exchange": "HOSE",
+        "TradingSession": "LO", "BidPrice1": 25_000, "BidVol1": 900})}
+    quotes = []
+    normalizer = Normalizer(today=lambda: DAY)
+    for frame in (envelope, quote_only):
+        result = normalizer.normalize(json.dumps(frame).encode())
+        assert isinstance(result, Normalized)
+        quotes += [msgspec.json.decode(m.payload, type=Quote) for m in result.messages if ".quote." in m.subject]
+    assert [q.projected_price for q in quotes] == [25_050, None]
+
+
 def _board_of_the_day() -> BoardCore:
     """The recorded day through ingest's normalizer, each message once (as JetStream keeps it), into the core."""
     normalizer, seen, core = Normalizer(), set(), BoardCore()

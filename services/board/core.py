@@ -8,13 +8,15 @@ contract SSI's AvgPrice and TotalVal are VND with the multiplier (100,000 VND a 
 index points. A trade whose TotalVol did not grow (a repeat, or older
 than one already seen) changes nothing: counted, never double counted. A message of a later trading date starts the
 instrument's new day; one of an earlier date is stale (counted). A quote keeps the last match, a trade keeps the book.
+The auction's projected price (SSI EstMatchedPrice, carried by X frames) is shown while a quote of an ATO or ATC
+auction stands; a later quote of another session, or the auction's match itself, clears it.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from shared.market import FUTURES_MULTIPLIER, is_futures
+from shared.market import FUTURES_MULTIPLIER, Phase, is_futures, session_phase
 from shared.messages.domain import (
     MAX_AVERAGE_PRICE,
     MAX_PERCENT,
@@ -25,6 +27,8 @@ from shared.messages.domain import (
     Trade,
     finite,
 )
+
+_CALL_AUCTIONS = frozenset({Phase.ATO, Phase.ATC})  # the sessions whose book projects a match price
 
 
 def _bounded(value: float, bound: float, what: str) -> float:
@@ -55,9 +59,11 @@ class BoardCore:
         row = self._day_of(quote)
         if row is None:
             return None
+        session = quote.session or row.session
+        projected = quote.projected_price if session_phase(session) in _CALL_AUCTIONS else None
         row = msgspec.structs.replace(row, bids=list(quote.bids), asks=list(quote.asks),
-                                      exchange=quote.exchange or row.exchange, session=quote.session or row.session,
-                                      last_updated=max(row.last_updated, quote.timestamp))
+                                      exchange=quote.exchange or row.exchange, session=session,
+                                      projected_price=projected, last_updated=max(row.last_updated, quote.timestamp))
         self.rows[quote.symbol] = row
         return row
 
@@ -90,7 +96,8 @@ class BoardCore:
             high=trade.highest if trade.highest else max(row.high or trade.price, trade.price),
             low=trade.lowest if trade.lowest else min(row.low or trade.price, trade.price),
             avg_price=average / per_unit if average is not None else None,
-            session=trade.session or row.session, last_updated=max(row.last_updated, trade.timestamp),
+            session=trade.session or row.session, projected_price=None,
+            last_updated=max(row.last_updated, trade.timestamp),
         )
         self.rows[trade.symbol] = row
         return row

@@ -139,6 +139,7 @@ class Quote(Message, kw_only=True):
     session: Text | None = None
     bids: list[PriceLevel] = msgspec.field(default_factory=list)
     asks: list[PriceLevel] = msgspec.field(default_factory=list)
+    projected_price: Price | None = None  # SSI EstMatchedPrice of an X frame: where an ATO/ATC auction would match
 
     @property
     def bid1(self) -> float:
@@ -259,6 +260,7 @@ class SecurityInfo(Message, kw_only=True):
     lot_size: int | None = None
     underlying: str | None = None
     last_trading_date: date | None = None
+    listed_shares: int | None = None  # SSI ListedShare: the weight of a stock's price move in its indices
 
 
 # --- derived events and state (stream DERIVED, KV buckets) ------------------------------------------------------
@@ -331,6 +333,7 @@ class BoardRow(Message, kw_only=True):
     low: Price | None = None
     avg_price: AveragePrice | None = None
     session: Text | None = None  # the session of the latest update, as sent
+    projected_price: Price | None = None  # during an ATO/ATC auction: where it would match (SSI EstMatchedPrice)
     last_updated: datetime
 
 

@@ -430,6 +430,8 @@ def _quote(frame: Any, symbol: str, day: date, timestamp: datetime) -> Quote:
         session=frame.TradingSession,
         bids=_levels(frame, "Bid"),
         asks=_levels(frame, "Ask"),
+        # X-QUOTE has no such field; an X frame sends 0 outside the auctions
+        projected_price=getattr(frame, "EstMatchedPrice", None) or None,
     )
 
 
