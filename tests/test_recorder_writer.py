@@ -16,11 +16,11 @@ from asyncpg.exceptions._base import DataError as DriverDataError
 from services.recorder import schema
 from services.recorder.writer import (
     INDEX_POINTS,
-    minute_candles,
     write_refusing,
     write_rows,
     write_ticks,
 )
+from shared.candles import minute_candles
 from shared.database import database_unavailable
 from shared.market import EXCHANGE_TZ
 from shared.messages.domain import ClassificationRule, ClassifiedTrade, IndexPoint, TradeType

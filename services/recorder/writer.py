@@ -24,8 +24,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from shared.candles import MinuteCandle, minute_candles
 from shared.database import database_unavailable
-from shared.messages.domain import BasisPoint, ClassifiedTrade, ForeignFlow, IndexPoint, TradeType
+from shared.messages.domain import BasisPoint, ClassifiedTrade, ForeignFlow, IndexPoint
 
 
 @dataclass(frozen=True)
@@ -44,29 +45,8 @@ class Table:
         return ["ts" if f.name == "timestamp" else f.name for f in msgspec.structs.fields(self.message)]
 
 
-class CandleDelta(msgspec.Struct):
-    """One minute of one symbol, from one batch of trades: the columns of `candles_1m`, in order."""
-
-    symbol: str
-    trading_date: date
-    minute: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-    value: float
-    buy_volume: int
-    sell_volume: int
-    neutral_volume: int
-    unseen_volume: int
-    trades: int
-    first_total: int
-    last_total: int
-
-
 TICKS = Table("ticks", ClassifiedTrade)
-CANDLES = Table("candles_1m", CandleDelta)
+CANDLES = Table("candles_1m", MinuteCandle)
 FOREIGN_FLOWS = Table("foreign_flows", ForeignFlow)
 INDEX_POINTS = Table("index_points", IndexPoint)
 BASIS_POINTS = Table("basis_points", BasisPoint)
@@ -74,8 +54,6 @@ BASIS_POINTS = Table("basis_points", BasisPoint)
 # A message's fields in declaration order are its row: msgspec builds the tuple in C (the trade type and rule are
 # str enums, which asyncpg writes as text).
 as_row = msgspec.structs.astuple
-
-_BUY, _SELL = TradeType.MUA_CHU_DONG, TradeType.BAN_CHU_DONG
 
 _MERGE_CANDLES = """
 INSERT INTO candles_1m AS c SELECT * FROM stage_candles_1m
@@ -115,40 +93,6 @@ async def insert_new(conn: asyncpg.Connection, table: Table, rows: Sequence[tupl
     await _stage(conn, table, rows)
     return await conn.fetch(
         f"INSERT INTO {table.name} SELECT * FROM {table.stage} ON CONFLICT DO NOTHING RETURNING {returning}")
-
-
-def minute_candles(trades: Sequence[ClassifiedTrade]) -> list[CandleDelta]:
-    """The trades folded into 1-minute candles, one per symbol, trading date and minute."""
-    candles: dict[tuple[str, date, float], CandleDelta] = {}
-    for trade in trades:
-        price, volume, total = trade.price, trade.volume, trade.total_volume
-        key = (trade.symbol, trade.trading_date, trade.timestamp.timestamp() // 60)
-        candle = candles.get(key)
-        if candle is None:
-            candle = candles[key] = CandleDelta(
-                trade.symbol, trade.trading_date, trade.timestamp.replace(second=0, microsecond=0), price, price,
-                price, price, 0, 0.0, 0, 0, 0, 0, 0, total, total)
-        else:
-            if total < candle.first_total:
-                candle.open, candle.first_total = price, total
-            elif total > candle.last_total:
-                candle.close, candle.last_total = price, total
-            if price > candle.high:
-                candle.high = price
-            elif price < candle.low:
-                candle.low = price
-        candle.volume += volume
-        candle.value += trade.value
-        candle.unseen_volume += trade.unseen_volume
-        candle.trades += 1
-        side = trade.trade_type
-        if side is _BUY:
-            candle.buy_volume += volume
-        elif side is _SELL:
-            candle.sell_volume += volume
-        else:
-            candle.neutral_volume += volume
-    return list(candles.values())
 
 
 async def write_ticks(conn: asyncpg.Connection, trades: Sequence[ClassifiedTrade]) -> tuple[int, int]:
