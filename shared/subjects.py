@@ -59,6 +59,11 @@ class Family:
     def wildcard(self) -> str:
         return f"{self.prefix}.*"
 
+    def matches(self, subject: str) -> bool:
+        """Whether `subject` is one of this family's."""
+        family, _, token = subject.rpartition(".")
+        return family == self.prefix and bool(token)
+
     def token(self, subject: str) -> str:
         """The instrument token of one of this family's subjects."""
         return subject[len(self.prefix) + 1 :]
@@ -147,7 +152,9 @@ BUCKET_DESCRIPTIONS = {
 }
 
 FOREIGN_SUMMARY_KEY = "summary"
-VN30_BASKET_KEY = "basket.VN30"
+BASKET_KEY_PREFIX = "basket."  # basket.<INDEX_ID> -> IndexBasket
+SECURITY_KEY_PREFIX = "security."  # security.<SYMBOL> -> SecurityInfo
+VN30_BASKET_KEY = f"{BASKET_KEY_PREFIX}VN30"
 
 
 def foreign_stock_key(symbol: str) -> str:
@@ -155,7 +162,7 @@ def foreign_stock_key(symbol: str) -> str:
 
 
 def security_key(symbol: str) -> str:
-    return f"security.{symbol}"
+    return f"{SECURITY_KEY_PREFIX}{symbol}"
 
 
 _MARKET_SUBJECTS: dict[type[Message], Family] = {

@@ -24,6 +24,7 @@ from stack import get
 from test_ingest import replay
 
 from launcher.local import NatsServer, free_port
+from services.board.service import BoardService
 from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
@@ -52,7 +53,7 @@ async def fill(settings: config.Settings, *, wipe: bool = True) -> None:
         await bus.ensure_topology(nc.jetstream(), settings)
         await nc.close()
     await replay(settings, REPLAY_DAY)
-    trackers = [ClassifierService(), ForeignService(), IndexService(), DerivativesService()]
+    trackers = [ClassifierService(), ForeignService(), IndexService(), DerivativesService(), BoardService()]
     running = [await run_in_process(actor, settings) for actor in trackers]
     await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in trackers))
     for task, stop in running:
@@ -203,7 +204,7 @@ async def test_the_document_is_the_route_table(served: Running) -> None:
             assert status not in (400, 422), path  # taken (this gateway's history database may not be there: 503)
             status, _, _ = await get(f"{served.url}{concrete}?{param['name']}={schema['minimum'] - 1}")
             assert status == 422, path
-    assert checked == 3  # minutes, limit, days
+    assert checked == 4  # minutes, limit, days, the movers' limit
 
 
 async def test_cors(filled: config.Settings) -> None:

@@ -13,9 +13,21 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from services.gateway.admission import REFUSED_HANDSHAKE, is_websocket_path
-from services.gateway.routes import ApiError, Endpoint, Handler, IntParam, answer_types, openapi_paths
+from services.gateway.board import Board, BoardFilter, BoardQuote, Book, Breadth, Contribution, Movers, read_filter
+from services.gateway.routes import (
+    ApiError,
+    Endpoint,
+    Handler,
+    IntParam,
+    Param,
+    answer_types,
+    instrument_param,
+    is_instrument,
+    openapi_paths,
+    shown,
+)
 from services.gateway.view import MarketView
-from shared.market import EXCHANGE_TZ, SCHEDULES, Phase
+from shared.market import EXCHANGE_TZ, SCHEDULES, Exchange, Phase
 from shared.messages.domain import (
     BasisPoint,
     ForeignInvestorData,
@@ -98,6 +110,7 @@ def presented_token(request: web.Request) -> str | None:
 class MarketApi:
     def __init__(self, view: MarketView) -> None:
         self.view = view
+        self.board = Board(view)
 
     async def snapshot(self, request: web.Request) -> web.Response:
         return json_response(request, self.view.snapshot())
@@ -120,8 +133,68 @@ class MarketApi:
             return minutes
         return json_response(request, self.view.basis_trend(minutes))
 
+    async def board_rows(self, request: web.Request) -> web.Response:
+        board_filter = self._filter(request)
+        if isinstance(board_filter, web.Response):
+            return board_filter
+        return json_response(request, self.board.rows(board_filter))
+
+    def _filter(self, request: web.Request) -> BoardFilter | web.Response:
+        symbols = request.query.get("symbols")
+        chosen = read_filter(request.query.get("exchange"), request.query.get("group"),
+                             symbols.split(",") if symbols is not None else None, self.board.groups())
+        if isinstance(chosen, tuple):
+            parameter, why = chosen
+            return bad_parameter(request, parameter, f"{why}, got {shown(request.query[parameter])}", 422)
+        return chosen
+
+    async def book(self, request: web.Request) -> web.Response:
+        symbol = request.match_info["symbol"]
+        if not is_instrument(symbol):
+            return bad_parameter(request, "symbol", "not a symbol: [A-Za-z0-9_-]{1,30}")
+        book = self.board.book(symbol.upper())
+        if book is None:
+            return json_response(request, ApiError(error=f"no board row for {shown(symbol)}", parameter="symbol"), 404)
+        return json_response(request, book)
+
+    async def breadth(self, request: web.Request) -> web.Response:
+        return json_response(request, [self.board.breadth(index_id) for index_id in self.board.index_ids()])
+
+    async def movers(self, request: web.Request) -> web.Response:
+        limit = MOVERS_LIMIT.read(request, bad_parameter)
+        if isinstance(limit, web.Response):
+            return limit
+        raw = request.query.get("exchange", str(Exchange.HOSE))
+        if raw not in Exchange.__members__:
+            return bad_parameter(request, "exchange", f"exchange is one of {', '.join(Exchange)}, got {shown(raw)}",
+                                 422)
+        return json_response(request, self.board.movers(Exchange(raw), limit))
+
+    async def contribution(self, request: web.Request) -> web.Response:
+        index_id = request.query.get("index", "VN30").upper()
+        if index_id not in self.board.index_ids():
+            return bad_parameter(request, "index", f"index is one of {', '.join(self.board.index_ids())}, got "
+                                 f"{shown(index_id)}", 422)
+        return json_response(request, self.board.contribution(index_id))
+
     def endpoints(self) -> list[Endpoint]:
+        unknown = (422, "a filter names no exchange, group or symbols this board knows")
         return [
+            Endpoint("/api/market/board", "board", "Price board rows (TC/Trần/Sàn, the book, the last match, the "
+                     "day's figures, foreign columns), by symbol; the filters given narrow each other",
+                     self.board_rows, list[BoardQuote], params=BOARD_FILTER, errors=(unknown, UNAUTHORIZED)),
+            Endpoint("/api/market/book/{symbol}", "book", "Every level of an instrument's book as sent",
+                     self.book, Book, params=(instrument_param("symbol"),),
+                     errors=((400, "not a symbol"), (404, "no board row for the symbol"), UNAUTHORIZED)),
+            Endpoint("/api/market/breadth", "breadth", "Each index's advances, declines, ceilings, floors and "
+                     "traded value, from the board", self.breadth, list[Breadth], errors=(UNAUTHORIZED,)),
+            Endpoint("/api/market/movers", "movers", "An exchange's top gainers, losers, volume and value",
+                     self.movers, Movers, params=(MOVERS_EXCHANGE, MOVERS_LIMIT),
+                     errors=((400, "limit is not an integer"), (422, "limit or exchange out of range"),
+                             UNAUTHORIZED)),
+            Endpoint("/api/market/contribution", "contribution", "Each index member's part of the index's move, "
+                     "in points", self.contribution, Contribution, params=(CONTRIBUTION_INDEX,),
+                     errors=((422, "not an index with known members"), UNAUTHORIZED)),
             Endpoint("/api/market/snapshot", "marketSnapshot", "Everything a price board needs: stats, prices, "
                      "indices, the foreign summary, the active VN30F contract", self.snapshot, MarketSnapshot,
                      errors=(UNAUTHORIZED,)),
@@ -143,6 +216,15 @@ class MarketApi:
         ]
 
 
+_EXCHANGES = {"type": "string", "enum": [str(exchange) for exchange in Exchange]}
+BOARD_FILTER = (
+    Param("exchange", "Rows of one exchange (futures: DER)", _EXCHANGES),
+    Param("group", "Rows of an index's basket (VN30, and others reference data names)", {"type": "string"}),
+    Param("symbols", "Rows of these symbols, comma-separated (at most 200)", {"type": "string"}),
+)
+MOVERS_EXCHANGE = Param("exchange", "The exchange", {**_EXCHANGES, "default": str(Exchange.HOSE)})
+MOVERS_LIMIT = IntParam("limit", "How many in each list", default=10, low=1, high=50)
+CONTRIBUTION_INDEX = Param("index", "The index id", {"type": "string", "default": "VN30"})
 MINUTES = IntParam("minutes", "Minutes of market time, counted back from the contract's latest point",
                    default=30, low=1, high=120)
 

@@ -33,7 +33,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from services.gateway.api import UNAUTHORIZED, bad_parameter, json_response
-from services.gateway.routes import ApiError, Endpoint, IntParam, Param, shown
+from services.gateway.routes import ApiError, Endpoint, IntParam, Param, instrument_param, is_instrument, shown
 from shared.config import Settings
 from shared.database import database_unavailable
 from shared.market import EXCHANGE_TZ, MARKET_ERA, in_market_era, normalize_index_id, to_exchange_time
@@ -42,8 +42,6 @@ from shared.retry import DATABASE_AWAY, retrying
 log = structlog.get_logger("gateway.history")
 HISTORY_REFUSED = Counter("stocktracker_gateway_history_refused_total",
                           "History requests refused or cut off to keep the gateway bounded", ["reason"])
-INSTRUMENT_PATTERN = r"^[A-Za-z0-9_-]{1,30}$"  # a symbol, index id or contract, in any case
-_INSTRUMENT = re.compile(INSTRUMENT_PATTERN)
 
 RESOLUTIONS = {"1m": None, "5m": "5 minutes", "15m": "15 minutes", "30m": "30 minutes", "1h": "1 hour", "1d": "1 day"}
 MAX_SPAN_DAYS = {"candles_1m": 31, "candles_intraday": 92, "candles_1d": 3660, "ticks": 31, "foreign": 31,
@@ -231,12 +229,13 @@ class HistoryApi:
         rows = "Rows, oldest first; an empty list for an unknown instrument"
         errors = ((400, "A bad parameter (named in the body)"), UNAUTHORIZED,
                   (422, "A number out of range (named in the body)"), (503, "The history database is unavailable"))
-        symbol, period = _path("symbol"), (START, END)
+        symbol, period = instrument_param("symbol"), (START, END)
         return [
             Endpoint("/api/history/index/{name}", "historyIndex", "An index's values", self._guard(self.index),
-                     list[IndexValue], rows, (_path("name"), *period), errors),
+                     list[IndexValue], rows, (instrument_param("name"), *period), errors),
             Endpoint("/api/history/derivatives/{contract}", "historyDerivatives", "A contract's basis points",
-                     self._guard(self.derivatives), list[BasisRow], rows, (_path("contract"), *period), errors),
+                     self._guard(self.derivatives), list[BasisRow], rows, (instrument_param("contract"), *period),
+                     errors),
             Endpoint("/api/history/{symbol}/candles", "historyCandles",
                      "OHLCV with buy / sell / neutral volume, 1-minute candles or rolled up",
                      self._guard(self.candles), list[Candle], rows, (symbol, *period, RESOLUTION), errors),
@@ -253,7 +252,7 @@ class HistoryApi:
         """Instrument checks, and a 503 (not a 500) while the database is unreachable or unavailable."""
         async def handle(request: web.Request) -> web.Response:
             instrument = next(iter(request.match_info.values()))
-            if not _INSTRUMENT.match(instrument):
+            if not is_instrument(instrument):
                 return bad_parameter(request, next(iter(request.match_info)), "not a symbol: [A-Za-z0-9_-]{1,30}")
             if self.pool is None:
                 reason = "DATABASE_URL is not set" if not self.database_url else "the database is not reachable yet"
@@ -432,12 +431,6 @@ class HistoryApi:
                      "ORDER BY ts",
             (contract, period.first_day, period.last_day, period.start, period.end),
             lambda r: BasisRow(_local(r[0]), *r[1:]))
-
-
-def _path(name: str) -> Param:
-    return Param(name, "A symbol, index id or futures contract, in any case", {"type": "string",
-                                                                               "pattern": INSTRUMENT_PATTERN},
-                 where="path", required=True)
 
 
 _MOMENT = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}

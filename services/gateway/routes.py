@@ -15,6 +15,8 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SHOWN_CHARS = 40  # of a bad value quoted back in an error: a client's 8 KB query string is not echoed whole
 _DIGITS = re.compile(r"[+-]?[0-9]+")
+INSTRUMENT_PATTERN = r"^[A-Za-z0-9_-]{1,30}$"  # a symbol, index id or contract, in any case
+is_instrument = re.compile(INSTRUMENT_PATTERN).match
 
 
 class ApiError(msgspec.Struct):
@@ -40,6 +42,12 @@ class Param:
     def openapi(self) -> dict[str, Any]:
         return {"name": self.name, "in": self.where, "required": self.required or self.where == "path",
                 "description": self.description, "schema": self.schema}
+
+
+def instrument_param(name: str) -> Param:
+    """A symbol, index id or contract in the path."""
+    return Param(name, "A symbol, index id or futures contract, in any case",
+                 {"type": "string", "pattern": INSTRUMENT_PATTERN, "examples": ["ACB"]}, where="path", required=True)
 
 
 @dataclass(frozen=True)

@@ -26,19 +26,22 @@ from services.gateway.api import (
     origin_middleware,
     security_headers,
 )
+from services.gateway.board import Board
 from services.gateway.history import HistoryApi
 from services.gateway.hub import ChannelHub, serve
 from services.gateway.routes import Endpoint, shown
+from services.gateway.tape import Tape
+from services.gateway.topics import FilteredChannels
 from services.gateway.view import CHANNEL_BUCKETS, WATCHED, MarketView
 from shared import bus
 from shared.config import Settings
 from shared.market import exchange_now
-from shared.messages.domain import BasisPoint
+from shared.messages.domain import BasisPoint, ClassifiedTrade
 from shared.runtime import Actor, Context
-from shared.subjects import BASIS_POINT, DERIVED
+from shared.subjects import BASIS_POINT, DERIVED, TRADE_CLASSIFIED
 
 WS_REFUSED = Counter("stocktracker_gateway_ws_refused_total", "WebSocket connections refused, by reason", ["reason"])
-BASIS_HISTORY = timedelta(hours=26)  # reach back to the start of the latest trading day, whatever the hour
+DERIVED_HISTORY = timedelta(hours=26)  # reach back to the start of the latest trading day, whatever the hour
 STATIC = Path(__file__).resolve().parent / "static"  # the dashboard: plain HTML, CSS and JS modules
 
 
@@ -59,16 +62,19 @@ class Gateway(Actor):
 
     def __init__(self) -> None:
         self.view = MarketView()
+        self.tape = Tape()
         self.history: HistoryApi | None = None
         self.hubs: dict[str, ChannelHub] = {}
+        self.filtered: FilteredChannels | None = None
         self.port = 0
         self._watches: list[bus.BucketWatch] = []
-        self._basis: bus.StreamReader | None = None
+        self._derived: bus.StreamReader | None = None
         self._broadcaster: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self.admission: Admission | None = None
         self._ctx: Context | None = None
         self._decode_point = msgspec.json.Decoder(BasisPoint).decode
+        self._decode_trade = msgspec.json.Decoder(ClassifiedTrade).decode
         self._openapi = b""
 
     async def start(self, ctx: Context) -> None:
@@ -82,13 +88,15 @@ class Gateway(Actor):
                 delta=lambda c=channel: self.view.take_delta(c),
                 queue_size=settings.ws_queue_size, send_timeout_s=settings.ws_send_timeout_s,
             )
+        self.filtered = FilteredChannels(Board(self.view), self.tape, settings.ws_queue_size,
+                                         settings.ws_send_timeout_s)
         for bucket in WATCHED:
             watch = bus.BucketWatch(ctx.js, bucket, lambda key, value, b=bucket: self.view.apply(b, key, value),
                                     on_load=lambda entries, b=bucket: self.view.replace(b, entries))
             watch.start()
             self._watches.append(watch)
-        self._basis = await bus.consume_from(ctx.js, DERIVED, [BASIS_POINT.wildcard], self._on_basis_point,
-                                             start_time=exchange_now() - BASIS_HISTORY)
+        self._derived = await bus.consume_from(ctx.js, DERIVED, [BASIS_POINT.wildcard, TRADE_CLASSIFIED.wildcard],
+                                               self._on_derived, start_time=exchange_now() - DERIVED_HISTORY)
         self._broadcaster = asyncio.create_task(self._broadcast_every(settings.ws_throttle_ms / 1000))
         self.history = HistoryApi(settings)
         self.history.start()
@@ -127,19 +135,23 @@ class Gateway(Actor):
         ])
         return app
 
-    async def _on_basis_point(self, subject: str, payload: bytes, position: bus.Delivery) -> None:
+    async def _on_derived(self, subject: str, payload: bytes, position: bus.Delivery) -> None:
+        """Classified trades to the tape, basis points to the view."""
         try:
-            point = self._decode_point(payload)
+            if TRADE_CLASSIFIED.matches(subject):
+                self.tape.add(self._decode_trade(payload))
+            else:
+                self.view.add_basis_point(self._decode_point(payload))
         except msgspec.DecodeError:  # (ValidationError included) the recorder dead-letters it; the view skips it
             self.view.undecodable += 1
-            return
-        self.view.add_basis_point(point)
 
     async def _broadcast_every(self, interval_s: float) -> None:
+        assert self.filtered is not None
         while True:
             await asyncio.sleep(interval_s)
             for hub in self.hubs.values():
                 hub.broadcast()
+            self.filtered.broadcast()
 
     def _websocket(self, channel: str | None) -> Any:
         """`/ws/<channel>` follows that channel; `/ws` the `channels` asked (comma-separated, none by default) and
@@ -167,7 +179,7 @@ class Gateway(Actor):
             try:
                 socket = web.WebSocketResponse(heartbeat=self._ctx.settings.ws_heartbeat_s, max_msg_size=4096)
                 await socket.prepare(request)
-                await serve(socket, self.hubs, channels)
+                await serve(socket, self.hubs, channels, self.filtered)
                 return socket
             finally:
                 self.admission.release(address)
@@ -192,7 +204,7 @@ class Gateway(Actor):
         return self.port > 0 and bool(self._watches) and all(watch.loaded.is_set() for watch in self._watches)
 
     async def stop(self) -> None:
-        for hub in self.hubs.values():
+        for hub in [*self.hubs.values(), *(self.filtered.hubs.values() if self.filtered else ())]:
             await hub.close_all()
         if self._broadcaster is not None:
             self._broadcaster.cancel()
@@ -204,11 +216,12 @@ class Gateway(Actor):
             await watch.stop()
         if self.history is not None:
             await self.history.stop()
-        if self._basis is not None:
-            await self._basis.stop()
+        if self._derived is not None:
+            await self._derived.stop()
 
     def status(self) -> dict[str, Any]:
         return {"port": self.port, "ready": self.ready(),
                 "clients": {name: len(hub.clients) for name, hub in self.hubs.items()},
+                "topics": len(self.filtered.hubs) if self.filtered else 0, "board_rows": len(self.view.board),
                 "symbols": len(self.view.stats), "undecodable": self.view.undecodable,
                 "watch_loads": {str(w.bucket): w.loads for w in self._watches}}

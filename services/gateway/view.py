@@ -11,6 +11,7 @@ import msgspec
 
 from shared.messages.domain import (
     BasisPoint,
+    BoardRow,
     DerivativesData,
     ForeignInvestorData,
     ForeignSummary,
@@ -18,21 +19,25 @@ from shared.messages.domain import (
     IndexData,
     MarketSnapshot,
     PriceData,
+    SecurityInfo,
     SessionStats,
 )
-from shared.subjects import FOREIGN_SUMMARY_KEY, VN30_BASKET_KEY, Bucket
+from shared.subjects import BASKET_KEY_PREFIX, FOREIGN_SUMMARY_KEY, SECURITY_KEY_PREFIX, VN30_BASKET_KEY, Bucket
 
-WATCHED = (Bucket.SESSION_STATS, Bucket.PRICES, Bucket.FOREIGN, Bucket.INDICES, Bucket.DERIVATIVES, Bucket.REFERENCE)
+WATCHED = (Bucket.SESSION_STATS, Bucket.PRICES, Bucket.FOREIGN, Bucket.INDICES, Bucket.DERIVATIVES, Bucket.BOARD,
+           Bucket.REFERENCE)
 
 _DECODERS = {
     Bucket.SESSION_STATS: msgspec.json.Decoder(SessionStats),
     Bucket.PRICES: msgspec.json.Decoder(PriceData),
     Bucket.INDICES: msgspec.json.Decoder(IndexData),
     Bucket.DERIVATIVES: msgspec.json.Decoder(DerivativesData | None),
+    Bucket.BOARD: msgspec.json.Decoder(BoardRow),
 }
 _FOREIGN_STOCK = msgspec.json.Decoder(ForeignInvestorData)
 _FOREIGN_SUMMARY = msgspec.json.Decoder(ForeignSummary)
 _BASKET = msgspec.json.Decoder(IndexBasket)
+_SECURITY = msgspec.json.Decoder(SecurityInfo)
 
 # What each WebSocket channel shows, by the buckets it is made of.
 CHANNEL_BUCKETS: dict[str, frozenset[Bucket]] = {
@@ -53,7 +58,11 @@ class MarketView:
         self.summary: ForeignSummary | None = None
         self.indices: dict[str, IndexData] = {}
         self.contracts: dict[str, DerivativesData] = {}
-        self.basket: list[str] = []
+        self.basket: list[str] = []  # VN30's
+        self.baskets: dict[str, list[str]] = {}  # index id -> its members, as reference data names them
+        self.securities: dict[str, SecurityInfo] = {}
+        self.board: dict[str, BoardRow] = {}
+        self.board_changed: set[str] = set()  # symbols whose board row or foreign columns changed since taken
         self.basis: dict[str, list[BasisPoint]] = {}
         self.max_basis_points = max_basis_points
         self.undecodable = 0
@@ -74,18 +83,26 @@ class MarketView:
 
     def _apply(self, bucket: Bucket, key: str, value: bytes | None) -> None:
         if bucket is Bucket.REFERENCE:
-            if key == VN30_BASKET_KEY and value is not None:
-                self.basket = _BASKET.decode(value).symbols
+            if key.startswith(BASKET_KEY_PREFIX):
+                _store(self.baskets, key.removeprefix(BASKET_KEY_PREFIX),
+                       _BASKET.decode(value).symbols if value is not None else None)
+                self.basket = self.baskets.get(VN30_BASKET_KEY.removeprefix(BASKET_KEY_PREFIX), [])
+            elif key.startswith(SECURITY_KEY_PREFIX):
+                _store(self.securities, key.removeprefix(SECURITY_KEY_PREFIX),
+                       _SECURITY.decode(value) if value is not None else None)
             return
         if bucket is Bucket.FOREIGN:
             if key == FOREIGN_SUMMARY_KEY:
                 self.summary = _FOREIGN_SUMMARY.decode(value) if value is not None else None
             else:
-                _store(self.foreign, key.removeprefix("stock."),
-                       _FOREIGN_STOCK.decode(value) if value is not None else None)
+                symbol = key.removeprefix("stock.")
+                _store(self.foreign, symbol, _FOREIGN_STOCK.decode(value) if value is not None else None)
+                self.board_changed.add(symbol)
             return
+        if bucket is Bucket.BOARD:
+            self.board_changed.add(key)
         target = {Bucket.SESSION_STATS: self.stats, Bucket.PRICES: self.prices, Bucket.INDICES: self.indices,
-                  Bucket.DERIVATIVES: self.contracts}[bucket]
+                  Bucket.DERIVATIVES: self.contracts, Bucket.BOARD: self.board}[bucket]
         _store(target, key, _DECODERS[bucket].decode(value) if value is not None else None)
 
     def replace(self, bucket: Bucket, entries: dict[str, bytes]) -> None:
@@ -100,9 +117,10 @@ class MarketView:
         if bucket is Bucket.FOREIGN:
             return {f"stock.{symbol}" for symbol in self.foreign} | ({FOREIGN_SUMMARY_KEY} if self.summary else set())
         if bucket is Bucket.REFERENCE:
-            return {VN30_BASKET_KEY} if self.basket else set()
+            return ({BASKET_KEY_PREFIX + index_id for index_id in self.baskets}
+                    | {SECURITY_KEY_PREFIX + symbol for symbol in self.securities})
         return set({Bucket.SESSION_STATS: self.stats, Bucket.PRICES: self.prices, Bucket.INDICES: self.indices,
-                    Bucket.DERIVATIVES: self.contracts}[bucket])
+                    Bucket.DERIVATIVES: self.contracts, Bucket.BOARD: self.board}[bucket])
 
     def add_basis_point(self, point: BasisPoint) -> None:
         """Basis points come from the DERIVED stream; a contract keeps its latest trading date's, in order."""

@@ -1,0 +1,111 @@
+"""The filtered WebSocket channels, one hub per distinct subscription (a topic):
+
+- `board` (`{"op": "subscribe", "channel": "board", "symbols": [...]}`, or `"group": "VN30"`, or `"exchange": "HNX"`,
+  or several of them, narrowing each other): snapshot `{SYMBOL: BoardQuote}`, deltas `{SYMBOL: BoardQuote | null}` of
+  the rows that changed;
+- `trades` (`"symbol": "FPT"`): snapshot `{"trades": [the latest classified trades]}`, deltas `{"trades": [new ones,
+  in order]}`;
+- `candles` (`"symbol": "FPT"`): snapshot `{"candles": [today's latest 1-minute candles, the forming one last]}`,
+  deltas `{"candles": [the candles that changed]}`.
+
+Once a throttle tick, the board rows that changed are encoded once each (whatever the number of topics showing
+them), each topic's delta is assembled from those bytes and encoded once for all of its clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from services.gateway.board import Board, BoardFilter, read_filter
+from services.gateway.hub import ChannelHub, Request
+from services.gateway.routes import is_instrument
+from services.gateway.tape import Tape
+from shared.candles import MinuteCandle
+from shared.messages.domain import ClassifiedTrade
+
+_encode = msgspec.json.Encoder().encode
+
+
+class FilteredChannels:
+    channels = frozenset({"board", "trades", "candles"})
+
+    def __init__(self, board: Board, tape: Tape, queue_size: int, send_timeout_s: float) -> None:
+        self.board = board
+        self.tape = tape
+        self.queue_size = queue_size
+        self.send_timeout_s = send_timeout_s
+        self.hubs: dict[str, ChannelHub] = {}  # by hub key
+        self._encoded: dict[str, msgspec.Raw] = {}  # board rows' bytes, until they change
+        self._rows_changed: set[str] = set()  # this tick's
+        self._new_trades: dict[str, list[ClassifiedTrade]] = {}
+        self._changed_candles: dict[str, list[MinuteCandle]] = {}
+
+    # --- subscriptions -------------------------------------------------------------------------------------------
+
+    def hub_for(self, request: Request) -> ChannelHub | str:
+        if request.channel == "board":
+            chosen = read_filter(request.exchange, request.group, request.symbols, self.board.groups())
+            if isinstance(chosen, tuple):
+                return chosen[1]
+            if request.symbol is not None:
+                return 'board is filtered by "symbols", "group" or "exchange"'
+            return self._hub("board", chosen.topic, lambda: self._board_state(chosen),
+                             lambda: self._board_delta(chosen))
+        symbol = (request.symbol or "").strip().upper()
+        if not is_instrument(symbol):
+            return f'{request.channel} needs "symbol": one symbol, [A-Za-z0-9_-]{{1,30}}'
+        if request.symbols is not None or request.group is not None or request.exchange is not None:
+            return f'{request.channel} is filtered by "symbol" only'
+        if request.channel == "trades":
+            return self._hub("trades", symbol, lambda: {"trades": self.tape.trades(symbol)},
+                             lambda: self._listed("trades", self._new_trades.get(symbol)))
+        return self._hub("candles", symbol, lambda: {"candles": self.tape.candles(symbol)},
+                         lambda: self._listed("candles", self._changed_candles.get(symbol)))
+
+    def _hub(self, channel: str, topic: str, state: Any, delta: Any) -> ChannelHub:
+        key = f"{channel}:{topic}"
+        hub = self.hubs.get(key)
+        if hub is None:
+            hub = self.hubs[key] = ChannelHub(channel, state, delta, self.queue_size, self.send_timeout_s,
+                                              topic=topic, on_idle=self._drop)
+        return hub
+
+    def _drop(self, hub: ChannelHub) -> None:
+        if self.hubs.get(hub.key) is hub:
+            del self.hubs[hub.key]
+
+    # --- once a tick ---------------------------------------------------------------------------------------------
+
+    def broadcast(self) -> None:
+        """Every topic's delta since the last tick, to its clients."""
+        self._rows_changed = self.board.view.board_changed
+        self.board.view.board_changed = set()
+        for symbol in self._rows_changed:
+            self._encoded.pop(symbol, None)
+        self._new_trades, self._changed_candles = self.tape.take()
+        for hub in list(self.hubs.values()):
+            hub.broadcast()
+
+    def _row(self, symbol: str) -> msgspec.Raw | None:
+        raw = self._encoded.get(symbol)
+        if raw is None:
+            quote = self.board.quote(symbol)
+            if quote is None:
+                return None
+            raw = self._encoded[symbol] = msgspec.Raw(_encode(quote))
+        return raw
+
+    def _board_state(self, board_filter: BoardFilter) -> dict[str, msgspec.Raw | None]:
+        return {symbol: self._row(symbol) for symbol in sorted(self.board.selects(board_filter))}
+
+    def _board_delta(self, board_filter: BoardFilter) -> dict[str, msgspec.Raw | None] | None:
+        changed = self._rows_changed
+        if board_filter.symbols is not None and len(board_filter.symbols) < len(changed):
+            changed = board_filter.symbols & changed
+        chosen = sorted(symbol for symbol in changed if self.board.matches(board_filter, symbol))
+        return {symbol: self._row(symbol) for symbol in chosen} or None
+
+    @staticmethod
+    def _listed(name: str, items: list[Any] | None) -> dict[str, list[Any]] | None:
+        return {name: items} if items else None
