@@ -112,6 +112,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                          "times faster, 0 = as fast as possible."),
     ] = 100.0
     sim_intensity: Annotated[PositiveFloat, Meta(description="Simulator trading activity (1 = a realistic day).")] = 1.0
+    sim_universe: Annotated[
+        Literal["default", "market"],
+        Meta(description="Simulated instruments: `default` (real names: VN30 and a few more on HOSE, some HNX and "
+                         "UPCOM stocks, two VN30F contracts) or `market` (the whole market, about 1,550)."),
+    ] = "default"
     sim_date: Annotated[
         str, Meta(pattern=r"^(\d{4}-\d{2}-\d{2})?$", description="First simulated trading date (YYYY-MM-DD); unset: "
                                                                  "today in exchange time.")

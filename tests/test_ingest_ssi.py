@@ -47,7 +47,8 @@ async def test_scripted_day_across_a_disconnect_and_a_dead_link(nc: Client, sett
         fake.index_components = {"VN30": BASKET}
         fake.securities_details = [
             {"Isin": "VN000000ACB4", "Symbol": "ACB", "SymbolName": "Ngan hang TMCP A Chau", "SecType": "ST",
-             "MarketId": "HOSE", "Exchange": "HOSE", "LotSize": "100", "LastTradingDate": ""},
+             "MarketId": "HOSE", "Exchange": "HOSE", "LotSize": "100", "ListedShare": "4466657912",
+             "LastTradingDate": ""},
             {"Isin": "VN30F2612", "Symbol": "VN30F2612", "SymbolName": "VN30F2612", "SecType": "FU",
              "MarketId": "DER", "Exchange": "HNX", "LotSize": "1", "Underlying": "VN30",
              "LastTradingDate": "17/12/2026"},
@@ -101,8 +102,9 @@ async def test_scripted_day_across_a_disconnect_and_a_dead_link(nc: Client, sett
     reference = await js.key_value(str(Bucket.REFERENCE))
     future = msgspec.json.decode((await reference.get(security_key("VN30F2612"))).value, type=SecurityInfo)
     assert (future.sec_type, future.underlying, future.last_trading_date) == ("FU", "VN30", date(2026, 12, 17))
+    assert future.listed_shares is None  # not sent
     stock = msgspec.json.decode((await reference.get(security_key("ACB"))).value, type=SecurityInfo)
-    assert (stock.exchange, stock.lot_size) == ("HOSE", 100)
+    assert (stock.exchange, stock.lot_size, stock.listed_shares) == ("HOSE", 100, 4_466_657_912)
     acb_bars = (await js.stream_info(MARKET.name, subjects_filter="md.bar.ACB")).state.subjects["md.bar.ACB"]
     sub = await js.subscribe("md.bar.ACB", stream=MARKET.name, ordered_consumer=True)
     intervals: Counter[int | None] = Counter()

@@ -1,42 +1,63 @@
-"""A deterministic simulated HOSE + VN30F trading day, emitted in SSI FastConnect's exact wire format.
+"""A deterministic simulated trading day of HOSE, HNX, UPCOM and VN30F, emitted in SSI FastConnect's exact wire format.
 
 Why: every service must run end to end (ingest -> trackers -> recorder) without SSI credentials, at market speed or
 faster, and tests need whole days whose properties are known. Each frame is the bytes of one Broadcast payload,
 `{"DataType": ..., "Content": "<JSON string>"}`, built from the very wire Structs the decoder reads
-(`shared.messages.ssi`: SSI's field names are written there only) with the units and number formats SSI sends
-(docs/ssi.md, "Frames and field names"), so a simulated day takes the same decoding path as the live feed; a field
-SSI sends as null is left out (the decoder reads both alike). Market rules (schedule, ticks, limits, contracts) come
-from `shared.market`.
+(`shared.messages.ssi`: SSI's field names are written there only) with the units, number formats and exchange codes
+SSI sends (docs/ssi.md, "Frames and field names": HOSE, HNX, UPCOM, DERIVATIVES), so a simulated day takes the same
+decoding path as the live feed; a field SSI sends as null is left out (the decoder reads both alike). Market rules
+(each exchange's schedule, ticks and limits, the contracts) come from `shared.market`.
 
-The model; all randomness comes from one `random.Random(seed)`, drawn in a fixed order:
+The model. HOSE and the futures draw from `random.Random(seed)`, in a fixed order; HNX and UPCOM each draw from a
+generator of their own derived from the seed, so that simulating them leaves every HOSE and VN30F figure as it was.
 - Stocks: fair value `ref * exp(beta * M(t) + e(t))`, M a market-wide Brownian motion (so stocks, indices and futures
-  move together) and e a per-stock Brownian motion; two seeded "runners" carry a drift of ln(1.12) over four hours,
-  enough to reach the ceiling and the floor. Trades arrive as a Poisson process (U-shaped intraday activity, scaled
-  by `intensity`). At each trade the book stands on the HOSE tick grid between floor and ceiling: best bid = highest
-  grid price <= fair, best ask one tick above (sometimes two). A fair value at or above the ceiling locks the book
-  there with no asks; below the floor, at the floor with no bids. The trade is buyer-initiated (at AskPrice1) with
-  probability (fair - bid) / (ask - bid) clipped to [0.15, 0.85], else seller-initiated (at BidPrice1).
-- Indices, cap-weighted over fixed seeded share counts s_i:
+  move together) and e a per-stock Brownian motion. HOSE's trades advance M; HNX and UPCOM read it as HOSE last left
+  it, since advancing it would draw from HOSE's generator. Two seeded "runners" per exchange carry a drift of about
+  1.7 daily limits over four hours (ln(1.12) on HOSE), enough to reach the ceiling and the floor. Each exchange's
+  trades arrive as a Poisson process (U-shaped intraday activity, scaled by `intensity` and by each stock's seeded
+  trading rate). At each trade the book stands on the exchange's tick grid between floor and ceiling (HOSE ±7 %,
+  HNX ±10 %, UPCOM ±15 %; 100 VND ticks on HNX and UPCOM), as deep as SSI sends it (HOSE 3 levels, the others 10):
+  best bid = highest grid price <= fair, best ask one tick above (sometimes two). A fair value at or above the
+  ceiling locks the book there with no asks; below the floor, at the floor with no bids. The trade is
+  buyer-initiated (at AskPrice1) with probability (fair - bid) / (ask - bid) clipped to [0.15, 0.85], else
+  seller-initiated (at BidPrice1).
+- Sessions, per exchange as `shared.market.phase_at` has them: HOSE ATO 09:00-09:15, continuous, lunch, ATC
+  14:30-14:45; HNX continuous from 09:00 (no ATO), lunch, ATC 14:30-14:45, then its post-close (left without
+  matches); UPCOM continuous 09:00-15:00 around lunch, no auctions; VN30F ATO 08:45-09:00, continuous, lunch, ATC
+  14:30-14:45. While an auction runs, its books go out as X frames instead of X-QUOTE: the book, the day's trade
+  figures as they stand (TotalVol has not grown, so the frame carries no trade) and EstMatchedPrice, the projected
+  price: the valid price nearest the fair value, where the auction would match now. When the auction ends each
+  instrument gets its single match (X-TRADE) at the valid price nearest the fair value of that second.
+- Indices, cap-weighted over fixed seeded share counts s_i (the `listed_shares` of `MarketSimulator.securities`):
   `IndexValue = round(PriorIndexValue * sum(s_i * p_i) / sum(s_i * ref_i), 2)`, p_i the last traded price (ref_i
-  before the first trade). VN30 is over the simulated stocks of DEFAULT_VN30_BASKET, VNINDEX over all of them.
+  before the first trade). VN30 is over the simulated stocks of DEFAULT_VN30_BASKET and VNINDEX over all HOSE ones,
+  HNX30 over those of HNX30_BASKET and HNXINDEX over all HNX ones, UPCOMINDEX over all UPCOM ones; each index has a
+  seeded prior value near its real level.
 - Futures: fair = VN30 (unrounded) + basis, the basis an Ornstein-Uhlenbeck process around a seeded mean of a few
   points per contract (10-minute reversion time, 2-point spread); books and trades on the 0.1-point grid within ±7%
   of the contract's reference.
 - Foreign room: a seeded share of trades has a foreign buyer or seller for part of the volume. Foreigners never buy
   more than the remaining room nor sell more than they hold, so CurrentRoom = initial room - net foreign buying
-  stays within [0, TotalRoom]; one seeded stock starts almost out of room ("het room").
+  stays within [0, TotalRoom]; one seeded HOSE stock starts almost out of room ("het room").
+- Universe: `default` simulates real names (the VN30 basket and EXTRA_STOCKS on HOSE, HNX_STOCKS, UPCOM_STOCKS) and
+  the two nearest VN30F contracts; `market` adds generated three-letter symbols up to MARKET_SIZES stocks per
+  exchange (about 1,550 instruments in all): small caps with low seeded trading rates (most trade a few times a day,
+  and each exchange's arrivals are one process whatever its size), so a whole market's day stays a few seconds'
+  work.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import string
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from itertools import accumulate
+from itertools import accumulate, islice
+from typing import Any, Literal
 
 import msgspec
 
@@ -46,15 +67,23 @@ from shared.market import (
     FUTURES_MULTIPLIER,
     Exchange,
     Phase,
+    contract_expiry,
     exchange_datetime,
     listed_contracts,
     phase_at,
     price_limits,
     tick_size,
 )
-from shared.messages.ssi import BOOK_KEYS, MI, B, F, R, XQuote, XTrade
+from shared.messages.domain import SecurityInfo
+from shared.messages.ssi import BOOK_KEYS, MI, B, F, R, X, XQuote, XTrade
 
 EXTRA_STOCKS = ("DIG", "DXG", "NVL", "PDR", "VND")  # volatile non-VN30 HOSE names simulated by default
+HNX30_BASKET = ("CEO", "HUT", "IDC", "MBS", "NVB", "PVI", "PVS", "SHS", "TNG", "VCS")  # the HNX30 members simulated
+HNX_STOCKS = (*HNX30_BASKET, "APS", "BAB", "BVS", "PTI", "VNR")
+UPCOM_STOCKS = ("ACV", "FOX", "LTG", "MCH", "MSR", "OIL", "QNS", "VEA", "VGI", "VGT")
+MARKET_SIZES = {Exchange.HOSE: 400, Exchange.HNX: 350, Exchange.UPCOM: 800}  # stocks of the `market` universe
+Universe = Literal["default", "market"]
+UNIVERSES: tuple[Universe, ...] = ("default", "market")
 
 FIRST_SECOND = 8 * 3600 + 45 * 60  # derivatives pre-open: the day's first frame
 LAST_SECOND = 15 * 3600
@@ -72,12 +101,28 @@ MI_EVERY = 5
 R_EVERY = 30
 
 MARKET_DAILY_SD = 0.012
-RUNNER_DRIFT = math.log(1.12) / (4 * 3600)
+RUNNER_SECONDS = 4 * 3600
+# A runner's gain over RUNNER_SECONDS: about 1.7 daily limits, so it reaches its limit in the afternoon.
+RUNNER_GAINS = {Exchange.HOSE: 1.12, Exchange.HNX: 1.17, Exchange.UPCOM: 1.25}
 BASIS_REVERSION = 1 / 600
 BASIS_SD = 2.0
 
 VN30_PRIOR = (1880.0, 1920.0)
 VNINDEX_PRIOR = (1660.0, 1700.0)
+HNX30_PRIOR = (450.0, 550.0)
+HNXINDEX_PRIOR = (220.0, 260.0)
+UPCOMINDEX_PRIOR = (95.0, 110.0)
+
+# Each exchange's indices: IndexId, IndexName as SSI spells it, the range of its prior value, and its basket (None:
+# every stock of the exchange). The first basket also marks the exchange's big caps.
+_INDICES: dict[Exchange, tuple[tuple[str, str, tuple[float, float], tuple[str, ...] | None], ...]] = {
+    Exchange.HOSE: (("VN30", "VN30", VN30_PRIOR, DEFAULT_VN30_BASKET), ("VNINDEX", "VNIndex", VNINDEX_PRIOR, None)),
+    Exchange.HNX: (("HNX30", "HNX30", HNX30_PRIOR, HNX30_BASKET), ("HNXINDEX", "HNXIndex", HNXINDEX_PRIOR, None)),
+    Exchange.UPCOM: (("UPCOMINDEX", "HNXUpcomIndex", UPCOMINDEX_PRIOR, None),),
+}
+_MARKET_CODES = {Exchange.HOSE: "HOSE", Exchange.HNX: "HNX", Exchange.UPCOM: "UPCOM", Exchange.DER: "DERIVATIVES"}
+_BOOK_LEVELS = {Exchange.HOSE: 3}  # SSI fills 3 levels of a HOSE book, 10 of the others
+_SYMBOL_STRIDE = 7919  # coprime with 26**3: stepping by it visits every three-letter symbol once, scattered
 
 _AUCTIONS = (Phase.ATO, Phase.ATC)
 _SESSION_CODES = {
@@ -123,6 +168,11 @@ class _Walk:
         if elapsed > 0:
             self._value += self._drift * elapsed + self._sigma * math.sqrt(elapsed) * self._rng.gauss(0.0, 1.0)
             self._at = second
+        return self._value
+
+    @property
+    def value(self) -> float:
+        """The value as last advanced: reading it draws nothing."""
         return self._value
 
 
@@ -179,14 +229,14 @@ class _Instrument(ABC):
     Prices are integers in units of 1/`scale` of the quoted unit (VND for stocks, tenths of a point for futures), so
     ticks, totals and changes stay exact; `value_per_unit` turns price units × volume into VND."""
 
-    market = "HOSE"
     scale = 1
-    depth = 3
     value_per_unit = 1
 
     def __init__(self, symbol: str, rng: random.Random, exchange: Exchange, ref: int) -> None:
         self.symbol = symbol
-        self._rng = rng
+        self.rng = rng
+        self.market = _MARKET_CODES[exchange]  # the Exchange and MarketId SSI sends
+        self.depth = _BOOK_LEVELS.get(exchange, 10)
         self.ref = ref
         ceiling, floor = price_limits(exchange, ref / self.scale)
         self.ceiling = round(ceiling * self.scale)
@@ -195,6 +245,7 @@ class _Instrument(ABC):
         while self.grid[-1] < self.ceiling:
             self.grid.append(self.grid[-1] + int(tick_size(exchange, self.grid[-1] / self.scale) * self.scale))
         self.last = ref  # the reference until the first trade, as an index counts it
+        self.last_vol = 0
         self.total_vol = 0
         self.total_val = 0  # VND
         self.highest = 0
@@ -226,7 +277,7 @@ class _Instrument(ABC):
         elif below < 0:  # below the floor: sellers queue, nobody buys
             best_bid, best_ask = None, 0
         else:
-            best_bid, best_ask = below, min(top, below + (2 if self._rng.random() < WIDE_SPREAD else 1))
+            best_bid, best_ask = below, min(top, below + (2 if self.rng.random() < WIDE_SPREAD else 1))
         bids, asks = self._levels(best_bid, -1), self._levels(best_ask, 1)
         if not asks:
             bids[0][1] *= LIMIT_QUEUE
@@ -247,7 +298,7 @@ class _Instrument(ABC):
         if not book.bids:
             return True
         bid, ask = self.grid[book.bids[0][0]], self.grid[book.asks[0][0]]
-        return self._rng.random() < min(0.85, max(0.15, (fair - bid) / (ask - bid)))
+        return self.rng.random() < min(0.85, max(0.15, (fair - bid) / (ask - bid)))
 
     def take(self, levels: list[list[int]], volume: int, outward: int) -> None:
         """Remove a trade's volume from the best level; an emptied level makes way for one further out."""
@@ -268,6 +319,7 @@ class _Instrument(ABC):
 
     def record(self, price: int, volume: int) -> None:
         self.last = price
+        self.last_vol = volume
         self.total_vol += volume
         self.total_val += price * volume * self.value_per_unit
         self.highest = max(self.highest, price)
@@ -308,17 +360,43 @@ class _ForeignRoom:
         self.changed = self.changed or part > 0
 
 
-class _Stock(_Instrument):
-    """A HOSE stock: the instrument, its fair-value path, share count (index weight) and foreign room."""
+@dataclass(frozen=True, slots=True)
+class _Profile:
+    """How a kind of stock is seeded: log-uniform reference price and market capitalisation (VND), a lognormal
+    trading rate (1 = a typical VN30 stock) and the value a typical order trades (VND)."""
 
-    def __init__(self, symbol: str, rng: random.Random, *, large_cap: bool, drift: float, scarce_room: bool) -> None:
-        raw = math.exp(rng.uniform(math.log(15_000), math.log(130_000)))
-        tick = int(tick_size(Exchange.HOSE, raw))
-        super().__init__(symbol, rng, Exchange.HOSE, round(raw / tick) * tick)
-        cap_range = (3e13, 4e14) if large_cap else (3e12, 3e13)  # VND
-        self.shares = round(math.exp(rng.uniform(*map(math.log, cap_range))) / self.ref / 1000) * 1000
-        self.weight = rng.lognormvariate(0.0, 0.5) * (1.0 if large_cap else 0.35)  # trading rate, typical VN30 = 1
-        self._mean_lots = max(1, round(rng.uniform(0.5, 2.0) * 1e8 / (self.ref * BOARD_LOT)))  # ~100M VND a trade
+    prices: tuple[float, float]
+    caps: tuple[float, float]
+    activity: float
+    dispersion: float  # the standard deviation of the trading rate's logarithm
+    order_value: float
+
+
+# The big caps of an exchange's main basket (VN30, HNX30), its other real names, and the generated small caps of the
+# whole-market universe, the long tail that trades rarely.
+_BASKET_PROFILES = {
+    Exchange.HOSE: _Profile((15_000, 130_000), (3e13, 4e14), 1.0, 0.5, 1e8),
+    Exchange.HNX: _Profile((8_000, 70_000), (3e12, 3e13), 0.4, 0.5, 5e7),
+}
+_NAMED_PROFILES = {
+    Exchange.HOSE: _Profile((15_000, 130_000), (3e12, 3e13), 0.35, 0.5, 1e8),
+    Exchange.HNX: _Profile((6_000, 40_000), (5e11, 5e12), 0.15, 0.5, 3e7),
+    Exchange.UPCOM: _Profile((10_000, 150_000), (1e13, 3e14), 0.15, 0.5, 5e7),
+}
+_SMALL_CAP = _Profile((3_000, 30_000), (5e10, 2e12), 0.015, 1.0, 2e7)
+
+
+class _Stock(_Instrument):
+    """A stock: the instrument, its fair-value path, share count (index weight) and foreign room."""
+
+    def __init__(self, symbol: str, rng: random.Random, exchange: Exchange, profile: _Profile, *, drift: float,
+                 scarce_room: bool) -> None:
+        raw = math.exp(rng.uniform(*map(math.log, profile.prices)))
+        tick = int(tick_size(exchange, raw))
+        super().__init__(symbol, rng, exchange, round(raw / tick) * tick)
+        self.shares = round(math.exp(rng.uniform(*map(math.log, profile.caps))) / self.ref / 1000) * 1000
+        self.weight = rng.lognormvariate(0.0, profile.dispersion) * profile.activity  # trading rate
+        self._mean_lots = max(1, round(rng.uniform(0.5, 2.0) * profile.order_value / (self.ref * BOARD_LOT)))
         self._beta = rng.uniform(0.6, 1.4)
         self._path = _Walk(rng, drift, rng.uniform(0.01, 0.025))
         self.foreign = _ForeignRoom(rng, self.shares, scarce=scarce_room)
@@ -328,13 +406,13 @@ class _Stock(_Instrument):
         return self.ref * math.exp(self._beta * market + self._path.at(second))
 
     def level_volume(self) -> int:
-        return self._rng.randint(self._mean_lots, 8 * self._mean_lots) * BOARD_LOT
+        return self.rng.randint(self._mean_lots, 8 * self._mean_lots) * BOARD_LOT
 
     def trade_volume(self) -> int:
-        return (1 + int(self._rng.expovariate(1 / self._mean_lots))) * BOARD_LOT
+        return (1 + int(self.rng.expovariate(1 / self._mean_lots))) * BOARD_LOT
 
     def auction_volume(self) -> int:
-        return round(self._mean_lots * self._rng.uniform(5, 25)) * BOARD_LOT
+        return round(self._mean_lots * self.rng.uniform(5, 25)) * BOARD_LOT
 
     def record(self, price: int, volume: int) -> None:
         move = self.shares * (price - self.last)
@@ -347,9 +425,7 @@ class _Stock(_Instrument):
 class _Contract(_Instrument):
     """A VN30F contract: priced off VN30 plus its own basis, in tenths of a point, 10 book levels, VND values."""
 
-    market = "DERIVATIVES"
     scale = 10
-    depth = 10
     value_per_unit = FUTURES_MULTIPLIER // 10
 
     def __init__(self, symbol: str, rng: random.Random, *, vn30_prior: float, front: bool) -> None:
@@ -359,21 +435,22 @@ class _Contract(_Instrument):
         self.rate = FRONT_TRADES_PER_SECOND if front else NEXT_TRADES_PER_SECOND
 
     def level_volume(self) -> int:
-        return self._rng.randint(5, 120)
+        return self.rng.randint(5, 120)
 
     def trade_volume(self) -> int:
-        return min(50, 1 + int(self._rng.expovariate(1 / 5)))
+        return min(50, 1 + int(self.rng.expovariate(1 / 5)))
 
     def auction_volume(self) -> int:
-        return self._rng.randint(20, 50)
+        return self.rng.randint(20, 50)
 
 
 class _Index:
     """A cap-weighted index: prior * sum(shares * last price) / sum(shares * ref), kept as exact integer sums."""
 
-    def __init__(self, index_id: str, name: str, prior: float, members: list[_Stock]) -> None:
+    def __init__(self, index_id: str, name: str, exchange: Exchange, prior: float, members: list[_Stock]) -> None:
         self.index_id = index_id
         self.name = name
+        self.market = _MARKET_CODES[exchange]
         self.prior = prior
         self.members = members
         self._base = sum(stock.shares * stock.ref for stock in members)
@@ -407,53 +484,124 @@ class _Index:
             TotalQtty=float(self._total_vol), TotalValue=float(self._total_val), TotalQttyPt=0.0, TotalValuePt=0.0,
             AllQty=float(self._total_vol), AllValue=float(self._total_val),
             Advances=advances, NoChanges=len(self.members) - advances - declines, Declines=declines,
-            Ceilings=ceilings, Floors=floors, IndexType="Main", TradingSession=session, Exchange="HOSE",
+            Ceilings=ceilings, Floors=floors, IndexType="Main", TradingSession=session, Exchange=self.market,
         )
+
+
+# --- the market ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """The stocks simulated on one exchange: real names first, then generated ones (the whole-market universe)."""
+
+    named: tuple[str, ...]
+    generated: tuple[str, ...] = ()
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return (*self.named, *self.generated)
+
+
+def _basket(exchange: Exchange) -> tuple[str, ...]:
+    """The exchange's main index basket, whose members are its big caps (none on UPCOM)."""
+    return next((basket for *_, basket in _INDICES[exchange] if basket is not None), ())
+
+
+def _listed(rng: random.Random, exchange: Exchange, listing: _Listing, *, scarce_room: bool) -> list[_Stock]:
+    """An exchange's stocks, drawn in a fixed order: its runners, the stock almost out of foreign room, the stocks."""
+    basket = _basket(exchange)
+    others = [symbol for symbol in listing.named if symbol not in basket]
+    # Limit moves belong to the volatile mid caps when there are any; one runner goes up, the other down.
+    candidates = others if len(others) >= 2 else list(listing.named)
+    drift = math.log(RUNNER_GAINS[exchange]) / RUNNER_SECONDS
+    drifts = dict(zip(rng.sample(candidates, min(2, len(candidates))), (drift, -drift), strict=False))
+    symbols = listing.symbols
+    scarce = rng.choice([symbol for symbol in symbols if symbol in basket] or symbols) if scarce_room else None
+    return [
+        _Stock(symbol, rng, exchange, _profile(exchange, symbol, listing, basket), drift=drifts.get(symbol, 0.0),
+               scarce_room=symbol == scarce)
+        for symbol in symbols
+    ]
+
+
+def _profile(exchange: Exchange, symbol: str, listing: _Listing, basket: tuple[str, ...]) -> _Profile:
+    if symbol not in listing.named:
+        return _SMALL_CAP
+    return _BASKET_PROFILES[exchange] if symbol in basket else _NAMED_PROFILES[exchange]
+
+
+class _Venue:
+    """One stock exchange: its stocks and indices, the generator its events draw from, and its day's arrivals."""
+
+    def __init__(self, exchange: Exchange, rng: random.Random, stocks: list[_Stock], factor: _Walk) -> None:
+        self.exchange = exchange
+        self.rng = rng
+        self.stocks = stocks
+        self.indices = tuple(
+            _Index(index_id, name, exchange, round(rng.uniform(*prior), 2),
+                   stocks if basket is None else [stock for stock in stocks if stock.symbol in basket])
+            for index_id, name, prior, basket in _INDICES[exchange]
+        )
+        for index in self.indices:
+            for stock in index.members:
+                stock.indices = (*stock.indices, index)
+        self.weights = list(accumulate(stock.weight for stock in stocks))
+        self.trades = _Arrivals(rng)
+        self.auction_books = _Arrivals(rng)
+        self.rooms_due: dict[str, _Stock] = {}  # stocks whose foreign figures changed since their last R
+        self._factor = factor
+
+    def fair(self, stock: _Stock, second: int) -> float:
+        # HOSE's trades move the market factor; the others read it as HOSE left it, drawing nothing from HOSE's
+        # generator.
+        market = self._factor.at(second) if self.exchange is Exchange.HOSE else self._factor.value
+        return stock.fair(second, market)
 
 
 class _Market:
     """Everything a simulated day starts from, drawn from the seed in a fixed order."""
 
-    def __init__(self, rng: random.Random, trading_date: date, symbols: list[str]) -> None:
-        basket = [symbol for symbol in symbols if symbol in DEFAULT_VN30_BASKET]
-        others = [symbol for symbol in symbols if symbol not in DEFAULT_VN30_BASKET]
-        # Limit moves belong to the volatile mid caps when there are any; one runner goes up, the other down.
-        candidates = others if len(others) >= 2 else symbols
-        drifts = dict(zip(rng.sample(candidates, min(2, len(candidates))), (RUNNER_DRIFT, -RUNNER_DRIFT), strict=False))
-        scarce = rng.choice(basket or symbols)
-        self.stocks = [
-            _Stock(symbol, rng, large_cap=symbol in DEFAULT_VN30_BASKET, drift=drifts.get(symbol, 0.0),
-                   scarce_room=symbol == scarce)
-            for symbol in symbols
-        ]
-        self.factor = _Walk(rng, rng.gauss(0.0, 0.006) / DAY_SECONDS, MARKET_DAILY_SD)
-        self.vn30 = _Index("VN30", "VN30", round(rng.uniform(*VN30_PRIOR), 2),
-                           [stock for stock in self.stocks if stock.symbol in DEFAULT_VN30_BASKET])
-        self.vnindex = _Index("VNINDEX", "VNIndex", round(rng.uniform(*VNINDEX_PRIOR), 2), self.stocks)
-        for stock in self.stocks:
-            stock.indices = (self.vn30, self.vnindex) if stock in self.vn30.members else (self.vnindex,)
+    def __init__(self, seed: int, trading_date: date, listings: Mapping[Exchange, _Listing]) -> None:
+        self.rng = random.Random(seed)
+        hose = _listed(self.rng, Exchange.HOSE, listings[Exchange.HOSE], scarce_room=True)
+        self.factor = _Walk(self.rng, self.rng.gauss(0.0, 0.006) / DAY_SECONDS, MARKET_DAILY_SD)
+        self.venues = [_Venue(Exchange.HOSE, self.rng, hose, self.factor)]
+        self.vn30 = self.venues[0].indices[0]
         self.contracts = [
-            _Contract(code, rng, vn30_prior=self.vn30.prior, front=position == 0)
+            _Contract(code, self.rng, vn30_prior=self.vn30.prior, front=position == 0)
             for position, code in enumerate(listed_contracts(trading_date)[:2])
         ]
+        for exchange in (Exchange.HNX, Exchange.UPCOM):
+            if listings[exchange].symbols:
+                rng = random.Random(f"{seed}:{exchange}")  # a str seed is hashed with SHA-512: the same every run
+                stocks = _listed(rng, exchange, listings[exchange], scarce_room=False)
+                self.venues.append(_Venue(exchange, rng, stocks, self.factor))
+
+    @property
+    def stocks(self) -> Iterator[_Stock]:
+        return (stock for venue in self.venues for stock in venue.stocks)
 
 
 class _Timetable:
-    """HOSE's and the derivatives market's phase at each second, read once a minute from `shared.market.phase_at`
-    (its schedules change only on whole minutes) so the simulator keeps the same schedule as the rest of the system."""
+    """Each exchange's phase at each second, read once a minute from `shared.market.phase_at` (its schedules change
+    only on whole minutes) so the simulator keeps the same schedule as the rest of the system."""
 
     def __init__(self, trading_date: date) -> None:
         self._first_minute = FIRST_SECOND // 60 - 1
         minutes = [time(minute // 60, minute % 60) for minute in range(self._first_minute, LAST_SECOND // 60 + 1)]
-        self._hose = [phase_at(Exchange.HOSE, exchange_datetime(trading_date, clock)) for clock in minutes]
-        self._der = [phase_at(Exchange.DER, exchange_datetime(trading_date, clock)) for clock in minutes]
-        self.trading_day = any(phase is not Phase.CLOSED for phase in self._hose + self._der)
+        self._phases = {
+            exchange: [phase_at(exchange, exchange_datetime(trading_date, clock)) for clock in minutes]
+            for exchange in Exchange
+        }
+        self.trading_day = any(phase is not Phase.CLOSED for phases in self._phases.values() for phase in phases)
 
-    def hose(self, second: int) -> Phase:
-        return self._hose[second // 60 - self._first_minute]
+    def phase(self, exchange: Exchange, second: int) -> Phase:
+        return self._phases[exchange][second // 60 - self._first_minute]
 
-    def der(self, second: int) -> Phase:
-        return self._der[second // 60 - self._first_minute]
+    def change(self, exchange: Exchange, second: int) -> tuple[Phase, Phase]:
+        """The exchange's phase at `second` and the second before."""
+        return self.phase(exchange, second), self.phase(exchange, second - 1)
 
 
 # --- the day ------------------------------------------------------------------------------------------------------
@@ -462,19 +610,14 @@ class _Timetable:
 class _Day:
     """Runs one trading day second by second and turns what happens into SSI frames, in causal order."""
 
-    def __init__(self, market: _Market, rng: random.Random, trading_date: date, intensity: float) -> None:
+    def __init__(self, market: _Market, trading_date: date, intensity: float) -> None:
         self._market = market
-        self._rng = rng
         self._intensity = intensity
         self._trading_date = trading_date
         self._date_text = trading_date.strftime("%d/%m/%Y")
         self._timetable = _Timetable(trading_date)
-        self._stock_trades = _Arrivals(rng)
-        self._stock_weights = list(accumulate(stock.weight for stock in market.stocks))
-        self._futures_trades = [_Arrivals(rng) for _ in market.contracts]
-        self._stock_auction_quotes = _Arrivals(rng)
-        self._futures_auction_quotes = _Arrivals(rng)
-        self._rooms_due: dict[str, _Stock] = {}  # stocks whose foreign figures changed since their last R
+        self._futures_trades = [_Arrivals(market.rng) for _ in market.contracts]
+        self._futures_auction_books = _Arrivals(market.rng)
         self._out: list[SimFrame] = []
         self._clock = ""
         self._at = exchange_datetime(trading_date, time())
@@ -491,53 +634,76 @@ class _Day:
     def _second(self, second: int) -> None:
         self._clock = f"{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
         self._at = exchange_datetime(self._trading_date, time(second // 3600, second // 60 % 60, second % 60))
-        timetable, market = self._timetable, self._market
-        hose, hose_before = timetable.hose(second), timetable.hose(second - 1)
-        der, der_before = timetable.der(second), timetable.der(second - 1)
+        hose, *others = self._market.venues
+        der, der_before = self._timetable.change(Exchange.DER, second)
         if second == FIRST_SECOND:
-            self._indices(_SESSION_CODES[der])
-        stock_print = hose != hose_before and hose_before in _AUCTIONS
-        if stock_print:
-            for stock in market.stocks:
-                self._stock_auction(stock, second, _SESSION_CODES[hose_before])
+            self._indices(hose, _SESSION_CODES[der])
+        # HOSE's steps and the futures' interleave in this order: the futures price off VN30 and draw from HOSE's
+        # generator, so the order is part of what the seed gives.
+        hose_auction = self._auction_prints(hose, second)
         if der != der_before and der_before in _AUCTIONS:
-            for contract in market.contracts:
+            for contract in self._market.contracts:
                 self._print(contract, self._futures_fair(contract, second), _SESSION_CODES[der_before])
-        if stock_print:
-            self._indices(_SESSION_CODES[hose_before])
-        if hose != hose_before and _SESSION_CODES[hose] != _SESSION_CODES.get(hose_before):
-            for stock in market.stocks:
-                self._status(stock, _SESSION_CODES[hose])
-        if hose in _AUCTIONS:
-            rate = STOCK_AUCTION_QUOTES * len(market.stocks)
-            for _ in range(self._stock_auction_quotes.count(second, rate)):
-                stock = self._rng.choice(market.stocks)
-                self._quote(stock, stock.book(self._stock_fair(stock, second)), _SESSION_CODES[hose])
+        if hose_auction:
+            self._indices(hose, hose_auction)
+        self._sessions(hose, second)
         if der in _AUCTIONS:
-            rate = FUTURES_AUCTION_QUOTES * len(market.contracts)
-            for _ in range(self._futures_auction_quotes.count(second, rate)):
-                contract = self._rng.choice(market.contracts)
-                self._quote(contract, contract.book(self._futures_fair(contract, second)), _SESSION_CODES[der])
+            contracts = self._market.contracts
+            for _ in range(self._futures_auction_books.count(second, FUTURES_AUCTION_QUOTES * len(contracts))):
+                contract = self._market.rng.choice(contracts)
+                self._auction_book(contract, self._futures_fair(contract, second), _SESSION_CODES[der])
         if der is Phase.CONTINUOUS:
             activity = _activity(second) * self._intensity
-            for contract, arrivals in zip(market.contracts, self._futures_trades, strict=True):
+            for contract, arrivals in zip(self._market.contracts, self._futures_trades, strict=True):
                 for _ in range(arrivals.count(second, contract.rate * activity)):
                     self._continuous(contract, self._futures_fair(contract, second))
-        if hose is Phase.CONTINUOUS:
-            rate = STOCK_TRADES_PER_SECOND * self._stock_weights[-1] * _activity(second) * self._intensity
-            count = self._stock_trades.count(second, rate)
-            for stock in self._rng.choices(market.stocks, cum_weights=self._stock_weights, k=count):
-                self._continuous(stock, self._stock_fair(stock, second))
-                self._note_room(stock)
-            if second % MI_EVERY == 0 and not stock_print:
-                self._indices("LO")
-        if stock_print or hose in _AUCTIONS or hose is Phase.CONTINUOUS:
-            self._send_rooms(second)
+        self._trading(hose, second, printed=bool(hose_auction))
+        for venue in others:
+            auction = self._auction_prints(venue, second)
+            if auction:
+                self._indices(venue, auction)
+            self._sessions(venue, second)
+            self._trading(venue, second, printed=bool(auction))
+
+    # --- an exchange's second -----------------------------------------------------------------------------------
+
+    def _auction_prints(self, venue: _Venue, second: int) -> str:
+        """When the exchange's auction gives way at `second`: each stock's single match. Returns the auction's
+        session code, or "" when none ended."""
+        phase, before = self._timetable.change(venue.exchange, second)
+        if phase == before or before not in _AUCTIONS:
+            return ""
+        for stock in venue.stocks:
+            self._print(stock, venue.fair(stock, second), _SESSION_CODES[before])
+            self._note_room(venue, stock)
+        return _SESSION_CODES[before]
+
+    def _sessions(self, venue: _Venue, second: int) -> None:
+        """Status frames when the exchange's session changes, and the books of an auction while it runs."""
+        phase, before = self._timetable.change(venue.exchange, second)
+        if phase != before and _SESSION_CODES[phase] != _SESSION_CODES.get(before):
+            for stock in venue.stocks:
+                self._status(stock, _SESSION_CODES[phase])
+        if phase in _AUCTIONS:
+            for _ in range(venue.auction_books.count(second, STOCK_AUCTION_QUOTES * len(venue.stocks))):
+                stock = venue.rng.choice(venue.stocks)
+                self._auction_book(stock, venue.fair(stock, second), _SESSION_CODES[phase])
+
+    def _trading(self, venue: _Venue, second: int, *, printed: bool) -> None:
+        """Continuous trading with the index values every MI_EVERY seconds, and the foreign room that changed."""
+        phase = self._timetable.phase(venue.exchange, second)
+        if phase is Phase.CONTINUOUS:
+            rate = STOCK_TRADES_PER_SECOND * venue.weights[-1] * _activity(second) * self._intensity
+            count = venue.trades.count(second, rate)
+            for stock in venue.rng.choices(venue.stocks, cum_weights=venue.weights, k=count):
+                self._continuous(stock, venue.fair(stock, second))
+                self._note_room(venue, stock)
+            if second % MI_EVERY == 0 and not printed:
+                self._indices(venue, "LO")
+        if printed or phase in _AUCTIONS or phase is Phase.CONTINUOUS:
+            self._send_rooms(venue, second)
 
     # --- prices -------------------------------------------------------------------------------------------------
-
-    def _stock_fair(self, stock: _Stock, second: int) -> float:
-        return stock.fair(second, self._market.factor.at(second))
 
     def _futures_fair(self, contract: _Contract, second: int) -> float:
         return (self._market.vn30.value + contract.basis.at(second)) * contract.scale
@@ -554,25 +720,21 @@ class _Day:
         price_index, available = levels[0]
         volume = min(available, instrument.trade_volume())
         self._trade(instrument, price_index, volume, "LO")
-        if self._rng.random() < POST_TRADE_QUOTE:
+        if instrument.rng.random() < POST_TRADE_QUOTE:
             instrument.take(levels, volume, 1 if buyer else -1)
             self._quote(instrument, book, "LO")
-
-    def _stock_auction(self, stock: _Stock, second: int, session: str) -> None:
-        self._print(stock, self._stock_fair(stock, second), session)
-        self._note_room(stock)
 
     def _print(self, instrument: _Instrument, fair: float, session: str) -> None:
         """An auction's single match at the valid price nearest the fair value."""
         self._trade(instrument, instrument.nearest(fair), instrument.auction_volume(), session)
 
-    def _note_room(self, stock: _Stock) -> None:
+    def _note_room(self, venue: _Venue, stock: _Stock) -> None:
         if stock.foreign.changed:
-            self._rooms_due[stock.symbol] = stock
+            venue.rooms_due[stock.symbol] = stock
 
-    def _send_rooms(self, second: int) -> None:
+    def _send_rooms(self, venue: _Venue, second: int) -> None:
         """R frames for stocks whose foreign figures changed, each at most once per R_EVERY seconds."""
-        for symbol, stock in list(self._rooms_due.items()):
+        for symbol, stock in list(venue.rooms_due.items()):
             room = stock.foreign
             if second - room.sent_at < R_EVERY:
                 continue
@@ -580,11 +742,11 @@ class _Day:
                 RType="R", TradingDate=self._date_text, Time=self._clock, Isin=symbol, Symbol=symbol,
                 TotalRoom=float(room.total_room), CurrentRoom=float(room.current_room),
                 BuyVol=float(room.buy_vol), SellVol=float(room.sell_vol),
-                BuyVal=float(room.buy_val), SellVal=float(room.sell_val), MarketId="HOSE", Exchange="HOSE",
+                BuyVal=float(room.buy_val), SellVal=float(room.sell_val), MarketId=stock.market, Exchange=stock.market,
             ))
             room.sent_at = second
             room.changed = False
-            del self._rooms_due[symbol]
+            del venue.rooms_due[symbol]
 
     # --- frames -------------------------------------------------------------------------------------------------
 
@@ -593,6 +755,51 @@ class _Day:
         self._out.append(SimFrame(self._at, _ENCODER.encode(envelope)))
 
     def _quote(self, instrument: _Instrument, book: _Book, session: str) -> None:
+        self._emit("X-QUOTE", XQuote(
+            RType="X-QUOTE", TradingDate=self._date_text, Time=self._clock, Symbol=instrument.symbol,
+            Exchange=instrument.market, MarketId=instrument.market, TradingSession=session, TradingStatus="N",
+            **self._book_fields(instrument, book)))
+
+    def _auction_book(self, instrument: _Instrument, fair: float, session: str) -> None:
+        """An auction's book as SSI's X frame: the book, the day's trade figures as they stand (TotalVol has not
+        grown: no trade) and EstMatchedPrice, the valid price nearest `fair`, where the auction would match now."""
+        book = instrument.book(fair)
+        projected = instrument.quoted(instrument.grid[instrument.nearest(fair)])
+        self._emit("X", X(
+            RType="X", LastVol=float(instrument.last_vol), EstMatchedPrice=projected,
+            **self._day_fields(instrument, session), **self._book_fields(instrument, book)))
+
+    def _trade(self, instrument: _Instrument, price_index: int, volume: int, session: str) -> None:
+        """Record a match, then send its X-TRADE (with the day's running figures) and its B bar."""
+        instrument.record(instrument.grid[price_index], volume)
+        price = instrument.quoted(instrument.last)
+        self._emit("X-TRADE", XTrade(
+            RType="X-TRADE", LastVol=float(volume), EstMatchedPrice=price, **self._day_fields(instrument, session)))
+        self._emit("B", B(
+            RType="B", TradingDate=self._date_text, Time=self._clock, Symbol=instrument.symbol, Open=price,
+            High=price, Low=price, Close=price, Volume=float(volume), Value=0.0,
+        ))
+
+    def _day_fields(self, instrument: _Instrument, session: str) -> dict[str, Any]:
+        """The fields X-TRADE and X share: the limits, and the day's figures after the last match (0 before any)."""
+        traded = instrument.total_vol > 0
+        ref = instrument.quoted(instrument.ref)
+        move = instrument.last - instrument.ref if traded else 0
+        return {
+            "TradingDate": self._date_text, "Time": self._clock, "Isin": instrument.symbol,
+            "Symbol": instrument.symbol, "Ceiling": instrument.quoted(instrument.ceiling),
+            "Floor": instrument.quoted(instrument.floor), "RefPrice": ref,
+            "AvgPrice": round(instrument.total_val / instrument.total_vol, 2) if traded else 0.0, "PriorVal": ref,
+            "LastPrice": instrument.quoted(instrument.last) if traded else 0.0,
+            "TotalVal": float(instrument.total_val), "TotalVol": float(instrument.total_vol),
+            "MarketId": instrument.market, "Exchange": instrument.market, "TradingSession": session,
+            "TradingStatus": "N", "Change": instrument.quoted(move),
+            "RatioChange": round(move / instrument.ref * 100, 2), "Highest": instrument.quoted(instrument.highest),
+            "Lowest": instrument.quoted(instrument.lowest),
+        }
+
+    @staticmethod
+    def _book_fields(instrument: _Instrument, book: _Book) -> dict[str, float]:
         levels: dict[str, float] = {}
         for keys, side in zip(BOOK_KEYS.values(), (book.bids, book.asks), strict=True):
             for position, (price_key, volume_key) in enumerate(keys):
@@ -602,33 +809,7 @@ class _Day:
                     levels[volume_key] = float(volume)
                 else:
                     levels[price_key] = levels[volume_key] = 0.0
-        self._emit("X-QUOTE", XQuote(
-            RType="X-QUOTE", TradingDate=self._date_text, Time=self._clock, Symbol=instrument.symbol,
-            Exchange=instrument.market, MarketId=instrument.market, TradingSession=session, TradingStatus="N",
-            **levels))
-
-    def _trade(self, instrument: _Instrument, price_index: int, volume: int, session: str) -> None:
-        """Record a match, then send its X-TRADE (with the day's running figures) and its B bar."""
-        units = instrument.grid[price_index]
-        instrument.record(units, volume)
-        price = instrument.quoted(units)
-        ref = instrument.quoted(instrument.ref)
-        change = instrument.quoted(units - instrument.ref)
-        self._emit("X-TRADE", XTrade(
-            RType="X-TRADE", TradingDate=self._date_text, Time=self._clock, Isin=instrument.symbol,
-            Symbol=instrument.symbol, Ceiling=instrument.quoted(instrument.ceiling),
-            Floor=instrument.quoted(instrument.floor), RefPrice=ref,
-            AvgPrice=round(instrument.total_val / instrument.total_vol, 2), PriorVal=ref, LastPrice=price,
-            LastVol=float(volume), TotalVal=float(instrument.total_val), TotalVol=float(instrument.total_vol),
-            MarketId=instrument.market, Exchange=instrument.market, TradingSession=session, TradingStatus="N",
-            Change=change, RatioChange=round((units - instrument.ref) / instrument.ref * 100, 2),
-            EstMatchedPrice=price, Highest=instrument.quoted(instrument.highest),
-            Lowest=instrument.quoted(instrument.lowest),
-        ))
-        self._emit("B", B(
-            RType="B", TradingDate=self._date_text, Time=self._clock, Symbol=instrument.symbol, Open=price,
-            High=price, Low=price, Close=price, Volume=float(volume), Value=0.0,
-        ))
+        return levels
 
     def _status(self, stock: _Stock, session: str) -> None:
         self._emit("F", F(
@@ -636,34 +817,68 @@ class _Day:
             TradingSession=session, TradingStatus="N", Exchange=stock.market,
         ))
 
-    def _indices(self, session: str) -> None:
-        for index in (self._market.vn30, self._market.vnindex):
+    def _indices(self, venue: _Venue, session: str) -> None:
+        for index in venue.indices:
             self._emit("MI", index.content(self._date_text, self._clock, session))
 
 
 # --- public API ---------------------------------------------------------------------------------------------------
 
 
-class MarketSimulator:
-    """One simulated trading day of HOSE stocks, the VN30 and VNINDEX indices and the two nearest VN30F contracts.
+def _symbols(chosen: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(symbol.strip().upper() for symbol in chosen))
 
+
+def _generated_symbols(taken: set[str]) -> Iterator[str]:
+    """Three-letter symbols in a fixed scattered order, none of them `taken`: the same universe every run."""
+    letters, count = string.ascii_uppercase, len(string.ascii_uppercase) ** 3
+    for step in range(count):
+        code = step * _SYMBOL_STRIDE % count
+        symbol = letters[code // 676] + letters[code // 26 % 26] + letters[code % 26]
+        if symbol not in taken:
+            yield symbol
+
+
+class MarketSimulator:
+    """One simulated trading day of HOSE, HNX and UPCOM stocks, their indices (VN30, VNINDEX, HNX30, HNXINDEX,
+    UPCOMINDEX) and the two nearest VN30F contracts.
+
+    `stocks`, `hnx_stocks`, `upcom_stocks`: each exchange's stocks (None: its real names of the default universe; an
+    empty HNX or UPCOM list leaves that exchange out; HOSE needs stocks, VN30 and its futures are priced off them).
+    `universe="market"` adds generated small caps to the exchanges whose stocks are not given, up to MARKET_SIZES.
     Pure: no I/O, no clock. Same arguments, same bytes; `day()` can be iterated again from the start. A date
     `shared.market` treats as closed (a weekend) yields no frames."""
 
     def __init__(
-        self, *, seed: int, trading_date: date, stocks: Sequence[str] | None = None, intensity: float = 1.0
+        self, *, seed: int, trading_date: date, stocks: Sequence[str] | None = None,
+        hnx_stocks: Sequence[str] | None = None, upcom_stocks: Sequence[str] | None = None, intensity: float = 1.0,
+        universe: Universe = "default",
     ) -> None:
         if intensity <= 0:
             raise ValueError(f"intensity must be positive, not {intensity}")
-        chosen = (*DEFAULT_VN30_BASKET, *EXTRA_STOCKS) if stocks is None else stocks
-        symbols = list(dict.fromkeys(symbol.strip().upper() for symbol in chosen))
-        if not symbols:
-            raise ValueError("no stocks to simulate")
+        if universe not in UNIVERSES:
+            raise ValueError(f"universe must be one of {', '.join(UNIVERSES)}, not {universe!r}")
+        chosen = {Exchange.HOSE: stocks, Exchange.HNX: hnx_stocks, Exchange.UPCOM: upcom_stocks}
+        defaults = {Exchange.HOSE: (*DEFAULT_VN30_BASKET, *EXTRA_STOCKS), Exchange.HNX: HNX_STOCKS,
+                    Exchange.UPCOM: UPCOM_STOCKS}
+        named = {exchange: _symbols(defaults[exchange] if given is None else given)
+                 for exchange, given in chosen.items()}
+        if not named[Exchange.HOSE]:
+            raise ValueError("no stocks to simulate on HOSE: VN30 and its futures are priced off them")
+        everywhere = [symbol for symbols in named.values() for symbol in symbols]
+        twice = sorted({symbol for symbol in everywhere if everywhere.count(symbol) > 1})
+        if twice:
+            raise ValueError(f"a stock is listed on one exchange only: {', '.join(twice)} given twice")
+        generated = _generated_symbols(set(everywhere))
+        self._listings = {
+            exchange: _Listing(symbols, tuple(islice(generated, max(0, MARKET_SIZES[exchange] - len(symbols))))
+                               if universe == "market" and chosen[exchange] is None else ())
+            for exchange, symbols in named.items()
+        }
         self._seed = seed
         self._trading_date = trading_date
-        self._symbols = symbols
         self._intensity = intensity
-        self._market = _Market(random.Random(seed), trading_date, symbols)  # the day's starting point, for inspection
+        self._market = _Market(seed, trading_date, self._listings)  # the day's starting point, for inspection
 
     @property
     def ref_prices(self) -> dict[str, float]:
@@ -676,8 +891,24 @@ class MarketSimulator:
         """The VN30F contracts simulated: the front and the next month listed on the trading date."""
         return [contract.symbol for contract in self._market.contracts]
 
+    @property
+    def securities(self) -> list[SecurityInfo]:
+        """Reference data of every instrument simulated, as SSI's SecuritiesDetails gives it: each stock with the
+        share count its indices weigh it by (`listed_shares`), each contract with its last trading day."""
+        day = self._trading_date
+        stocks = [
+            SecurityInfo(symbol=stock.symbol, trading_date=day, exchange=stock.market, sec_type="ST",
+                         lot_size=BOARD_LOT, listed_shares=stock.shares)
+            for stock in self._market.stocks
+        ]
+        contracts = [
+            SecurityInfo(symbol=contract.symbol, trading_date=day, exchange=contract.market, sec_type="FU",
+                         lot_size=1, underlying="VN30", last_trading_date=contract_expiry(contract.symbol))
+            for contract in self._market.contracts
+        ]
+        return stocks + contracts
+
     def day(self) -> Iterator[SimFrame]:
         """The day's frames from 08:45 to 15:00 in non-decreasing exchange time (causal order within a second)."""
-        rng = random.Random(self._seed)
-        market = _Market(rng, self._trading_date, self._symbols)
-        yield from _Day(market, rng, self._trading_date, self._intensity).frames()
+        market = _Market(self._seed, self._trading_date, self._listings)
+        yield from _Day(market, self._trading_date, self._intensity).frames()

@@ -14,12 +14,15 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from shared.market import exchange_now
 from shared.messages.domain import IndexBasket, SecurityInfo
+
+if TYPE_CHECKING:
+    from services.ingest.simulator import MarketSimulator, Universe
 
 Frame = bytes | str | Mapping[str, Any]
 
@@ -125,26 +128,32 @@ class SimSource:
 
     name = "sim"
 
-    def __init__(self, *, seed: int, first_day: date, intensity: float, basket: IndexBasket) -> None:
+    def __init__(self, *, seed: int, first_day: date, intensity: float, basket: IndexBasket,
+                 universe: Universe = "default") -> None:
         self.seed = seed
         self.first_day = first_day
         self.intensity = intensity
+        self.universe = universe
         self._basket = basket
         self.day = first_day
         self.frames_made = 0
 
     async def reference(self) -> Reference:
-        return Reference(basket=msgspec.structs.replace(self._basket, trading_date=self.first_day))
+        """The basket, and the first day's securities: every simulated stock with its share count, the contracts."""
+        return Reference(basket=msgspec.structs.replace(self._basket, trading_date=self.first_day),
+                         securities=self._simulator(self.first_day).securities)
 
-    def _days(self) -> Iterator[bytes]:
+    def _simulator(self, day: date) -> MarketSimulator:
         from services.ingest.simulator import MarketSimulator
 
+        return MarketSimulator(seed=self.seed + day.toordinal(), trading_date=day, intensity=self.intensity,
+                               universe=self.universe)
+
+    def _days(self) -> Iterator[bytes]:
         day = self.first_day
         while True:
             self.day = day
-            simulator = MarketSimulator(seed=self.seed + day.toordinal(), trading_date=day,
-                                        intensity=self.intensity)
-            for frame in simulator.day():
+            for frame in self._simulator(day).day():
                 yield frame.payload
             day = next_trading_day(day)
 

@@ -132,6 +132,7 @@ def securities_from_details(response: dict[str, Any], trading_date: date) -> lis
             symbol=item.Symbol.strip().upper(), trading_date=trading_date, exchange=item.Exchange or item.MarketId,
             name=item.SymbolName or item.SymbolEngName, sec_type=item.SecType,
             lot_size=int(item.LotSize) if item.LotSize is not None else None, underlying=item.Underlying or None,
+            listed_shares=int(item.ListedShare) if item.ListedShare is not None else None,
             # a futures contract's last trading day; MaturityDate when LastTradingDate is not sent
             last_trading_date=_date_or_none(item.LastTradingDate) or _date_or_none(item.MaturityDate),
         )

@@ -224,6 +224,7 @@ class SecurityDetail(msgspec.Struct, kw_only=True):
     MarketId: WireText = None
     SecType: WireText = None
     LotSize: WireVolume = None
+    ListedShare: WireVolume = None  # shares listed: a stock's weight in its cap-weighted indices
     Underlying: WireText = None
     LastTradingDate: WireText = None
     MaturityDate: WireText = None
