@@ -99,8 +99,9 @@ def _verify_certificates() -> None:
 
 
 def market_is_open() -> bool:
+    """Whether any exchange matches orders now (UPCOM trades until 15:00, after HOSE's close)."""
     now = exchange_now()
-    return is_trading(Exchange.HOSE, now) or is_trading(Exchange.DER, now)
+    return any(is_trading(exchange, now) for exchange in Exchange)
 
 
 async def _in_thread(call: Callable[[], Any], what: str) -> Any:
@@ -260,7 +261,7 @@ class SsiSource:
             basket = (IndexBasket(index_id="VN30", symbols=symbols, source="ssi", trading_date=today) if symbols
                       else configured_basket([], today))
         securities: list[SecurityInfo] = []
-        for market in ("HOSE", "DER"):
+        for market in Exchange:  # every listed security: its exchange, type and listed shares
             try:
                 securities.extend(await self._securities(market, today))
             except SsiError as err:
