@@ -1,4 +1,4 @@
-"""WebSocket fan-out: N clients on the gateway's /ws/market while the market changes fast.
+"""WebSocket fan-out: N clients on the gateway while the market changes fast.
 
 A writer updates every symbol's session stats in KV at --rate updates/s (as the classifier would at a busy open),
 each value stamped with the wall-clock time of the write. The gateway (its own process, default WS_THROTTLE_MS)
@@ -9,7 +9,18 @@ coalesces them into one delta per throttle tick for all clients. Measured over -
 Baseline, same run: a bare aiohttp server (its own process) broadcasting a same-sized payload to the same number of
 clients at the same tick, naive `send_bytes` loop.
 
+With --board, the price board of the whole simulated market (SIM_UNIVERSE=market: ~1,550 instruments across HOSE,
+HNX, UPCOM and VN30F): the simulated day's frames go through ingest's normalizer and the board tracker's core, the
+rows of the morning are loaded into KV `board`, then the rest of the day's row changes are written at --rate
+updates/s, each stamped with the wall-clock time of the write (`last_updated`). Every client subscribes, on one
+socket, to the VN30 board and to a watchlist of 20 random symbols (1,000 distinct watchlists: one topic each).
+Measured: board rows delivered/s across all clients, staleness of every row delivered (arrival minus its write
+time: it includes the wait for the next throttle tick), the gateway's RSS. Baseline, same run: a bare aiohttp server
+sending every client, each tick, one shared message the size of the gateway's VN30 deltas and one encoded for it
+alone the size of its watchlist deltas.
+
     python bench/fanout.py [--clients 1000] [--seconds 10] [--rate 500]
+    python bench/fanout.py --board [--clients 1000] [--seconds 10] [--rate 1000]
 """
 
 from __future__ import annotations
@@ -18,9 +29,12 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -30,12 +44,18 @@ import psutil
 from aiohttp import web
 
 from launcher.local import NatsServer, free_port
+from services.board.core import BoardCore
+from services.ingest.normalize import Normalized, Normalizer
+from services.ingest.simulator import MarketSimulator
 from shared import bus, config
 from shared.market import EXCHANGE_TZ
-from shared.messages.domain import SessionStats
+from shared.messages.domain import BoardRow, Quote, SessionStats, Trade
 from shared.subjects import Bucket
 
 SYMBOLS = [f"S{n:03d}" for n in range(35)]
+WATCHLIST = 20  # symbols per client, beside the VN30 board
+BOARD_DAY = datetime(2026, 11, 24).date()
+MORNING_SHARE = 0.4  # of the day's row changes loaded before the clients connect
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -58,6 +78,138 @@ async def write_updates(settings: config.Settings, rate: float, stop: asyncio.Ev
         await asyncio.sleep(interval)
     await nc.close()
     return written
+
+
+def board_day(seed: int) -> tuple[list[str], list[BoardRow]]:
+    """The whole simulated market's day as board row changes, in order: (every instrument, the changes)."""
+    simulator = MarketSimulator(seed=seed, trading_date=BOARD_DAY, universe="market")
+    normalizer, core, changes = Normalizer(today=lambda: BOARD_DAY), BoardCore(), []
+    trade_of, quote_of = msgspec.json.Decoder(Trade).decode, msgspec.json.Decoder(Quote).decode
+    for frame in simulator.day():
+        result = normalizer.normalize(frame.payload)
+        for message in result.messages if isinstance(result, Normalized) else ():
+            family = message.subject.rsplit(".", 1)[0]
+            if family in ("md.trade", "md.futures.trade"):
+                row = core.on_trade(trade_of(message.payload))
+            elif family in ("md.quote", "md.futures.quote"):
+                row = core.on_quote(quote_of(message.payload))
+            else:
+                continue
+            if row is not None:
+                changes.append(row)
+    return sorted(core.rows), changes
+
+
+async def write_board(settings: config.Settings, changes: list[BoardRow], rate: float,
+                      stop: asyncio.Event) -> tuple[int, float]:
+    """The day's row changes from the morning on, at `rate` a second (over again when they run out), in batches of
+    a 50th of a second, each stamped with the time it is written."""
+    nc = await bus.connect(settings, "bench-writer")
+    kv = await nc.jetstream().key_value(str(Bucket.BOARD))
+    start = int(len(changes) * MORNING_SHARE)
+    written, tick = 0, 0.02
+    per_tick = max(1, round(rate * tick))
+    first = time.perf_counter()
+    while not stop.is_set():
+        began = time.perf_counter()
+        batch = [changes[start + (written + n) % (len(changes) - start)] for n in range(per_tick)]
+        now = datetime.now(EXCHANGE_TZ)
+        await asyncio.gather(*(kv.put(row.symbol, msgspec.json.encode(msgspec.structs.replace(row, last_updated=now)))
+                               for row in batch))
+        written += len(batch)
+        await asyncio.sleep(max(0.0, tick - (time.perf_counter() - began)))
+    seconds = time.perf_counter() - first
+    await nc.close()
+    return written, seconds  # (rows written, over how long)
+
+
+async def load_morning(settings: config.Settings, changes: list[BoardRow]) -> int:
+    """Every instrument's row as it stood at the end of the morning's changes."""
+    rows: dict[str, BoardRow] = {}
+    for row in changes[: int(len(changes) * MORNING_SHARE)]:
+        rows[row.symbol] = row
+    nc = await bus.connect(settings, "bench-loader")
+    kv = await nc.jetstream().key_value(str(Bucket.BOARD))
+    await asyncio.gather(*(kv.put(symbol, msgspec.json.encode(row)) for symbol, row in rows.items()))
+    await nc.close()
+    return len(rows)
+
+
+class _Stamp(msgspec.Struct):
+    last_updated: datetime
+
+
+class _BoardMessage(msgspec.Struct):
+    """What a bench client reads of a board message: each row's write time (the rest is skipped unread)."""
+
+    type: str
+    data: dict[str, _Stamp | None] | None = None
+    topic: str | None = None
+
+
+_read_board = msgspec.json.Decoder(_BoardMessage).decode
+
+
+@dataclass
+class Tally:
+    arrivals: list[float] = field(default_factory=list)  # messages
+    rows: int = 0  # board rows delivered
+    staleness: list[float] = field(default_factory=list)
+    sizes: dict[str, list[int]] = field(default_factory=lambda: {"vn30": [], "watchlist": []})
+
+    def clear(self) -> None:
+        self.arrivals.clear()
+        self.staleness.clear()
+        self.rows = 0
+        for sizes in self.sizes.values():
+            sizes.clear()
+
+
+async def board_client(http: aiohttp.ClientSession, url: str, watchlist: list[str], tally: Tally,
+                       ready: Callable[[], None], stop: asyncio.Event) -> None:
+    async with http.ws_connect(url, max_msg_size=0) as socket:
+        await socket.send_json({"op": "subscribe", "channel": "board", "group": "VN30"})
+        await socket.send_json({"op": "subscribe", "channel": "board", "symbols": watchlist})
+        ready()
+        async for message in socket:
+            now = time.time()
+            if stop.is_set():
+                break
+            tally.arrivals.append(now)
+            if message.data.startswith('{"sent"'):  # the baseline's
+                tally.staleness.append(now - json.loads(message.data)["sent"])
+                continue
+            body = _read_board(message.data)
+            if body.type != "delta" or not body.data:
+                continue
+            tally.sizes["vn30" if body.topic == "group=VN30" else "watchlist"].append(len(message.data))
+            for stamp in body.data.values():
+                if stamp is not None:
+                    tally.rows += 1
+                    tally.staleness.append(now - stamp.last_updated.timestamp())
+
+
+async def measure_board(url: str, watchlists: list[list[str]], seconds: float) -> Tally:
+    tally, ready, stop = Tally(), asyncio.Event(), asyncio.Event()
+    connected = [0]
+
+    def one_more() -> None:
+        connected[0] += 1
+        if connected[0] == len(watchlists):
+            ready.set()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        tasks = [asyncio.create_task(board_client(http, url, watchlist, tally, one_more, stop))
+                 for watchlist in watchlists]
+        await asyncio.wait_for(ready.wait(), 180)
+        await asyncio.sleep(2.0)  # every snapshot sent
+        tally.clear()
+        await asyncio.sleep(seconds)
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return tally
 
 
 async def client(http: aiohttp.ClientSession, url: str, arrivals: list[float], staleness: list[float], stamped: bool,
@@ -114,8 +266,9 @@ async def wait_until_serving(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def bare_server(port: int, tick_s: float, payload_bytes: int) -> None:
-    """The baseline: a bare aiohttp broadcast of a same-sized JSON payload every tick."""
+def bare_server(port: int, tick_s: float, payload_bytes: int, own_payload_bytes: int, own_share: float) -> None:
+    """The baseline: a bare aiohttp broadcast of a same-sized JSON payload every tick, and (`own_payload_bytes`) one
+    more message encoded for a client alone, to `own_share` of the clients each tick (in turn)."""
     sockets: set[web.WebSocketResponse] = set()
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
@@ -131,12 +284,16 @@ def bare_server(port: int, tick_s: float, payload_bytes: int) -> None:
 
     async def broadcast(app: web.Application) -> None:
         async def loop() -> None:
-            padding = "x" * payload_bytes
+            padding, own, owed = "x" * payload_bytes, "y" * own_payload_bytes, 0.0
             while True:
                 await asyncio.sleep(tick_s)
                 message = json.dumps({"sent": time.time(), "padding": padding})
-                for socket in list(sockets):
+                for number, socket in enumerate(list(sockets)):
                     await socket.send_str(message)
+                    owed += own_share
+                    if own_payload_bytes and owed >= 1:
+                        owed -= 1
+                        await socket.send_str(json.dumps({"sent": time.time(), "client": number, "padding": own}))
 
         app["loop"] = asyncio.create_task(loop())
 
@@ -144,6 +301,97 @@ def bare_server(port: int, tick_s: float, payload_bytes: int) -> None:
     app.router.add_get("/ws", handle)
     app.on_startup.append(broadcast)
     web.run_app(app, host="127.0.0.1", port=port, print=None)
+
+
+async def start_bare(port: int, throttle_ms: int, payload: int, own_payload: int = 0,
+                     own_share: float = 0.0) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(sys.executable, __file__, "--bare-server", str(port), "--throttle-ms",
+                                                str(throttle_ms), "--payload", str(payload), "--own-payload",
+                                                str(own_payload), "--own-share", str(own_share))
+
+
+async def start_gateway(nats_url: str, port: int, args: argparse.Namespace) -> asyncio.subprocess.Process:
+    env = {**os.environ, "NATS_URL": nats_url, "GATEWAY_PORT": str(port), "METRICS_PORT": "0",
+           "WS_MAX_CONNECTIONS_PER_IP": str(args.clients + 10), "WS_THROTTLE_MS": str(args.throttle_ms),
+           "LOG_LEVEL": "warning"}
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "services.gateway", env=env)
+
+
+async def main_board(args: argparse.Namespace) -> None:
+    began = time.perf_counter()
+    symbols, changes = board_day(args.seed)
+    made_s = time.perf_counter() - began
+    picker = random.Random(args.seed)
+    watchlists = [picker.sample(symbols, WATCHLIST) for _ in range(args.clients)]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-fanout-board-"))
+    nats = NatsServer(workdir / "nats")
+    nats.start()
+    settings = config.load({"NATS_URL": nats.url, "LOG_LEVEL": "warning"})
+    seed = await bus.connect(settings, "bench")
+    await bus.ensure_topology(seed.jetstream(), settings)
+    await seed.close()
+    loaded = await load_morning(settings, changes)
+    port, bare_port = free_port(), free_port()
+    gateway = await start_gateway(nats.url, port, args)
+    stop_writing = asyncio.Event()
+    writer: asyncio.Task[tuple[int, float]] | None = None
+    bare = None
+    try:
+        await wait_until_serving(f"http://127.0.0.1:{port}/healthz")
+        await wait_until(lambda: board_rows(port), loaded)
+        rss_before = psutil.Process(gateway.pid).memory_info().rss
+        writer = asyncio.create_task(write_board(settings, changes, args.rate, stop_writing))
+        tally = await measure_board(f"http://127.0.0.1:{port}/ws", watchlists, args.seconds)
+        rss = psutil.Process(gateway.pid).memory_info().rss
+        stop_writing.set()
+        written, writing_s = await writer
+        shared_bytes = int(sum(tally.sizes["vn30"]) / max(1, len(tally.sizes["vn30"])))
+        own_bytes = int(sum(tally.sizes["watchlist"]) / max(1, len(tally.sizes["watchlist"])))
+        # the watchlist deltas the gateway sent, as a share of (clients x ticks): a watchlist that did not change
+        # in a tick gets no message
+        own_share = len(tally.sizes["watchlist"]) / (args.clients * args.seconds * 1000 / args.throttle_ms)
+        bare = await start_bare(bare_port, args.throttle_ms, shared_bytes, own_bytes, min(1.0, own_share))
+        await wait_until_serving(f"http://127.0.0.1:{bare_port}/")
+        baseline = await measure_board(f"http://127.0.0.1:{bare_port}/ws", watchlists, args.seconds)
+    finally:
+        stop_writing.set()
+        if writer is not None and not writer.done():
+            await writer
+        gateway.terminate()
+        await gateway.wait()
+        if bare is not None:
+            bare.terminate()
+            await bare.wait()
+        nats.stop()
+    delivered, bare_delivered = len(tally.arrivals) / args.seconds, len(baseline.arrivals) / args.seconds
+    p99_ms = percentile(tally.staleness, 0.99) * 1000
+    print(f"board of the whole simulated market: {len(symbols):,} instruments ({loaded:,} rows loaded), "
+          f"{len(changes):,} row changes in the day (made in {made_s:.1f} s); {written / writing_s:,.0f} row "
+          f"updates/s written; {args.clients} clients each on VN30 + a watchlist of {WATCHLIST}; "
+          f"WS_THROTTLE_MS={args.throttle_ms}; {os.cpu_count()} cores")
+    print(f"gateway: {delivered:,.0f} messages/s, {tally.rows / args.seconds:,.0f} board rows/s delivered; "
+          f"staleness p50 {percentile(tally.staleness, 0.5) * 1000:.0f} ms, p99 {p99_ms:.0f} ms; RSS "
+          f"{rss / 1e6:.0f} MB (before clients {rss_before / 1e6:.0f} MB); messages {shared_bytes:,} B (VN30) and "
+          f"{own_bytes:,} B (watchlist) on average")
+    bare_p50, bare_p99 = (percentile(baseline.staleness, share) * 1000 for share in (0.5, 0.99))
+    print(f"baseline bare aiohttp, same payload sizes: {bare_delivered:,.0f} messages/s; latency p50 "
+          f"{bare_p50:.0f} ms, p99 {bare_p99:.0f} ms")
+    print(f"ratio delivered gateway / baseline: {delivered / bare_delivered:.2f}; target p99 staleness < "
+          f"{args.throttle_ms + 100} ms: {'met' if p99_ms < args.throttle_ms + 100 else 'MISSED'}; "
+          f"RSS < 300 MB: {'met' if rss < 300e6 else 'MISSED'}")
+
+
+async def board_rows(port: int) -> int:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/api/market/board") as reply:
+        return len(await reply.json()) if reply.status == 200 else 0
+
+
+async def wait_until(count: Callable[[], Awaitable[int]], wanted: int) -> None:
+    for _ in range(600):
+        if await count() >= wanted:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the gateway did not load {wanted} rows")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -155,10 +403,7 @@ async def main(args: argparse.Namespace) -> None:
     await bus.ensure_topology(seed.jetstream(), settings)
     await seed.close()
     port = free_port()
-    env = {**os.environ, "NATS_URL": nats.url, "GATEWAY_PORT": str(port), "METRICS_PORT": "0",
-           "WS_MAX_CONNECTIONS_PER_IP": str(args.clients + 10), "WS_THROTTLE_MS": str(args.throttle_ms),
-           "LOG_LEVEL": "warning"}
-    gateway = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.gateway", env=env)
+    gateway = await start_gateway(nats.url, port, args)
     stop_writing = asyncio.Event()
     writer = asyncio.create_task(write_updates(settings, args.rate, stop_writing))
     bare_port = free_port()
@@ -171,8 +416,7 @@ async def main(args: argparse.Namespace) -> None:
         rss = psutil.Process(gateway.pid).memory_info().rss
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/api/market/snapshot") as r:
             payload = len(await r.read()) // 2
-        bare = await asyncio.create_subprocess_exec(sys.executable, __file__, "--bare-server", str(bare_port),
-                                                    "--throttle-ms", str(args.throttle_ms), "--payload", str(payload))
+        bare = await start_bare(bare_port, args.throttle_ms, payload)
         await wait_until_serving(f"http://127.0.0.1:{bare_port}/")
         bare_delivered, bare_latency = await measure(f"http://127.0.0.1:{bare_port}/ws", args.clients, args.seconds,
                                                      False)
@@ -202,12 +446,19 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rate", type=float, default=500.0, help="KV updates per second")
+    parser.add_argument("--rate", type=float, default=None, help="KV updates per second (500; --board 1,000)")
+    parser.add_argument("--board", action="store_true", help="the whole market's board, VN30 + watchlists")
+    parser.add_argument("--seed", type=int, default=1, help="--board: the simulated market and the watchlists")
     parser.add_argument("--throttle-ms", type=int, default=500)
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--payload", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--own-payload", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--own-share", type=float, default=0.0, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.rate is None:
+        arguments.rate = 1_000.0 if arguments.board else 500.0
     if arguments.bare_server:
-        bare_server(arguments.bare_server, arguments.throttle_ms / 1000, arguments.payload)
+        bare_server(arguments.bare_server, arguments.throttle_ms / 1000, arguments.payload, arguments.own_payload,
+                    arguments.own_share)
     else:
-        asyncio.run(main(arguments))
+        asyncio.run(main_board(arguments) if arguments.board else main(arguments))
