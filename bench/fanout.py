@@ -303,6 +303,25 @@ def bare_server(port: int, tick_s: float, payload_bytes: int, own_payload_bytes:
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 
 
+async def start_nats() -> tuple[NatsServer, config.Settings]:
+    """A nats-server of the bench's own, with the system's streams and buckets."""
+    nats = NatsServer(Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "nats")
+    nats.start()
+    settings = config.load({"NATS_URL": nats.url, "LOG_LEVEL": "warning"})
+    seed = await bus.connect(settings, "bench")
+    await bus.ensure_topology(seed.jetstream(), settings)
+    await seed.close()
+    return nats, settings
+
+
+async def stop(*processes: asyncio.subprocess.Process | None, nats: NatsServer) -> None:
+    for process in processes:
+        if process is not None:
+            process.terminate()
+            await process.wait()
+    nats.stop()
+
+
 async def start_bare(port: int, throttle_ms: int, payload: int, own_payload: int = 0,
                      own_share: float = 0.0) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(sys.executable, __file__, "--bare-server", str(port), "--throttle-ms",
@@ -323,13 +342,7 @@ async def main_board(args: argparse.Namespace) -> None:
     made_s = time.perf_counter() - began
     picker = random.Random(args.seed)
     watchlists = [picker.sample(symbols, WATCHLIST) for _ in range(args.clients)]
-    workdir = Path(tempfile.mkdtemp(prefix="bench-fanout-board-"))
-    nats = NatsServer(workdir / "nats")
-    nats.start()
-    settings = config.load({"NATS_URL": nats.url, "LOG_LEVEL": "warning"})
-    seed = await bus.connect(settings, "bench")
-    await bus.ensure_topology(seed.jetstream(), settings)
-    await seed.close()
+    nats, settings = await start_nats()
     loaded = await load_morning(settings, changes)
     port, bare_port = free_port(), free_port()
     gateway = await start_gateway(nats.url, port, args)
@@ -357,12 +370,7 @@ async def main_board(args: argparse.Namespace) -> None:
         stop_writing.set()
         if writer is not None and not writer.done():
             await writer
-        gateway.terminate()
-        await gateway.wait()
-        if bare is not None:
-            bare.terminate()
-            await bare.wait()
-        nats.stop()
+        await stop(gateway, bare, nats=nats)
     delivered, bare_delivered = len(tally.arrivals) / args.seconds, len(baseline.arrivals) / args.seconds
     p99_ms = percentile(tally.staleness, 0.99) * 1000
     print(f"board of the whole simulated market: {len(symbols):,} instruments ({loaded:,} rows loaded), "
@@ -395,13 +403,7 @@ async def wait_until(count: Callable[[], Awaitable[int]], wanted: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
-    nats = NatsServer(workdir / "nats")
-    nats.start()
-    settings = config.load({"NATS_URL": nats.url, "LOG_LEVEL": "warning"})
-    seed = await bus.connect(settings, "bench")
-    await bus.ensure_topology(seed.jetstream(), settings)
-    await seed.close()
+    nats, settings = await start_nats()
     port = free_port()
     gateway = await start_gateway(nats.url, port, args)
     stop_writing = asyncio.Event()
@@ -423,12 +425,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         stop_writing.set()
         written = await writer
-        gateway.terminate()
-        await gateway.wait()
-        if bare is not None:
-            bare.terminate()
-            await bare.wait()
-        nats.stop()
+        await stop(gateway, bare, nats=nats)
     print(f"{args.clients} clients on /ws/market, WS_THROTTLE_MS={args.throttle_ms}, "
           f"{written / (args.seconds + 3):,.0f} KV updates/s over {len(SYMBOLS)} symbols, {os.cpu_count()} cores")
     print(f"gateway: {delivered:,.0f} messages/s delivered; staleness p50 {percentile(staleness, 0.5) * 1000:.0f} ms,"
