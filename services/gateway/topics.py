@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from prometheus_client import Gauge
 
 from services.gateway.board import Board, BoardFilter, read_filter
 from services.gateway.hub import ChannelHub, Request
@@ -25,6 +26,8 @@ from shared.candles import MinuteCandle
 from shared.messages.domain import ClassifiedTrade
 
 _encode = msgspec.json.Encoder().encode
+WS_TOPICS = Gauge("stocktracker_gateway_ws_topics", "Distinct subscriptions of the filtered channels, by channel",
+                  ["channel"])
 
 
 class FilteredChannels:
@@ -69,18 +72,19 @@ class FilteredChannels:
         if hub is None:
             hub = self.hubs[key] = ChannelHub(channel, state, delta, self.queue_size, self.send_timeout_s,
                                               topic=topic, on_idle=self._drop)
+            WS_TOPICS.labels(channel).inc()
         return hub
 
     def _drop(self, hub: ChannelHub) -> None:
         if self.hubs.get(hub.key) is hub:
             del self.hubs[hub.key]
+            WS_TOPICS.labels(hub.name).dec()
 
     # --- once a tick ---------------------------------------------------------------------------------------------
 
     def broadcast(self) -> None:
         """Every topic's delta since the last tick, to its clients."""
-        self._rows_changed = self.board.view.board_changed
-        self.board.view.board_changed = set()
+        self._rows_changed = self.board.view.take_board_changes()
         for symbol in self._rows_changed:
             self._encoded.pop(symbol, None)
         self._new_trades, self._changed_candles = self.tape.take()

@@ -122,6 +122,11 @@ class MarketView:
         return set({Bucket.SESSION_STATS: self.stats, Bucket.PRICES: self.prices, Bucket.INDICES: self.indices,
                     Bucket.DERIVATIVES: self.contracts, Bucket.BOARD: self.board}[bucket])
 
+    def take_board_changes(self) -> set[str]:
+        """The symbols whose board row or foreign columns changed since the last call."""
+        changed, self.board_changed = self.board_changed, set()
+        return changed
+
     def add_basis_point(self, point: BasisPoint) -> None:
         """Basis points come from the DERIVED stream; a contract keeps its latest trading date's, in order."""
         series = self.basis.setdefault(point.futures_symbol, [])
