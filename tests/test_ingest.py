@@ -4,11 +4,16 @@ reason while the service keeps running, and the simulator feeds the same path wi
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import nats.js.errors
 import pytest
 from helpers import REPLAY_DAY, eventually, expected_day, frame, run_in_process
 from nats.aio.client import Client
@@ -16,11 +21,12 @@ from test_ssi_decoding import MALFORMED, TRADE
 
 from services.ingest.normalize import Normalized, Normalizer
 from services.ingest.service import Ingest
+from services.ingest.sources import Reference
 from shared import config
 from shared.market import is_futures
-from shared.messages.domain import IndexBasket, Rejection, Trade
+from shared.messages.domain import IndexBasket, Rejection, SecurityInfo, Trade
 from shared.metrics import family_of
-from shared.subjects import MARKET, MD_FUTURES_TRADE, MD_TRADE, VN30_BASKET_KEY, Bucket
+from shared.subjects import MARKET, MD_FUTURES_TRADE, MD_TRADE, VN30_BASKET_KEY, Bucket, security_key
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +168,55 @@ def test_replay_without_a_file_is_a_configuration_error(tmp_path: Path) -> None:
         Ingest.check(config.load({"INGEST_SOURCE": "replay", "REPLAY_FILE": str(tmp_path / "missing.jsonl")}))
     with pytest.raises(config.ConfigError, match="SSI_CONSUMER_ID"):
         Ingest.check(config.load({"INGEST_SOURCE": "ssi"}))
+
+
+class TwoDays:
+    """A source whose reference data differs by trading date, as a listing or a basket rebalance makes it."""
+
+    name = "two-days"
+
+    def __init__(self) -> None:
+        self.day = date(2026, 11, 24)
+        self.asked: list[date] = []
+
+    async def reference(self) -> Reference:
+        self.asked.append(self.day)
+        return Reference(basket=IndexBasket(index_id="VN30", symbols=["ACB"] if self.day.day == 24 else ["FPT"],
+                                            source="config", trading_date=self.day),
+                         securities=[SecurityInfo(symbol="ACB", trading_date=self.day, listed_shares=self.day.day)])
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        for day in (date(2026, 11, 24), date(2026, 11, 25)):
+            self.day = day
+            for second in range(3):
+                yield frame("X-QUOTE", {"RType": "X-QUOTE", "TradingDate": day.strftime("%d/%m/%Y"),
+                                        "Time": f"09:20:0{second}", "Symbol": "ACB", "Exchange": "HOSE",
+                                        "BidPrice1": 25_000 + second * 50, "BidVol1": 100})
+
+    async def close(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"finished": self.day.day == 25}
+
+
+async def test_a_new_trading_date_brings_its_reference_data(nc: Client, settings: config.Settings) -> None:
+    """Reference data is the feed date's: ingest asks its source again when the date moves on (without holding the
+    feed back), so the next day's basket and listed shares replace the first day's in KV `reference`."""
+    source = TwoDays()
+    actor = Ingest(source)
+    task, stop = await run_in_process(actor, ingest_settings(settings))
+    kv = await nc.jetstream().key_value(str(Bucket.REFERENCE))
+
+    async def second_days() -> bool:
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+            security = msgspec.json.decode((await kv.get(security_key("ACB"))).value, type=SecurityInfo)
+            return security.listed_shares == 25
+        return False
+
+    await eventually(second_days)
+    basket = msgspec.json.decode((await kv.get(VN30_BASKET_KEY)).value, type=IndexBasket)
+    stop.set()
+    assert await task == 0
+    assert basket.symbols == ["FPT"]
+    assert source.asked == [date(2026, 11, 24), date(2026, 11, 25)]  # at start, then once for the new date

@@ -89,6 +89,8 @@ class Ingest(Actor):
         self._source = source
         self._recorder: FrameRecorder | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Task[None] | None = None
+        self._reference_date: date | None = None  # the trading date the stored reference data was fetched on
         self._ctx: Context | None = None
 
     check = staticmethod(check)
@@ -105,7 +107,6 @@ class Ingest(Actor):
         reference = await self._source.reference()
         await self._store_reference(ctx, reference)
         self.normalizer.futures |= set(ctx.settings.futures_codes)
-        self.normalizer.futures |= {security.symbol for security in reference.securities if security.sec_type == "FU"}
         if ctx.settings.record_file:
             self._recorder = FrameRecorder(Path(ctx.settings.record_file))
         self._pump = asyncio.create_task(self._run(self._source, make_pacer(ctx.settings)), name="ingest-pump")
@@ -120,6 +121,16 @@ class Ingest(Actor):
         for security in reference.securities:
             await ctx.publisher.publish(kv_subject(Bucket.REFERENCE, security_key(security.symbol)),
                                         msgspec.json.encode(security))
+        self.normalizer.futures |= {security.symbol for security in reference.securities if security.sec_type == "FU"}
+
+    async def _refresh_reference(self, source: Source) -> None:
+        """A new trading date: the source's reference data again (a basket rebalanced, a listing, the simulator's
+        next day), beside the feed, which does not wait for it."""
+        assert self._ctx is not None
+        try:
+            await self._store_reference(self._ctx, await source.reference())
+        except Exception as err:  # the day's data still flows; yesterday's reference stays
+            self._ctx.log.warning("reference data not refreshed", error=str(err) or type(err).__name__)
 
     async def _run(self, source: Source, pacer: Pacer) -> None:
         assert self._ctx is not None
@@ -128,6 +139,12 @@ class Ingest(Actor):
                 if self._recorder is not None:
                     self._recorder.write(frame)
                 await self.ingest(frame, pacer)
+                if self._reference_date is None:  # what start() stored is the first date's
+                    self._reference_date = self.normalizer.feed_date
+                elif self.normalizer.feed_date != self._reference_date and self._refresh is None:
+                    self._reference_date = self.normalizer.feed_date
+                    self._refresh = asyncio.create_task(self._refresh_reference(source), name="ingest-reference")
+                    self._refresh.add_done_callback(self._refreshed)
             self._ctx.log.info("source finished", **source.status())
         except Exception as err:
             self._ctx.log.exception("source failed")
@@ -173,7 +190,12 @@ class Ingest(Actor):
             self._ctx.log.warning("frame rejected", reason=refused.reason, detail=refused.detail,
                                   count=self.rejections[refused.reason])
 
+    def _refreshed(self, task: asyncio.Task[None]) -> None:
+        self._refresh = None
+
     async def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
         if self._pump is not None:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):

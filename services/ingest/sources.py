@@ -139,9 +139,10 @@ class SimSource:
         self.frames_made = 0
 
     async def reference(self) -> Reference:
-        """The basket, and the first day's securities: every simulated stock with its share count, the contracts."""
-        return Reference(basket=msgspec.structs.replace(self._basket, trading_date=self.first_day),
-                         securities=self._simulator(self.first_day).securities)
+        """The basket, and the current day's securities: every simulated stock with its share count (each day's
+        are its own), the contracts. Ingest asks again at each new trading date."""
+        return Reference(basket=msgspec.structs.replace(self._basket, trading_date=self.day),
+                         securities=self._simulator(self.day).securities)
 
     def _simulator(self, day: date) -> MarketSimulator:
         from services.ingest.simulator import MarketSimulator
