@@ -1,6 +1,6 @@
 """A small Chrome DevTools Protocol client for the browser tests: headless Chromium, one page, evaluate, wait,
-real key presses, emulated media features, screenshot, every console error or uncaught exception the page
-produced, and every WebSocket it opened."""
+real key presses, emulated media features, a viewport size, screenshot, every console error or uncaught exception the
+page produced, every WebSocket it opened, every request it made and every WebSocket message it sent."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ KEYS: dict[str, tuple[str, int, str]] = {
     "ArrowUp": ("ArrowUp", 38, ""),
     "ArrowRight": ("ArrowRight", 39, ""),
     "ArrowDown": ("ArrowDown", 40, ""),
+    "Delete": ("Delete", 46, ""),
 }
 SHIFT = 8  # the CDP modifier bit
 
@@ -54,6 +55,8 @@ class Browser:
         self.socket: aiohttp.ClientWebSocketResponse | None = None
         self.problems: list[str] = []  # console errors/warnings and uncaught exceptions
         self.websockets: list[str] = []  # the URL of every WebSocket the page opened
+        self.requests: list[str] = []  # the URL of every request the page made (documents, scripts, fetches)
+        self.sent: list[str] = []  # the payload of every WebSocket message the page sent, in order
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -114,6 +117,10 @@ class Browser:
                 self.problems.append(details.get("exception", {}).get("description") or details.get("text", ""))
             elif method == "Network.webSocketCreated":
                 self.websockets.append(params["url"])
+            elif method == "Network.requestWillBeSent":
+                self.requests.append(params["request"]["url"])
+            elif method == "Network.webSocketFrameSent":
+                self.sent.append(params["response"]["payloadData"])
             elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
                 self.problems.append(f"{params['entry'].get('url', '')} {params['entry']['text']}")
 
@@ -130,6 +137,14 @@ class Browser:
 
     async def goto(self, url: str) -> None:
         await self.call("Page.navigate", url=url)
+
+    async def reload(self) -> None:
+        await self.call("Page.reload", ignoreCache=True)
+
+    async def viewport(self, width: int, height: int) -> None:
+        """The page's viewport, whatever the window around it (screenshots of a known size)."""
+        await self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                        mobile=False)
 
     async def evaluate(self, expression: str) -> Any:
         result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)

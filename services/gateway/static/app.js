@@ -1,8 +1,12 @@
-// The dashboard's entry point: builds the page parts, opens the four gateway channels and loads the basket.
+// The dashboard's entry point: builds the page parts and opens the tab's one gateway socket: the four plain channels
+// (market, index, foreign, derivatives) from the start, the filtered ones (board for the tab shown, trades and
+// candles for the symbol whose detail is open) subscribed to on it as the page needs them.
 
 import { apiGet } from './auth.js';
 import { focusRow, initBoard, selectRow } from './board.js';
-import { closeDetail, initDetail, noteMarketChange, openDetail } from './detail.js';
+import {
+  applyCandles, applyTrades, closeDetail, detailError, initDetail, noteMarketChange, openDetail,
+} from './detail.js';
 import { setSchedule } from './format.js';
 import { initForeign, refreshForeignDetail } from './foreign.js';
 import { initFutures } from './futures.js';
@@ -10,26 +14,19 @@ import { initHeader } from './header.js';
 import { initIndices } from './indices.js';
 import { GatewaySocket } from './socket.js';
 import {
-  applyDerivatives, applyForeign, applyIndex, applyMarket, setBasket, setChannelState, store,
+  applyBoard, applyDerivatives, applyForeign, applyIndex, applyMarket, setBoardError, setChannelState, store,
 } from './store.js';
+import { activeTab, initTabs, selectTab } from './tabs.js';
+import { initViews } from './views.js';
+import { removeSymbol } from './watchlist.js';
 
-const BASKET_RETRY_MS = 5000;
-let basketTimer = 0;
+const SCHEDULE_RETRY_MS = 5000;
+const CHANNELS = ['market', 'index', 'foreign', 'derivatives'];
 
 /** The trading schedule the header's phase follows; retried until the gateway answers. */
 async function loadSchedule() {
   const res = await apiGet('/api/market/schedule');
-  if (!(res.ok && setSchedule(res.data))) setTimeout(loadSchedule, BASKET_RETRY_MS);
-}
-
-/** The VN30 basket; retried while the gateway cannot answer or does not know it yet. */
-async function loadBasket() {
-  clearTimeout(basketTimer);
-  basketTimer = 0;
-  const res = await apiGet('/api/market/basket');
-  const symbols = res.ok && res.data && Array.isArray(res.data.symbols) ? res.data.symbols : null;
-  if (symbols) setBasket(symbols);
-  if ((!symbols || !symbols.length) && !basketTimer) basketTimer = setTimeout(loadBasket, BASKET_RETRY_MS);
+  if (!(res.ok && setSchedule(res.data))) setTimeout(loadSchedule, SCHEDULE_RETRY_MS);
 }
 
 const isMessage = (msg) => msg.type === 'snapshot' || msg.type === 'delta';
@@ -40,7 +37,6 @@ const handlers = {
     const data = msg.data || {};
     noteMarketChange(data.quotes);
     noteMarketChange(data.prices);
-    if (msg.type === 'snapshot') loadBasket(); // a (re)connect: the basket may have changed meanwhile
   },
   index: applyIndex,
   foreign(msg) {
@@ -48,35 +44,54 @@ const handlers = {
     refreshForeignDetail();
   },
   derivatives: applyDerivatives,
+  board(msg) {
+    applyBoard(msg);
+    if (msg.topic === store.boardTopic) noteMarketChange(msg.data);
+  },
+  trades: applyTrades,
+  candles: applyCandles,
 };
+
+/** A request the gateway could not follow: said where it matters, never as a console error. */
+function onError(msg) {
+  if (msg.channel === 'board') setBoardError(msg.data);
+  else if (msg.channel === 'trades' || msg.channel === 'candles') detailError(msg.data);
+}
 
 function start() {
   loadSchedule();
   initHeader();
   initIndices();
+
+  // One socket for the tab, every channel on it: each message says its channel.
+  const socket = new GatewaySocket(
+    CHANNELS,
+    (msg) => {
+      if (msg.type === 'error') onError(msg);
+      else if (isMessage(msg) && Object.hasOwn(handlers, msg.channel)) handlers[msg.channel](msg);
+    },
+    (state) => CHANNELS.forEach((name) => setChannelState(name, state)),
+  );
+
   initBoard({
     onSelect(symbol, row) {
       selectRow(symbol);
       openDetail(symbol, row);
     },
+    onRemove: removeSymbol,
   });
+  initTabs({ socket });
+  initViews();
   initForeign();
   initFutures();
   // Closing the detail gives focus back to the row that opened it (or that symbol's row, if it was re-created).
-  initDetail({ onClosed: () => selectRow(null), onFocusLost: focusRow });
-
-  // One socket for the tab, every channel on it: each message says its channel.
-  const channels = Object.keys(handlers);
-  const socket = new GatewaySocket(
-    channels,
-    (msg) => isMessage(msg) && Object.hasOwn(handlers, msg.channel) && handlers[msg.channel](msg),
-    (state) => channels.forEach((name) => setChannelState(name, state)),
-  );
+  initDetail({ socket, onClosed: () => selectRow(null), onFocusLost: focusRow });
   socket.start();
-  loadBasket();
 
   // Exposed for debugging from the console only.
-  window.stockTracker = { store, closeDetail };
+  window.stockTracker = {
+    store, closeDetail, selectTab, activeTab, subscriptions: () => [...socket.subscriptions.values()],
+  };
 }
 
 start();

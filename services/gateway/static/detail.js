@@ -1,5 +1,8 @@
-// Symbol detail drawer: today's 1-minute candles with active buy/sell volume, and the latest ticks, from the
-// history API. While open it re-reads the history when the symbol trades (ticks incrementally).
+// Symbol detail drawer: today's 1-minute candles with active buy/sell volume, the latest classified trades and the
+// book. Live, not polled: opening it subscribes to the symbol's `trades` and `candles` topics on the tab's socket
+// (snapshot: the latest trades, the latest candles with the forming one last; then what is new), closing it
+// unsubscribes. Only the day's earlier candles are read once from the history API (the gateway's tape keeps the latest
+// 60), merged with the live ones by minute, the live candle winning.
 // It is a modal dialog for the keyboard: opening moves focus into it, Tab stays inside, Escape closes it and focus
 // goes back to what opened it (the board's row). The candles carry a text description for screen readers.
 
@@ -9,15 +12,15 @@ import {
 import { apiGet } from './auth.js';
 import { drawCandles, watchSize } from './charts.js';
 import {
-  changeTrend, fmtClock, fmtInt, fmtPct, fmtPrice, fmtSigned, isNum, parseTime, priceTrend, setRaw,
+  changeTrend, fmtClock, fmtInt, fmtPct, fmtPrice, fmtSigned, fmtTick, isFutures, isNum, parseTime, priceTrend,
+  setRaw,
 } from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 import { store } from './store.js';
+import { inWatchlist, onWatchlistChange, toggleSymbol } from './watchlist.js';
 
-const SHOWN_TICKS = 30;
-const POLL_MS = 3000;
+const SHOWN_TICKS = 50; // the trades snapshot's size
 const ERROR_RETRY_MS = 10000;
-const IDLE_REFRESH_MS = 15000; // re-read even without a visible change: the recorder lags the live view a little
 
 const TRADE_TYPES = {
   mua_chu_dong: ['Mua CĐ', 'up'],
@@ -26,13 +29,16 @@ const TRADE_TYPES = {
 };
 
 let els;
+let socket;
 let symbol = null;
+let history = new Map(); // minute (ms) → candle, from /api/history (the day's, as the recorder has them)
+let live = new Map(); // minute (ms) → candle, from the candles topic (the latest, the forming one included)
 let candles = [];
 let ticks = [];
-let generation = 0; // bumps on every open/close so late answers for another symbol are dropped
-let loadingGen = -1; // the generation whose history request is in flight
-let changedSinceLoad = false;
-let lastLoad = 0;
+let seq = { trades: -1, candles: -1 }; // the topics' latest messages applied; -1 until their snapshot
+let generation = 0; // bumps on every open/close so a late history answer for another symbol is dropped
+let historyState = 'idle'; // 'loading' | 'ok' | 'error'
+let retryTimer = 0;
 let layout = null;
 let hover = -1;
 let chartDirty = false;
@@ -40,6 +46,11 @@ let ticksDirty = false;
 let onClose = () => {};
 let focusFallback = () => false;
 let returnTo = null; // the element that opened the dialog: focus goes back there on close
+
+/** Futures points to 0.1 (1,899.0), VND prices whole, as the board prints them. */
+const priceFormat = () => (isFutures(symbol, store.board.get(symbol)?.exchange) ? fmtTick : fmtPrice);
+
+const requests = (sym) => [{ channel: 'trades', symbol: sym }, { channel: 'candles', symbol: sym }];
 
 function setStatus(text, kind = '') {
   els.status.textContent = text;
@@ -53,55 +64,101 @@ function historyError(res) {
   return `Không tải được lịch sử (HTTP ${res.status}).`;
 }
 
-function mergeTicks(incoming) {
-  const rows = (Array.isArray(incoming) ? incoming : []).filter((t) => t && isNum(t.price));
-  for (const t of rows) t.t = parseTime(t.timestamp);
-  const last = ticks[ticks.length - 1];
-  const fresh = last
-    ? rows.filter((t) => t.t > last.t || (t.t === last.t && t.total_volume > last.total_volume))
-    : rows;
-  if (fresh.length || !last) ticks = ticks.concat(fresh).slice(-SHOWN_TICKS);
-  return fresh.length > 0;
+/** What the status line says once the history answered (or failed). */
+function updateStatus(failed = null) {
+  if (failed) setStatus(historyError(failed), 'error');
+  else if (historyState === 'loading') setStatus('Đang tải lịch sử…', 'loading');
+  else if (!candles.length && !ticks.length && seq.trades >= 0) {
+    setStatus('Chưa có giao dịch nào được ghi nhận hôm nay.', 'empty');
+  } else setStatus('');
 }
 
-async function load() {
-  if (!symbol || loadingGen === generation) return;
+/** The candles drawn: the history's and the live ones by minute, of the latest trading date only. */
+function mergeCandles() {
+  const merged = new Map(history);
+  for (const [t, candle] of live) merged.set(t, candle);
+  const all = [...merged.values()];
+  const latest = all.reduce((date, c) => (c.trading_date && c.trading_date > date ? c.trading_date : date), '');
+  candles = all.filter((c) => !latest || !c.trading_date || c.trading_date === latest).sort((a, b) => a.t - b.t);
+  chartDirty = true;
+}
+
+async function loadHistory() {
+  clearTimeout(retryTimer);
+  retryTimer = 0;
   const gen = generation;
   const sym = symbol;
-  loadingGen = gen;
-  changedSinceLoad = false;
-  lastLoad = performance.now();
-  const base = `/api/history/${encodeURIComponent(sym)}`;
-  const last = ticks[ticks.length - 1];
-  const tickUrl = last
-    ? `${base}/ticks?start=${encodeURIComponent(last.timestamp)}&limit=50000`
-    : `${base}/ticks?limit=50000`;
-  const [candleRes, tickRes] = await Promise.all([apiGet(`${base}/candles`), apiGet(tickUrl)]);
-  if (loadingGen === gen) loadingGen = -1;
+  historyState = 'loading';
+  const res = await apiGet(`/api/history/${encodeURIComponent(sym)}/candles`);
   if (gen !== generation) return;
-
-  if (candleRes.ok && Array.isArray(candleRes.data)) {
-    candles = candleRes.data.filter((c) => c && isNum(c.open) && isNum(c.close))
-      .map((c) => ({ ...c, t: parseTime(c.time) }));
-    chartDirty = true;
+  if (res.ok && Array.isArray(res.data)) {
+    historyState = 'ok';
+    history = new Map();
+    for (const c of res.data) {
+      if (!c || !isNum(c.open) || !isNum(c.close)) continue;
+      const t = parseTime(c.time);
+      if (!Number.isNaN(t)) history.set(t, { ...c, t });
+    }
+    mergeCandles();
+    updateStatus();
+  } else {
+    historyState = 'error';
+    updateStatus(res);
+    // e.g. a 503 while the database is not ready: retry, gently (the live candles keep coming meanwhile)
+    retryTimer = setTimeout(() => gen === generation && loadHistory(), ERROR_RETRY_MS);
   }
-  if (tickRes.ok && mergeTicks(tickRes.data)) ticksDirty = true;
-
-  const failed = [candleRes, tickRes].find((r) => !r.ok);
-  if (failed) setStatus(historyError(failed), 'error');
-  else if (!candles.length && !ticks.length) setStatus('Chưa có giao dịch nào được ghi nhận hôm nay.', 'empty');
-  else setStatus('');
   invalidate('detail');
 }
 
-function poll() {
-  if (!symbol || document.hidden) return;
-  const since = performance.now() - lastLoad;
-  if (els.status.dataset.kind === 'error') {
-    if (since > ERROR_RETRY_MS) load(); // e.g. a 503 while the database is not ready: retry, gently
-  } else if (changedSinceLoad || since > IDLE_REFRESH_MS) {
-    load();
+/** Whether a topic's message is one to apply: ours, a snapshot, or a delta newer than what we have. */
+function accept(channel, msg) {
+  if (!symbol || msg.topic !== symbol) return false;
+  if (msg.type === 'snapshot') {
+    seq[channel] = Number(msg.seq) || 0;
+    return true;
   }
+  if (seq[channel] < 0 || !(msg.seq > seq[channel])) return false;
+  seq[channel] = msg.seq;
+  return true;
+}
+
+/** The `trades` topic: {trades: [ClassifiedTrade]}, the latest as a snapshot, then the new ones in order. */
+export function applyTrades(msg) {
+  if (!accept('trades', msg)) return;
+  const incoming = (Array.isArray(msg.data?.trades) ? msg.data.trades : []).filter((t) => t && isNum(t.price));
+  for (const t of incoming) t.t = parseTime(t.timestamp);
+  if (msg.type === 'snapshot') {
+    ticks = incoming.slice(-SHOWN_TICKS);
+  } else {
+    // A trade repeated (the stream read again) has no larger cumulative volume than the last one kept.
+    const last = ticks[ticks.length - 1];
+    const fresh = last ? incoming.filter((t) => !(t.total_volume <= last.total_volume)) : incoming;
+    if (!fresh.length) return;
+    ticks = ticks.concat(fresh).slice(-SHOWN_TICKS);
+  }
+  ticksDirty = true;
+  if (historyState !== 'error') updateStatus();
+  invalidate('detail');
+}
+
+/** The `candles` topic: {candles: [MinuteCandle]}, the latest as a snapshot, then those that changed. */
+export function applyCandles(msg) {
+  if (!accept('candles', msg)) return;
+  if (msg.type === 'snapshot') live = new Map();
+  for (const c of Array.isArray(msg.data?.candles) ? msg.data.candles : []) {
+    if (!c || !isNum(c.open) || !isNum(c.close)) continue;
+    const t = parseTime(c.minute);
+    if (!Number.isNaN(t)) live.set(t, { ...c, t });
+  }
+  mergeCandles();
+  if (historyState !== 'error') updateStatus();
+  invalidate('detail');
+}
+
+/** The gateway refused a trades / candles subscription (e.g. not a symbol). */
+export function detailError(why) {
+  if (!symbol) return;
+  setStatus(`Gateway không nhận đăng ký: ${why}`, 'error');
 }
 
 /**
@@ -114,11 +171,20 @@ export function openDetail(sym, opener = document.activeElement) {
   els.close.focus();
 }
 
+function leave() {
+  if (!symbol) return;
+  for (const request of requests(symbol)) socket.unsubscribe(request);
+}
+
 function show(sym) {
+  leave();
   generation += 1;
   symbol = sym;
+  history = new Map();
+  live = new Map();
   candles = [];
   ticks = [];
+  seq = { trades: -1, candles: -1 };
   hover = -1;
   els.root.hidden = false;
   els.root.dataset.symbol = sym;
@@ -128,8 +194,9 @@ function show(sym) {
   setStatus('Đang tải lịch sử…', 'loading');
   chartDirty = true;
   ticksDirty = true;
+  for (const request of requests(sym)) socket.subscribe(request);
   invalidate('detail');
-  load();
+  loadHistory();
 }
 
 export function closeDetail() {
@@ -140,6 +207,8 @@ export function closeDetail() {
   const ours = !active || active === document.body || els.root.contains(active);
   const back = returnTo;
   returnTo = null;
+  leave();
+  clearTimeout(retryTimer);
   generation += 1;
   symbol = null;
   els.root.hidden = true;
@@ -148,31 +217,76 @@ export function closeDetail() {
   if (ours && !restoreFocus(back)) focusFallback(closed);
 }
 
-/** The board saw these symbols change: refresh our history on the next poll if ours is one of them. */
+/** These symbols' board rows or prices changed: redraw our figures if ours is one of them. */
 export function noteMarketChange(changed) {
-  if (symbol && changed && changed[symbol]) {
-    changedSinceLoad = true;
-    invalidate('detail');
-  }
+  if (symbol && changed && changed[symbol] !== undefined) invalidate('detail');
 }
 
 function renderSummary() {
+  const b = store.board.get(symbol);
   const p = store.prices.get(symbol);
   const q = store.quotes.get(symbol);
-  const trend = p ? priceTrend(p.last_price, p.ref_price, p.ceiling, p.floor) : 'none';
+  const last = b ? b.last_price : p?.last_price;
+  const ref = b ? b.ref_price : p?.ref_price;
+  const change = b ? b.change : p?.change;
+  const pct = b ? b.ratio_change : p?.change_pct;
+  const trend = priceTrend(last, ref, b ? b.ceiling : p?.ceiling, b ? b.floor : p?.floor);
+  const fmt = priceFormat();
   const f = els.fields;
   const put = (node, text, value, t) => {
     node.textContent = text;
     setRaw(node, value);
     if (t) node.dataset.trend = t;
   };
-  put(f.last_price, fmtPrice(p?.last_price), p?.last_price, trend);
-  put(f.change, `${fmtSigned(p?.change)} (${fmtPct(p?.change_pct)})`, p?.change, trend);
-  put(f.ref_price, fmtPrice(p?.ref_price), p?.ref_price);
-  put(f.total_volume, fmtInt(q?.total_volume), q?.total_volume);
+  put(f.last_price, fmt(last), last, trend);
+  put(f.change, `${fmtSigned(change, fmt)} (${fmtPct(pct)})`, change, trend);
+  put(f.ref_price, fmt(ref), ref);
+  put(f.total_volume, fmtInt(b ? b.total_volume : q?.total_volume), b ? b.total_volume : q?.total_volume);
   put(f.buy_volume, fmtInt(q?.mua_chu_dong_volume), q?.mua_chu_dong_volume);
   put(f.sell_volume, fmtInt(q?.ban_chu_dong_volume), q?.ban_chu_dong_volume);
   put(f.neutral_volume, fmtInt(q?.neutral_volume), q?.neutral_volume);
+  renderBook(b);
+  renderWatch();
+}
+
+/** The book as the board row has it (3 levels on HOSE, up to 10 elsewhere): bids left, asks right, best first. */
+function renderBook(b) {
+  const depth = Math.max(b?.bids?.length || 0, b?.asks?.length || 0);
+  const limits = [b?.ref_price, b?.ceiling, b?.floor];
+  const fmt = priceFormat();
+  const key = b ? JSON.stringify([b.bids, b.asks, limits]) : '';
+  if (els.book.dataset.key === key) return;
+  els.book.dataset.key = key;
+  const body = [];
+  for (let i = 0; i < depth; i += 1) {
+    const tr = document.createElement('tr');
+    const [bidPrice, bidVolume] = b.bids[i] || [];
+    const [askPrice, askVolume] = b.asks[i] || [];
+    for (const [field, text, value, trend] of [
+      ['bid_volume', fmtInt(bidVolume), bidVolume, null],
+      ['bid_price', fmt(bidPrice), bidPrice, priceTrend(bidPrice, ...limits)],
+      ['ask_price', fmt(askPrice), askPrice, priceTrend(askPrice, ...limits)],
+      ['ask_volume', fmtInt(askVolume), askVolume, null],
+    ]) {
+      const td = document.createElement('td');
+      td.dataset.field = field;
+      td.textContent = isNum(value) ? text : '';
+      setRaw(td, value);
+      if (trend && trend !== 'none') td.dataset.trend = trend;
+      tr.append(td);
+    }
+    body.push(tr);
+  }
+  els.book.tBodies[0].replaceChildren(...body);
+  els.book.hidden = depth === 0;
+}
+
+function renderWatch() {
+  const watched = inWatchlist(symbol);
+  if (els.watch.getAttribute('aria-pressed') !== String(watched)) {
+    els.watch.setAttribute('aria-pressed', String(watched));
+    els.watch.textContent = watched ? '★ Trong danh mục' : '☆ Thêm vào danh mục';
+  }
 }
 
 /** The candles in words, e.g. "BID: 29 nến 1 phút từ 09:15 đến 14:45, giá đóng cửa cuối 45,500, …". */
@@ -196,17 +310,20 @@ function renderChart() {
     ? `${fmtClock(c.t, false)}  O ${fmtPrice(c.open)}  H ${fmtPrice(c.high)}  L ${fmtPrice(c.low)}  C ${fmtPrice(c.close)}`
       + `  ·  KL ${fmtInt(c.volume)}  ·  Mua CĐ ${fmtInt(c.buy_volume)}  ·  Bán CĐ ${fmtInt(c.sell_volume)}`
     : '';
+  if (c) setRaw(els.readout, c.close);
 }
 
 function renderTicks() {
-  const ref = store.prices.get(symbol)?.ref_price;
+  const ref = (store.board.get(symbol) || store.prices.get(symbol))?.ref_price;
+  const fmt = priceFormat();
   const rows = ticks.slice().reverse().map((t) => {
     const tr = document.createElement('tr');
     const [label, typeTrend] = TRADE_TYPES[t.trade_type] || [t.trade_type || '—', 'none'];
     tr.dataset.type = t.trade_type || '';
+    if (isNum(t.total_volume)) tr.dataset.total = String(t.total_volume);
     const cells = [
       ['time', fmtClock(t.t), null, null],
-      ['price', fmtPrice(t.price), t.price, isNum(ref) ? changeTrend(t.price - ref) : null],
+      ['price', fmt(t.price), t.price, isNum(ref) ? changeTrend(t.price - ref) : null],
       ['volume', fmtInt(t.volume), t.volume, null],
       ['trade_type', label, null, typeTrend],
       ['rule', t.rule || '—', null, null],
@@ -228,7 +345,8 @@ function renderTicks() {
 function render() {
   if (!symbol) return;
   renderSummary();
-  describe(els.canvas, els.status.dataset.kind === 'loading' ? `${symbol}: đang tải nến 1 phút` : candlesText());
+  describe(els.canvas, els.status.dataset.kind === 'loading' && !candles.length
+    ? `${symbol}: đang tải nến 1 phút` : candlesText());
   if (chartDirty) {
     chartDirty = false;
     renderChart();
@@ -246,7 +364,9 @@ function pointerToCandle(event) {
   return Math.min(candles.length - 1, Math.floor(x / layout.slot));
 }
 
-export function initDetail({ onClosed, onFocusLost }) {
+/** `socket`: the tab's GatewaySocket, for the symbol's trades and candles topics. */
+export function initDetail({ socket: gatewaySocket, onClosed, onFocusLost }) {
+  socket = gatewaySocket;
   const root = document.getElementById('detail');
   const fields = {};
   for (const node of root.querySelectorAll('.detail-stats [data-field]')) fields[node.dataset.field] = node;
@@ -257,12 +377,18 @@ export function initDetail({ onClosed, onFocusLost }) {
     canvas: document.getElementById('detail-candles'),
     readout: document.getElementById('detail-readout'),
     ticks: document.getElementById('detail-ticks'),
+    book: document.getElementById('detail-book'),
     status: document.getElementById('detail-status'),
     close: document.getElementById('detail-close'),
+    watch: document.getElementById('detail-watch'),
   };
   onClose = onClosed;
   if (onFocusLost) focusFallback = onFocusLost;
   els.close.addEventListener('click', closeDetail);
+  els.watch.addEventListener('click', () => {
+    if (symbol) toggleSymbol(symbol);
+  });
+  onWatchlistChange(() => invalidate('detail'));
   root.addEventListener('keydown', (event) => keepTabInside(root, event));
   document.addEventListener('keydown', (event) => {
     if (event.key === 'Escape' && symbol && !event.defaultPrevented && document.getElementById('auth').hidden) {
@@ -287,6 +413,5 @@ export function initDetail({ onClosed, onFocusLost }) {
     chartDirty = true;
     invalidate('detail');
   });
-  setInterval(poll, POLL_MS);
   onRender('detail', render);
 }

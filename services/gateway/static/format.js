@@ -7,6 +7,7 @@ const intFmt = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
 const dec1 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 const dec2 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const upTo2 = new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 });
+const oneTo2 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 2 });
 
 const DASH = '—';
 
@@ -23,6 +24,13 @@ export const fmtInt = (v) => (isNum(v) ? intFmt.format(v) : DASH);
 
 /** A price as sent: VND prices are whole, index/futures points keep up to two decimals. */
 export const fmtPrice = (v) => (isNum(v) ? upTo2.format(v) : DASH);
+
+/** A futures price on a board (ticks of 0.1 point): 1,899.0, 1,897.85. */
+export const fmtTick = (v) => (isNum(v) ? oneTo2.format(v) : DASH);
+
+/** A futures contract, by its code (VN30F…) or by the exchange it was sent with. */
+export const isFutures = (symbol, exchange) => /^VN30F/.test(symbol || '')
+  || ['DER', 'DERIVATIVES'].includes(String(exchange || '').toUpperCase());
 
 /** Index or futures points, always two decimals. */
 export const fmtPoints = (v) => (isNum(v) ? dec2.format(v) : DASH);

@@ -1,6 +1,8 @@
 // The tab's one gateway WebSocket, carrying every channel it follows (/ws?channels=...), that keeps itself
 // connected: backoff from 0.5 s doubling to 10 s, reset once a message arrives; a close with 1008 (policy: missing
 // or wrong token) waits for a token instead. Each reconnect starts with a snapshot of every channel.
+// The filtered channels (board, trades, candles) are subscribed to on the socket itself: the subscriptions are kept
+// here and sent again on every (re)connect, since the gateway forgets them with the socket.
 
 import { getToken, tokenRejected } from './auth.js';
 
@@ -22,6 +24,30 @@ export class GatewaySocket {
     this.everLive = false;
     this.socket = null;
     this.timer = 0;
+    this.subscriptions = new Map(); // key → request, e.g. {channel: 'board', group: 'VN30'}
+  }
+
+  /**
+   * Follow a filtered channel's topic, now and after every reconnect: `request` is {channel, and symbols | group |
+   * exchange for board, symbol for trades / candles}, nothing else (the gateway refuses unknown fields).
+   */
+  subscribe(request) {
+    const key = JSON.stringify(request);
+    if (this.subscriptions.has(key)) return;
+    this.subscriptions.set(key, request);
+    this.send({ op: 'subscribe', ...request });
+  }
+
+  /** Stop following what `subscribe(request)` asked for. */
+  unsubscribe(request) {
+    const key = JSON.stringify(request);
+    if (!this.subscriptions.delete(key)) return;
+    this.send({ op: 'unsubscribe', ...request });
+  }
+
+  /** Send now if connected; else the next connect sends the subscriptions anyway. */
+  send(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
   }
 
   start() {
@@ -44,6 +70,10 @@ export class GatewaySocket {
     const socket = new WebSocket(`${scheme}//${location.host}/ws${query}`);
     this.socket = socket;
     let gotMessage = false;
+
+    socket.onopen = () => {
+      for (const request of this.subscriptions.values()) socket.send(JSON.stringify({ op: 'subscribe', ...request }));
+    };
 
     socket.onmessage = (event) => {
       if (!gotMessage) {

@@ -12,11 +12,15 @@ export const store = {
   lastUpdateText: '', // the same as the gateway sent it (ISO, exchange time)
   lastUpdateAt: 0, // performance.now() when lastUpdate last moved
   channels: { market: 'connecting', index: 'connecting', foreign: 'connecting', derivatives: 'connecting' },
-  basket: null, // the VN30 symbols once /api/market/basket answered
   prices: new Map(), // SYMBOL → PriceData
   quotes: new Map(), // SYMBOL → SessionStats
+  board: new Map(), // SYMBOL → BoardQuote of the board subscription shown (a symbol without a row is absent)
+  boardTopic: null, // that subscription's canonical topic, as the gateway names it in its messages (null: none)
+  boardSymbols: null, // the symbols a watchlist asks for, in its order (null: whatever rows the topic has)
+  boardSeq: -1, // the seq of the topic's latest message applied; -1 until its snapshot arrived
+  boardError: '', // why the gateway refused the subscription
   changed: new Set(), // symbols whose row must be redrawn
-  membershipChanged: true, // symbols appeared or disappeared
+  membershipChanged: true, // the board's rows appeared or disappeared
   indices: new Map(), // ID → IndexData
   foreign: null, // ForeignSummary
   foreignStocks: [], // [ForeignInvestorData] from /api/market/foreign-detail
@@ -71,7 +75,11 @@ function replaceMap(target, entries, onChange) {
   applyEntries(target, incoming, onChange);
 }
 
-const rowChanged = (symbol, membership) => {
+// The market channel's prices and session stats fill a row's columns but never decide which rows there are: the
+// board subscription does.
+const rowChanged = (symbol) => store.changed.add(symbol);
+
+const boardRowChanged = (symbol, membership) => {
   store.changed.add(symbol);
   if (membership) store.membershipChanged = true;
 };
@@ -107,7 +115,7 @@ function applyActiveContract(contract) {
   invalidate('futures');
 }
 
-/** /ws/market: the board's prices and session stats, and copies of the rest. */
+/** /ws/market: prices and session stats (the board's active buy / sell columns), and copies of the rest. */
 export function applyMarket(msg) {
   const data = msg.data || {};
   const replace = msg.type === 'snapshot';
@@ -127,7 +135,66 @@ export function applyMarket(msg) {
     if ('foreign' in data) applySummary(data.foreign);
     if ('derivatives' in data) applyActiveContract(data.derivatives);
   }
-  if (store.changed.size || store.membershipChanged) invalidate('board');
+  if (store.changed.size) invalidate('board');
+}
+
+/**
+ * The canonical name the gateway gives a board subscription (services/gateway/board.py, BoardFilter.topic), so its
+ * messages can be told from a late one of the subscription just left: e.g. group=VN30, exchange=HNX,
+ * symbols=ACB,FPT (upper case, sorted, once each).
+ */
+export function boardTopic({ exchange, group, symbols }) {
+  const parts = [];
+  if (exchange) parts.push(`exchange=${exchange}`);
+  if (group) parts.push(`group=${group.toUpperCase()}`);
+  if (symbols) {
+    const names = [...new Set(symbols.map((s) => s.trim().toUpperCase()).filter(Boolean))].sort();
+    parts.push(`symbols=${names.join(',')}`);
+  }
+  return parts.join('&') || 'all';
+}
+
+/**
+ * Show another board subscription's rows: `topic` (null: none), `symbols` the watchlist's (null: the topic's rows).
+ * `keep`: keep the rows shown until the new snapshot replaces them (a watchlist edit), else start empty.
+ */
+export function setBoardTopic(topic, symbols = null, keep = false) {
+  store.boardTopic = topic;
+  store.boardSymbols = symbols ? [...symbols] : null;
+  store.boardSeq = -1;
+  store.boardError = '';
+  if (!keep) {
+    for (const symbol of store.board.keys()) store.changed.add(symbol);
+    store.board.clear();
+  }
+  store.membershipChanged = true;
+  invalidate('board');
+}
+
+/**
+ * The board channel: a snapshot replaces the topic's rows ({SYMBOL: BoardQuote | null}), a delta changes some (null:
+ * the row is gone). Messages of another topic, deltas before the snapshot and anything older than what was applied
+ * (seq) are dropped: a topic just left or re-entered may still have messages on the way.
+ */
+export function applyBoard(msg) {
+  if (!msg.topic || msg.topic !== store.boardTopic) return;
+  const data = msg.data && typeof msg.data === 'object' ? msg.data : {};
+  if (msg.type === 'snapshot') {
+    store.boardSeq = Number(msg.seq) || 0;
+    store.boardError = '';
+    replaceMap(store.board, data, boardRowChanged);
+  } else {
+    if (store.boardSeq < 0 || !(msg.seq > store.boardSeq)) return;
+    store.boardSeq = msg.seq;
+    applyEntries(store.board, data, boardRowChanged);
+  }
+  invalidate('board');
+}
+
+/** The gateway refused the board subscription shown. */
+export function setBoardError(why) {
+  store.boardError = String(why || 'lỗi');
+  invalidate('board');
 }
 
 /** /ws/index: {ID: IndexData} (a delta holds only the changed ones, null when deleted). */
@@ -181,15 +248,6 @@ export function applyDerivatives(msg) {
   }
   addBasisPoints(data.basis_points);
   invalidate('futures');
-}
-
-export function setBasket(symbols) {
-  const list = Array.isArray(symbols) ? symbols.filter((s) => typeof s === 'string') : [];
-  const same = store.basket && store.basket.length === list.length && store.basket.every((s, i) => s === list[i]);
-  if (same) return;
-  store.basket = list;
-  store.membershipChanged = true;
-  invalidate('board');
 }
 
 export function setChannelState(name, state) {
