@@ -195,6 +195,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ws_throttle_ms: Annotated[
         Annotated[int, Meta(ge=10)], Meta(description="A WebSocket channel broadcasts at most once per this many ms.")
     ] = 500
+    ws_phases: Annotated[
+        Annotated[int, Meta(ge=1, le=20)],
+        Meta(description="The filtered channels' sockets are served in this many groups, in turn over each throttle "
+                         "interval: smaller bursts, a shorter wait for the last socket of a turn."),
+    ] = 4
     ws_max_connections_per_ip: Annotated[
         PositiveInt, Meta(description="Open WebSocket connections allowed per client address.")
     ] = 10
@@ -215,7 +220,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         PositiveInt, Meta(description="Messages queued per WebSocket client before it is resynced with a snapshot.")
     ] = 32
     ws_send_timeout_s: Annotated[
-        PositiveFloat, Meta(description="A WebSocket client stuck this long on one message is disconnected.")
+        PositiveFloat,
+        Meta(description="A WebSocket client that cannot take what is queued for it within this long is disconnected."),
     ] = 10.0
     ws_heartbeat_s: Annotated[
         PositiveFloat, Meta(description="WebSocket ping interval; a peer that misses the pong is dropped.")

@@ -162,9 +162,11 @@ class Server:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[Server]:
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
+    """A gateway's filtered channels on a socket (in `request.param` phases, 1 unless parametrized)."""
     view, tape = market(), Tape()
-    channels = FilteredChannels(Board(view), tape, queue_size=4, send_timeout_s=5)
+    channels = FilteredChannels(Board(view), tape, queue_size=4, send_timeout_s=5,
+                                phases=getattr(request, "param", 1))
     channels.broadcast()  # the market's making is no one's delta
     plain = {"index": ChannelHub("index", lambda: {}, lambda: None, 4, 5)}
 
@@ -294,6 +296,39 @@ async def test_a_client_that_falls_behind_gets_a_fresh_snapshot(server: Server) 
         seqs = [m["seq"] for m in received]
         assert seqs == sorted(seqs)
         assert hub_module.WS_DROPPED.labels("board")._value.get() > 0
+
+
+@pytest.mark.parametrize("server", [2], indirect=True)
+async def test_phases_serve_each_socket_once_an_interval_with_all_that_changed_since_its_turn(server: Server) -> None:
+    """Two phases: the sockets take turns; each hears, at its own turn, of every change since its last one (rows,
+    trades in order), whichever phase's turn it was when they happened."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.url) as first, \
+            http.ws_connect(server.url) as second:
+        for socket in (first, second):
+            await socket.send_json({"op": "subscribe", "channel": "board", "symbols": ["ACB", "SHS"]})
+            await socket.send_json({"op": "subscribe", "channel": "trades", "symbol": "ACB"})
+            await messages(socket, 2)
+        (hub,) = [h for key, h in server.channels.hubs.items() if key.startswith("board")]
+        phases = sorted(client.phase for client in hub.clients)
+        assert phases == [0, 1]  # spread over the phases
+        server.view.apply(Bucket.BOARD, "ACB", _encode(row("ACB", "HOSE", 25_000, 26_500, 6_000)))
+        server.tape.add(classified("ACB", 5_100, "10:01:05", 26_500))
+        server.channels.broadcast(0)  # the first socket's turn
+        server.view.apply(Bucket.BOARD, "SHS", _encode(row("SHS", "HNX", 15_000, 15_100, 3_500)))
+        server.tape.add(classified("ACB", 5_300, "10:01:40", 26_550, 200))
+        server.channels.broadcast(1)  # the second's: both changes, both trades
+        server.channels.broadcast(0)  # the first's again: what came after its turn
+        at_first = {m["channel"] + str(n): m for n, m in enumerate(await messages(first, 4))}
+        at_second = {m["channel"]: m for m in await messages(second, 2)}
+        with pytest.raises(TimeoutError):  # once a turn each, no more
+            await asyncio.wait_for(second.receive(), 0.3)
+    first_boards = [m["data"] for m in at_first.values() if m["channel"] == "board"]
+    first_trades = [t["total_volume"] for m in at_first.values() if m["channel"] == "trades"
+                    for t in m["data"]["trades"]]
+    assert [set(data) for data in first_boards] == [{"ACB"}, {"SHS"}]
+    assert first_trades == [5_100, 5_300]
+    assert set(at_second["board"]["data"]) == {"ACB", "SHS"}
+    assert [t["total_volume"] for t in at_second["trades"]["data"]["trades"]] == [5_100, 5_300]
 
 
 # --- the recorded day, live, through a real nats-server ------------------------------------------------------------

@@ -152,3 +152,68 @@ async def test_a_slow_socket_is_resynced_on_every_channel_it_follows() -> None:
     assert {(m["type"], m["channel"]) for m in last} == {("snapshot", "market"), ("snapshot", "index")}
     await socket.close(1000, b"")
     await serving
+
+
+class OneTopic:
+    """A filtered channel of one topic, its hub made on demand and dropped with its last client."""
+
+    channels = frozenset({"board"})
+
+    def __init__(self, changes: list[int]) -> None:
+        self.changes = changes
+        self.hub: ChannelHub | None = None
+        self.made = 0
+
+    def hub_for(self, request: Any) -> ChannelHub:
+        if self.hub is None:
+            self.made += 1
+            self.hub = named("board", self.changes)
+            self.hub.topic = "group=VN30"
+            self.hub.on_idle = self._drop
+        return self.hub
+
+    def _drop(self, hub: ChannelHub) -> None:
+        if self.hub is hub:
+            self.hub = None
+
+    def next_phase(self) -> int:
+        return 0
+
+
+def sequence(sent: list[bytes], channel: str) -> list[tuple[str, int, Any]]:
+    return [(m["type"], m["seq"], m["data"]) for m in map(json.loads, sent) if m["channel"] == channel]
+
+
+async def test_a_resubscribed_channel_gets_its_snapshot_and_never_the_deltas_queued_before_it() -> None:
+    """Deltas queued while the client was stuck, then an unsubscribe and a subscribe: what follows the new snapshot
+    is newer than it, on a channel whose hub lived on and on a topic whose hub was dropped and made again."""
+    topics = OneTopic(list(range(1, 30)))
+    hubs = {"market": named("market", list(range(1, 30)))}
+    socket = StalledSocket()
+    serving = asyncio.create_task(serve(socket, hubs, ["market"], topics))  # type: ignore[arg-type]
+    socket.inbox.put_nowait(Frame('{"op": "subscribe", "channel": "board", "group": "VN30"}'))
+    await asyncio.sleep(0.01)  # stuck on its first snapshot
+    for _ in range(3):
+        hubs["market"].broadcast()
+        assert topics.hub is not None
+        topics.hub.broadcast()  # deltas queued behind the stuck send
+    for request in ('{"op": "unsubscribe", "channel": "market"}', '{"op": "subscribe", "channel": "market"}',
+                    '{"op": "unsubscribe", "channel": "board", "group": "VN30"}',
+                    '{"op": "subscribe", "channel": "board", "group": "VN30"}'):
+        socket.inbox.put_nowait(Frame(request))
+    await asyncio.sleep(0.01)
+    assert topics.made == 2  # the topic's hub was dropped with its only client, then made anew
+    socket.release.set()
+    await asyncio.sleep(0.05)
+    market = sequence(socket.sent, "market")
+    assert [seq for _, seq, _ in market] == sorted({seq for _, seq, _ in market})  # never an older message later
+    assert market[-1][0::2] == ("snapshot", {"full": 3})  # the latest state, no older delta after it
+    board = sequence(socket.sent, "board")
+    assert board[-1][0] == "snapshot"  # the new hub's: the old hub's queued deltas are not sent after it
+    topics.hub.broadcast()  # type: ignore[union-attr]
+    hubs["market"].broadcast()
+    await asyncio.sleep(0.02)
+    assert sequence(socket.sent, "market")[-1][:2] == ("delta", market[-1][1] + 1)
+    assert sequence(socket.sent, "board")[-1][:2] == ("delta", board[-1][1] + 1)
+    await socket.close(1000, b"")
+    await serving

@@ -6,15 +6,19 @@ once per WS_THROTTLE_MS: a burst of KV updates becomes one `delta` message holdi
 encoded once for every client. A client first gets each channel's full state (a `snapshot`), then deltas. A client
 whose queue is full loses its queued deltas and is sent a fresh snapshot of every channel it follows instead
 (counted), so a slow client never holds the others back nor grows the gateway's memory, and never misses a change
-for good; a client stuck longer than WS_SEND_TIMEOUT_S on one send is disconnected.
+for good; a client that cannot take what is queued for it within WS_SEND_TIMEOUT_S is disconnected.
 
 The filtered channels (`board`, `trades`, `candles`: `services.gateway.topics`) have one hub per distinct
 subscription (its `topic`: a board filter's canonical form, or a symbol), shared by every client asking the same and
-dropped with its last client: what a topic broadcasts is encoded once for all of its clients.
+dropped with its last client: what a topic broadcasts is encoded once for all of its clients. Their sockets are
+served in WS_PHASES groups, each group's turn a fraction of the throttle interval after the previous one: every
+client still gets at most a message per topic per interval, but the gateway writes to a group at a time, not to all
+at once, so the last client of a turn waits for a fraction of the sockets, not for all of them.
 
 Messages: {"type": "snapshot" | "delta", "channel": "<name>", "topic": "<subscription>" (filtered channels only),
-"seq": <n per channel or topic>, "data": {...}}; a request the gateway cannot follow is answered
-{"type": "error", "channel": "<name or empty>", "seq": 0, "data": "<why>"}.
+"seq": <n>, "data": {...}}: a client's messages of one channel or topic come in increasing `seq` (with gaps where
+a message went to other clients only: a snapshot, another phase's delta); a request the gateway cannot follow is
+answered {"type": "error", "channel": "<name or empty>", "seq": 0, "data": "<why>"}.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 import structlog
@@ -77,20 +81,38 @@ class Topics(Protocol):
         """The hub serving what the request asks (made when new), or why it cannot be served."""
         ...
 
+    def next_phase(self) -> int:
+        """The phase a new socket's filtered channels are served in (the sockets spread evenly over them)."""
+        ...
+
+
+class Queued(NamedTuple):
+    """One message waiting in a client's queue: a hub's broadcast (`hub`, the `seq` it carries), or, without a hub,
+    an answer to that client alone (an empty one only wakes its writer)."""
+
+    hub: ChannelHub | None
+    seq: int
+    message: bytes
+
+
+_WAKE_UP = Queued(None, 0, b"")
+
 
 @dataclass(eq=False)
 class Client:
     """One socket and the channels it follows."""
 
     socket: web.WebSocketResponse
-    queue: asyncio.Queue[tuple[str, bytes]]  # (hub key, message); ("", answer) to it alone; ("", b"") a wake-up
+    queue: asyncio.Queue[Queued]
     hubs: dict[str, ChannelHub] = field(default_factory=dict)  # what it follows, by hub key
     needs_snapshot: set[str] = field(default_factory=set)  # hub keys whose full state it is sent next
+    sent_seq: dict[str, int] = field(default_factory=dict)  # per followed hub key: the seq it was sent last
+    phase: int = 0  # which of the throttle interval's phases serves its filtered channels
     writer: asyncio.Task[None] | None = None
     dropped: int = 0
 
     def follow(self, hub: ChannelHub) -> None:
-        if hub.key in self.hubs:
+        if self.hubs.get(hub.key) is hub:
             return
         self.hubs[hub.key] = hub
         hub.clients.add(self)
@@ -104,6 +126,7 @@ class Client:
             hub.clients.discard(self)
             WS_CLIENTS.labels(hub.name).dec()
             self.needs_snapshot.discard(key)
+            self.sent_seq.pop(key, None)
             hub.release_if_idle()
 
     def leave_all(self) -> None:
@@ -112,17 +135,24 @@ class Client:
 
     def wake(self) -> None:
         with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(("", b""))
+            self.queue.put_nowait(_WAKE_UP)
 
     def resync(self) -> None:
         """Drop what is queued; send every followed channel's full state instead (it includes what was dropped)."""
         while not self.queue.empty():
-            key, message = self.queue.get_nowait()
-            if message and key:
+            queued = self.queue.get_nowait()
+            if queued.hub is not None:
                 self.dropped += 1
-                WS_DROPPED.labels(key.split(":", 1)[0]).inc()
+                WS_DROPPED.labels(queued.hub.name).inc()
         self.needs_snapshot = set(self.hubs)
         self.wake()
+
+    def is_due(self, queued: Queued) -> bool:
+        """Whether a queued broadcast is still to be sent: from a hub it follows (not one it left, nor an earlier hub
+        of the same topic), newer than the last message of that hub it was sent (a snapshot sent meanwhile holds
+        it already)."""
+        hub = queued.hub
+        return hub is not None and self.hubs.get(hub.key) is hub and queued.seq > self.sent_seq.get(hub.key, 0)
 
 
 @dataclass
@@ -152,18 +182,27 @@ class ChannelHub:
         self.seq += 1
         return _encoder.encode(Envelope(kind, self.name, self.seq, data, self.topic))
 
-    def broadcast(self) -> None:
-        """Send what changed, once encoded, to every client."""
-        delta = self.delta()
-        if delta is None or not self.clients:
+    def snapshot(self) -> tuple[int, bytes]:
+        """The full state, as the next message: (its seq, the message)."""
+        WS_MESSAGES.labels(self.name, "snapshot").inc()
+        message = self.encode("snapshot", self.state())
+        return self.seq, message
+
+    def broadcast(self, phase: int | None = None) -> None:
+        """Send what changed, once encoded, to every client, or (a filtered channel's topic) to its clients of one
+        phase (its `delta` then holds what changed since that phase's last turn)."""
+        clients = list(self.clients) if phase is None else [c for c in self.clients if c.phase == phase]
+        delta = self.delta() if clients or phase is None else None  # a channel's delta is taken even unsent
+        if delta is None or not clients:
             return
         message = self.encode("delta", delta)
+        queued = Queued(self, self.seq, message)
         WS_MESSAGES.labels(self.name, "delta").inc()
-        for client in list(self.clients):
+        for client in clients:
             if self.key in client.needs_snapshot:
                 continue  # its writer sends the current full state next, which includes this
             try:
-                client.queue.put_nowait((self.key, message))
+                client.queue.put_nowait(queued)
             except asyncio.QueueFull:
                 client.resync()
 
@@ -180,7 +219,7 @@ async def serve(socket: web.WebSocketResponse, hubs: dict[str, ChannelHub], chan
                 topics: Topics | None = None) -> None:
     """Run one connected socket until it goes away: following `channels`, then whatever it subscribes to."""
     any_hub = next(iter(hubs.values()))
-    client = Client(socket, asyncio.Queue(any_hub.queue_size))
+    client = Client(socket, asyncio.Queue(any_hub.queue_size), phase=topics.next_phase() if topics else 0)
     for name in channels:
         client.follow(hubs[name])
     client.writer = asyncio.create_task(_write(client, any_hub.send_timeout_s), name="ws-writer")
@@ -225,22 +264,32 @@ def _handle(client: Client, hubs: dict[str, ChannelHub], topics: Topics | None, 
 def _answer_error(client: Client, channel: str, why: str) -> None:
     WS_MESSAGES.labels(channel or "none", "error").inc()
     with contextlib.suppress(asyncio.QueueFull):  # a client flooding bad requests loses the answers, not memory
-        # Queued under no channel: an answer to this client, not a broadcast of a channel it may not follow.
-        client.queue.put_nowait(("", _encoder.encode(Envelope("error", channel[:32], 0, why))))
+        # Queued under no hub: an answer to this client, not a broadcast of a channel it may not follow.
+        client.queue.put_nowait(Queued(None, 0, _encoder.encode(Envelope("error", channel[:32], 0, why))))
 
 
 async def _write(client: Client, send_timeout_s: float) -> None:
+    """The client's writer: at each wake-up, the full state of what it newly follows (or must resync), then all that
+    is queued, in order, in one go: a burst of frames written under one deadline, without a task or a timer per
+    message (a write only waits while the peer is not reading)."""
     socket = client.socket
     try:
         while not socket.closed:
-            key, message = await client.queue.get()
-            for wanted in sorted(client.needs_snapshot):
-                client.needs_snapshot.discard(wanted)
-                hub = client.hubs[wanted]
-                WS_MESSAGES.labels(hub.name, "snapshot").inc()
-                await _send(socket, hub.encode("snapshot", hub.state()), send_timeout_s)
-            if message and (not key or key in client.hubs):  # not a channel it left meanwhile
-                await _send(socket, message, send_timeout_s)
+            burst = [await client.queue.get()]
+            while not client.queue.empty():
+                burst.append(client.queue.get_nowait())
+            async with asyncio.timeout(send_timeout_s):
+                for wanted in sorted(client.needs_snapshot):
+                    client.needs_snapshot.discard(wanted)
+                    client.sent_seq[wanted], message = client.hubs[wanted].snapshot()
+                    await _send(socket, message)
+                for queued in burst:
+                    if queued.hub is None:
+                        if queued.message:
+                            await _send(socket, queued.message)
+                    elif client.is_due(queued):
+                        client.sent_seq[queued.hub.key] = queued.seq
+                        await _send(socket, queued.message)
     except TimeoutError:
         WS_EVICTED.labels(",".join(client.hubs) or "none").inc()
         log.warning("websocket client stuck; disconnecting", channels=list(client.hubs))
@@ -249,6 +298,6 @@ async def _write(client: Client, send_timeout_s: float) -> None:
         return  # the client went away mid-send
 
 
-async def _send(socket: web.WebSocketResponse, message: bytes, timeout_s: float) -> None:
+async def _send(socket: web.WebSocketResponse, message: bytes) -> None:
     # A text frame (browsers hand it to JSON.parse as is), from the bytes encoded once for everyone.
-    await asyncio.wait_for(socket.send_frame(message, WSMsgType.TEXT), timeout_s)
+    await socket.send_frame(message, WSMsgType.TEXT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ class Gateway(Actor):
                 queue_size=settings.ws_queue_size, send_timeout_s=settings.ws_send_timeout_s,
             )
         self.filtered = FilteredChannels(Board(self.view), self.tape, settings.ws_queue_size,
-                                         settings.ws_send_timeout_s)
+                                         settings.ws_send_timeout_s, settings.ws_phases)
         for bucket in WATCHED:
             watch = bus.BucketWatch(ctx.js, bucket, lambda key, value, b=bucket: self.view.apply(b, key, value),
                                     on_load=lambda entries, b=bucket: self.view.replace(b, entries))
@@ -97,7 +98,8 @@ class Gateway(Actor):
             self._watches.append(watch)
         self._derived = await bus.consume_from(ctx.js, DERIVED, [BASIS_POINT.wildcard, TRADE_CLASSIFIED.wildcard],
                                                self._on_derived, start_time=exchange_now() - DERIVED_HISTORY)
-        self._broadcaster = asyncio.create_task(self._broadcast_every(settings.ws_throttle_ms / 1000))
+        self._broadcaster = asyncio.create_task(self._broadcast_every(settings.ws_throttle_ms / 1000,
+                                                                      settings.ws_phases))
         self.history = HistoryApi(settings)
         self.history.start()
         app = self.make_app()
@@ -145,13 +147,22 @@ class Gateway(Actor):
         except msgspec.DecodeError:  # (ValidationError included) the recorder dead-letters it; the view skips it
             self.view.undecodable += 1
 
-    async def _broadcast_every(self, interval_s: float) -> None:
+    async def _broadcast_every(self, interval_s: float, phases: int) -> None:
+        """Each of the `phases` turns of every `interval_s`, on a fixed schedule: the time a turn takes does not push
+        the next one back (an update waits at most one interval); turns missed while the loop was busy are not made
+        up in a burst. The channels broadcast at the first turn, the filtered channels to one phase's sockets at
+        each."""
         assert self.filtered is not None
-        while True:
-            await asyncio.sleep(interval_s)
-            for hub in self.hubs.values():
-                hub.broadcast()
-            self.filtered.broadcast()
+        loop = asyncio.get_running_loop()
+        next_turn, step = loop.time(), interval_s / phases
+        for turn in itertools.count():
+            next_turn = max(next_turn + step, loop.time())
+            await asyncio.sleep(next_turn - loop.time())
+            phase = turn % phases
+            if phase == 0:
+                for hub in self.hubs.values():
+                    hub.broadcast()
+            self.filtered.broadcast(phase)
 
     def _websocket(self, channel: str | None) -> Any:
         """`/ws/<channel>` follows that channel; `/ws` the `channels` asked (comma-separated, none by default) and

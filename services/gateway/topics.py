@@ -8,11 +8,15 @@
 - `candles` (`"symbol": "FPT"`): snapshot `{"candles": [today's latest 1-minute candles, the forming one last]}`,
   deltas `{"candles": [the candles that changed]}`.
 
-Once a throttle tick, the board rows that changed are encoded once each (whatever the number of topics showing
-them), each topic's delta is assembled from those bytes and encoded once for all of its clients."""
+At each phase's turn (WS_PHASES of them spread over a throttle interval), what changed since that phase's last turn:
+the board rows that changed are encoded once each (whatever the number of topics showing them), each topic's delta
+is assembled from those bytes and encoded once for all of its clients of that phase."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import count
 from typing import Any
 
 import msgspec
@@ -30,21 +34,42 @@ WS_TOPICS = Gauge("stocktracker_gateway_ws_topics", "Distinct subscriptions of t
                   ["channel"])
 
 
+@dataclass
+class _Changes:
+    """What changed since a phase's last turn."""
+
+    rows: set[str] = field(default_factory=set)  # board rows, by symbol
+    trades: dict[str, list[ClassifiedTrade]] = field(default_factory=dict)  # new, in order, by symbol
+    candles: dict[str, dict[datetime, MinuteCandle]] = field(default_factory=dict)  # by symbol, by minute
+
+    def add(self, rows: set[str], trades: dict[str, list[ClassifiedTrade]],
+            candles: dict[str, list[MinuteCandle]]) -> None:
+        self.rows |= rows
+        for symbol, new in trades.items():
+            self.trades.setdefault(symbol, []).extend(new)
+        for symbol, changed in candles.items():
+            self.candles.setdefault(symbol, {}).update((candle.minute, candle) for candle in changed)
+
+
 class FilteredChannels:
     channels = frozenset({"board", "trades", "candles"})
 
-    def __init__(self, board: Board, tape: Tape, queue_size: int, send_timeout_s: float) -> None:
+    def __init__(self, board: Board, tape: Tape, queue_size: int, send_timeout_s: float, phases: int = 1) -> None:
         self.board = board
         self.tape = tape
         self.queue_size = queue_size
         self.send_timeout_s = send_timeout_s
+        self.phases = phases
         self.hubs: dict[str, ChannelHub] = {}  # by hub key
         self._encoded: dict[str, msgspec.Raw] = {}  # board rows' bytes, until they change
-        self._rows_changed: set[str] = set()  # this tick's
-        self._new_trades: dict[str, list[ClassifiedTrade]] = {}
-        self._changed_candles: dict[str, list[MinuteCandle]] = {}
+        self._pending = [_Changes() for _ in range(phases)]  # per phase, since its last turn
+        self._turn = _Changes()  # of the phase whose turn it is
+        self._sockets = count()
 
     # --- subscriptions -------------------------------------------------------------------------------------------
+
+    def next_phase(self) -> int:
+        return next(self._sockets) % self.phases
 
     def hub_for(self, request: Request) -> ChannelHub | str:
         if request.channel == "board":
@@ -62,9 +87,9 @@ class FilteredChannels:
             return f'{request.channel} is filtered by "symbol" only'
         if request.channel == "trades":
             return self._hub("trades", symbol, lambda: {"trades": self.tape.trades(symbol)},
-                             lambda: self._listed("trades", self._new_trades.get(symbol)))
+                             lambda: self._listed("trades", self._turn.trades.get(symbol)))
         return self._hub("candles", symbol, lambda: {"candles": self.tape.candles(symbol)},
-                         lambda: self._listed("candles", self._changed_candles.get(symbol)))
+                         lambda: self._listed("candles", self._turn_candles(symbol)))
 
     def _hub(self, channel: str, topic: str, state: Any, delta: Any) -> ChannelHub:
         key = f"{channel}:{topic}"
@@ -80,16 +105,23 @@ class FilteredChannels:
             del self.hubs[hub.key]
             WS_TOPICS.labels(hub.name).dec()
 
-    # --- once a tick ---------------------------------------------------------------------------------------------
+    # --- at each phase's turn -----------------------------------------------------------------------------------
 
-    def broadcast(self) -> None:
-        """Every topic's delta since the last tick, to its clients."""
-        self._rows_changed = self.board.view.take_board_changes()
-        for symbol in self._rows_changed:
+    def broadcast(self, phase: int = 0) -> None:
+        """Every topic's delta since `phase`'s last turn, to its clients of that phase."""
+        rows = self.board.view.take_board_changes()
+        for symbol in rows:
             self._encoded.pop(symbol, None)
-        self._new_trades, self._changed_candles = self.tape.take()
+        trades, candles = self.tape.take()
+        for pending in self._pending:
+            pending.add(rows, trades, candles)
+        self._turn, self._pending[phase] = self._pending[phase], _Changes()
         for hub in list(self.hubs.values()):
-            hub.broadcast()
+            hub.broadcast(phase)
+
+    def _turn_candles(self, symbol: str) -> list[MinuteCandle] | None:
+        changed = self._turn.candles.get(symbol)
+        return list(changed.values()) if changed else None
 
     def _row(self, symbol: str) -> msgspec.Raw | None:
         raw = self._encoded.get(symbol)
@@ -104,7 +136,7 @@ class FilteredChannels:
         return {symbol: self._row(symbol) for symbol in sorted(self.board.selects(board_filter))}
 
     def _board_delta(self, board_filter: BoardFilter) -> dict[str, msgspec.Raw | None] | None:
-        changed = self._rows_changed
+        changed = self._turn.rows
         if board_filter.symbols is not None and len(board_filter.symbols) < len(changed):
             changed = board_filter.symbols & changed
         chosen = sorted(symbol for symbol in changed if self.board.matches(board_filter, symbol))
