@@ -11,7 +11,8 @@ clients at the same tick, naive `send_bytes` loop.
 
 With --board, the price board of the whole simulated market (SIM_UNIVERSE=market: ~1,550 instruments across HOSE,
 HNX, UPCOM and VN30F): the simulated day's frames go through ingest's normalizer and the board tracker's core, the
-rows of the morning are loaded into KV `board`, then the rest of the day's row changes are written at --rate
+rows of the morning are loaded into KV `board`, then a writer process of its own writes the rest of the day's
+row changes at --rate
 updates/s, each stamped with the wall-clock time of the write (`last_updated`). Every client subscribes, on one
 socket, to the VN30 board and to a watchlist of 20 random symbols (1,000 distinct watchlists: one topic each).
 Measured: board rows delivered/s across all clients, staleness of every row delivered (arrival minus its write
@@ -30,11 +31,11 @@ import asyncio
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -100,11 +101,14 @@ def board_day(seed: int) -> tuple[list[str], list[BoardRow]]:
     return sorted(core.rows), changes
 
 
-async def write_board(settings: config.Settings, changes: list[BoardRow], rate: float,
-                      stop: asyncio.Event) -> tuple[int, float]:
-    """The day's row changes from the morning on, at `rate` a second (over again when they run out), in batches of
-    a 50th of a second, each stamped with the time it is written."""
-    nc = await bus.connect(settings, "bench-writer")
+async def write_board(nats_url: str, changes_file: str, rate: float) -> None:
+    """The writer's own process (so that a busy client process does not hold back the writes it stamps): the day's
+    row changes from the morning on, at `rate` a second (over again when they run out), in batches of a 50th of a
+    second, each stamped with the time it is written, until SIGTERM; then prints `<rows written> <seconds>`."""
+    changes = msgspec.json.decode(Path(changes_file).read_bytes(), type=list[BoardRow])
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    nc = await bus.connect(config.load({"NATS_URL": nats_url, "LOG_LEVEL": "warning"}), "bench-writer")
     kv = await nc.jetstream().key_value(str(Bucket.BOARD))
     start = int(len(changes) * MORNING_SHARE)
     written, tick = 0, 0.02
@@ -120,7 +124,23 @@ async def write_board(settings: config.Settings, changes: list[BoardRow], rate: 
         await asyncio.sleep(max(0.0, tick - (time.perf_counter() - began)))
     seconds = time.perf_counter() - first
     await nc.close()
-    return written, seconds  # (rows written, over how long)
+    print(written, seconds, flush=True)
+
+
+async def start_writer(nats_url: str, changes: list[BoardRow], rate: float) -> asyncio.subprocess.Process:
+    changes_file = Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "changes.json"
+    changes_file.write_bytes(msgspec.json.encode(changes))
+    return await asyncio.create_subprocess_exec(sys.executable, __file__, "--board-writer", str(changes_file),
+                                                "--nats-url", nats_url, "--rate", str(rate),
+                                                stdout=asyncio.subprocess.PIPE)
+
+
+async def stop_writer(writer: asyncio.subprocess.Process) -> tuple[int, float]:
+    """(rows written, over how long)"""
+    writer.terminate()
+    out, _ = await writer.communicate()
+    written, seconds = out.split()
+    return int(written), float(seconds)
 
 
 async def load_morning(settings: config.Settings, changes: list[BoardRow]) -> int:
@@ -150,19 +170,27 @@ class _BoardMessage(msgspec.Struct):
 _read_board = msgspec.json.Decoder(_BoardMessage).decode
 
 
-@dataclass
-class Tally:
-    arrivals: list[float] = field(default_factory=list)  # messages
+class Tally(msgspec.Struct):
+    """What a process of clients received over the measurement (sent back to the bench's process as JSON)."""
+
+    arrivals: int = 0  # messages
     rows: int = 0  # board rows delivered
-    staleness: list[float] = field(default_factory=list)
-    sizes: dict[str, list[int]] = field(default_factory=lambda: {"vn30": [], "watchlist": []})
+    staleness: list[float] = msgspec.field(default_factory=list)
+    sizes: dict[str, list[int]] = msgspec.field(default_factory=lambda: {"vn30": [], "watchlist": []})
+    cpu: dict[str, float] = msgspec.field(default_factory=dict)  # CPU seconds over the measurement, by process
 
     def clear(self) -> None:
-        self.arrivals.clear()
+        self.arrivals = self.rows = 0
         self.staleness.clear()
-        self.rows = 0
         for sizes in self.sizes.values():
             sizes.clear()
+
+    def add(self, other: Tally) -> None:
+        self.arrivals += other.arrivals
+        self.rows += other.rows
+        self.staleness += other.staleness
+        for kind, sizes in other.sizes.items():
+            self.sizes[kind] += sizes
 
 
 async def board_client(http: aiohttp.ClientSession, url: str, watchlist: list[str], tally: Tally,
@@ -175,7 +203,7 @@ async def board_client(http: aiohttp.ClientSession, url: str, watchlist: list[st
             now = time.time()
             if stop.is_set():
                 break
-            tally.arrivals.append(now)
+            tally.arrivals += 1
             if message.data.startswith('{"sent"'):  # the baseline's
                 tally.staleness.append(now - json.loads(message.data)["sent"])
                 continue
@@ -189,7 +217,10 @@ async def board_client(http: aiohttp.ClientSession, url: str, watchlist: list[st
                     tally.staleness.append(now - stamp.last_updated.timestamp())
 
 
-async def measure_board(url: str, watchlists: list[list[str]], seconds: float) -> Tally:
+async def board_clients(url: str, watchlists_file: str, part: int, parts: int, seconds: float) -> None:
+    """A process of clients (its `part` of the watchlists, every `parts`-th): connects them, says `ready`, waits for
+    `go` on stdin, lets 2 s pass (every snapshot sent), then measures `seconds` and prints its Tally."""
+    watchlists = msgspec.json.decode(Path(watchlists_file).read_bytes(), type=list[list[str]])[part::parts]
     tally, ready, stop = Tally(), asyncio.Event(), asyncio.Event()
     connected = [0]
 
@@ -202,13 +233,51 @@ async def measure_board(url: str, watchlists: list[list[str]], seconds: float) -
         tasks = [asyncio.create_task(board_client(http, url, watchlist, tally, one_more, stop))
                  for watchlist in watchlists]
         await asyncio.wait_for(ready.wait(), 180)
-        await asyncio.sleep(2.0)  # every snapshot sent
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await asyncio.sleep(2.0)
         tally.clear()
         await asyncio.sleep(seconds)
         stop.set()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    sys.stdout.buffer.write(msgspec.json.encode(tally))
+    sys.stdout.flush()
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    times = {name: psutil.Process(pid).cpu_times() for name, pid in pids.items()}
+    return {name: spent.user + spent.system for name, spent in times.items()}
+
+
+async def measure_board(url: str, watchlists: list[list[str]], seconds: float, processes: int,
+                        cpu_of: dict[str, int]) -> Tally:
+    """What the clients, spread over `processes` processes of their own, receive over `seconds` once all are
+    connected and have their snapshots; and the CPU seconds each process (`cpu_of`, by name, and the clients'
+    processes) spent meanwhile."""
+    watchlists_file = Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "watchlists.json"
+    watchlists_file.write_bytes(msgspec.json.encode(watchlists))
+    parts = [await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--board-clients", url, "--watchlists", str(watchlists_file), "--part", str(part),
+        "--parts", str(processes), "--seconds", str(seconds), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, limit=2**30) for part in range(processes)]
+    for process in parts:
+        assert process.stdout is not None
+        if await asyncio.wait_for(process.stdout.readline(), 240) != b"ready\n":
+            raise RuntimeError("a process of clients did not connect")
+    for process in parts:
+        process.stdin.write(b"go\n")  # type: ignore[union-attr]
+        await process.stdin.drain()  # type: ignore[union-attr]
+    watched = {**cpu_of, **{f"clients {n + 1}": process.pid for n, process in enumerate(parts)}}
+    await asyncio.sleep(2.0)
+    cpu_before = cpu_seconds(watched)
+    await asyncio.sleep(seconds)
+    cpu_after = cpu_seconds(watched)
+    tally = Tally(cpu={name: spent - cpu_before[name] for name, spent in cpu_after.items()})
+    for process in parts:
+        out, _ = await process.communicate()
+        tally.add(msgspec.json.decode(out, type=Tally))
     return tally
 
 
@@ -339,25 +408,25 @@ async def start_gateway(nats_url: str, port: int, args: argparse.Namespace) -> a
 async def main_board(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     symbols, changes = board_day(args.seed)
-    made_s = time.perf_counter() - began
+    made_s, changed = time.perf_counter() - began, len(changes)
     picker = random.Random(args.seed)
     watchlists = [picker.sample(symbols, WATCHLIST) for _ in range(args.clients)]
     nats, settings = await start_nats()
     loaded = await load_morning(settings, changes)
     port, bare_port = free_port(), free_port()
     gateway = await start_gateway(nats.url, port, args)
-    stop_writing = asyncio.Event()
-    writer: asyncio.Task[tuple[int, float]] | None = None
-    bare = None
+    writer = bare = None
     try:
         await wait_until_serving(f"http://127.0.0.1:{port}/healthz")
         await wait_until(lambda: board_rows(port), loaded)
         rss_before = psutil.Process(gateway.pid).memory_info().rss
-        writer = asyncio.create_task(write_board(settings, changes, args.rate, stop_writing))
-        tally = await measure_board(f"http://127.0.0.1:{port}/ws", watchlists, args.seconds)
+        writer = await start_writer(nats.url, changes, args.rate)
+        assert nats.process is not None
+        tally = await measure_board(f"http://127.0.0.1:{port}/ws", watchlists, args.seconds, args.client_processes,
+                                    {"gateway": gateway.pid, "nats-server": nats.process.pid, "writer": writer.pid})
         rss = psutil.Process(gateway.pid).memory_info().rss
-        stop_writing.set()
-        written, writing_s = await writer
+        written, writing_s = await stop_writer(writer)
+        writer = None
         shared_bytes = int(sum(tally.sizes["vn30"]) / max(1, len(tally.sizes["vn30"])))
         own_bytes = int(sum(tally.sizes["watchlist"]) / max(1, len(tally.sizes["watchlist"])))
         # the watchlist deltas the gateway sent, as a share of (clients x ticks): a watchlist that did not change
@@ -365,25 +434,28 @@ async def main_board(args: argparse.Namespace) -> None:
         own_share = len(tally.sizes["watchlist"]) / (args.clients * args.seconds * 1000 / args.throttle_ms)
         bare = await start_bare(bare_port, args.throttle_ms, shared_bytes, own_bytes, min(1.0, own_share))
         await wait_until_serving(f"http://127.0.0.1:{bare_port}/")
-        baseline = await measure_board(f"http://127.0.0.1:{bare_port}/ws", watchlists, args.seconds)
+        baseline = await measure_board(f"http://127.0.0.1:{bare_port}/ws", watchlists, args.seconds,
+                                       args.client_processes, {"bare server": bare.pid})
     finally:
-        stop_writing.set()
-        if writer is not None and not writer.done():
-            await writer
+        if writer is not None:
+            await stop_writer(writer)
         await stop(gateway, bare, nats=nats)
-    delivered, bare_delivered = len(tally.arrivals) / args.seconds, len(baseline.arrivals) / args.seconds
+    delivered, bare_delivered = tally.arrivals / args.seconds, baseline.arrivals / args.seconds
     p99_ms = percentile(tally.staleness, 0.99) * 1000
     print(f"board of the whole simulated market: {len(symbols):,} instruments ({loaded:,} rows loaded), "
-          f"{len(changes):,} row changes in the day (made in {made_s:.1f} s); {written / writing_s:,.0f} row "
+          f"{changed:,} row changes in the day (made in {made_s:.1f} s); {written / writing_s:,.0f} row "
           f"updates/s written; {args.clients} clients each on VN30 + a watchlist of {WATCHLIST}; "
           f"WS_THROTTLE_MS={args.throttle_ms}; {os.cpu_count()} cores")
     print(f"gateway: {delivered:,.0f} messages/s, {tally.rows / args.seconds:,.0f} board rows/s delivered; "
           f"staleness p50 {percentile(tally.staleness, 0.5) * 1000:.0f} ms, p99 {p99_ms:.0f} ms; RSS "
           f"{rss / 1e6:.0f} MB (before clients {rss_before / 1e6:.0f} MB); messages {shared_bytes:,} B (VN30) and "
           f"{own_bytes:,} B (watchlist) on average")
+    print(f"CPU over the {args.seconds:.0f} s measured: " + ", ".join(
+        f"{name} {spent:.1f} s" for name, spent in tally.cpu.items()))
     bare_p50, bare_p99 = (percentile(baseline.staleness, share) * 1000 for share in (0.5, 0.99))
     print(f"baseline bare aiohttp, same payload sizes: {bare_delivered:,.0f} messages/s; latency p50 "
-          f"{bare_p50:.0f} ms, p99 {bare_p99:.0f} ms")
+          f"{bare_p50:.0f} ms, p99 {bare_p99:.0f} ms; CPU " + ", ".join(
+              f"{name} {spent:.1f} s" for name, spent in baseline.cpu.items()))
     print(f"ratio delivered gateway / baseline: {delivered / bare_delivered:.2f}; target p99 staleness < "
           f"{args.throttle_ms + 100} ms: {'met' if p99_ms < args.throttle_ms + 100 else 'MISSED'}; "
           f"RSS < 300 MB: {'met' if rss < 300e6 else 'MISSED'}")
@@ -451,10 +523,23 @@ if __name__ == "__main__":
     parser.add_argument("--payload", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--own-payload", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--own-share", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--client-processes", type=int, default=2,
+                        help="--board: processes the clients are spread over")
+    parser.add_argument("--board-writer", help=argparse.SUPPRESS)
+    parser.add_argument("--board-clients", help=argparse.SUPPRESS)
+    parser.add_argument("--watchlists", help=argparse.SUPPRESS)
+    parser.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.rate is None:
         arguments.rate = 1_000.0 if arguments.board else 500.0
-    if arguments.bare_server:
+    if arguments.board_clients:
+        asyncio.run(board_clients(arguments.board_clients, arguments.watchlists, arguments.part, arguments.parts,
+                                  arguments.seconds))
+    elif arguments.board_writer:
+        asyncio.run(write_board(arguments.nats_url, arguments.board_writer, arguments.rate))
+    elif arguments.bare_server:
         bare_server(arguments.bare_server, arguments.throttle_ms / 1000, arguments.payload, arguments.own_payload,
                     arguments.own_share)
     else:
