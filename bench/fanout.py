@@ -1,26 +1,30 @@
 """WebSocket fan-out: N clients on the gateway while the market changes fast.
 
+Every part runs in a process of its own: the gateway (default WS_THROTTLE_MS), nats-server, a writer, the clients
+(spread over --client-processes), so that a busy client process neither holds back the writes it stamps nor the
+arrivals it times more than a client machine would. CPU seconds of each process over the measured window are
+printed.
+
 A writer updates every symbol's session stats in KV at --rate updates/s (as the classifier would at a busy open),
-each value stamped with the wall-clock time of the write. The gateway (its own process, default WS_THROTTLE_MS)
-coalesces them into one delta per throttle tick for all clients. Measured over --seconds:
+each value stamped with the wall-clock time of the write. The gateway coalesces them into one delta per throttle
+tick for all clients of `/ws/market`. Measured over --seconds:
 - delivered messages/s across all clients;
 - staleness: arrival at a client minus the write time of the newest update the message carries (p50, p99);
 - the gateway process's RSS.
-Baseline, same run: a bare aiohttp server (its own process) broadcasting a same-sized payload to the same number of
-clients at the same tick, naive `send_bytes` loop.
+Baseline, same run: a bare aiohttp server broadcasting a same-sized payload to the same number of clients at the
+same tick, naive `send_str` loop.
 
 With --board, the price board of the whole simulated market (SIM_UNIVERSE=market: ~1,550 instruments across HOSE,
 HNX, UPCOM and VN30F): the simulated day's frames go through ingest's normalizer and the board tracker's core, the
-rows of the morning are loaded into KV `board`, then a writer process of its own writes the rest of the day's
-row changes at --rate
+rows of the morning are loaded into KV `board`, then the writer writes the rest of the day's row changes at --rate
 updates/s, each stamped with the wall-clock time of the write (`last_updated`). Every client subscribes, on one
 socket, to the VN30 board and to a watchlist of 20 random symbols (1,000 distinct watchlists: one topic each).
 Measured: board rows delivered/s across all clients, staleness of every row delivered (arrival minus its write
-time: it includes the wait for the next throttle tick), the gateway's RSS. Baseline, same run: a bare aiohttp server
-sending every client, each tick, one shared message the size of the gateway's VN30 deltas and one encoded for it
-alone the size of its watchlist deltas.
+time: it includes the wait for the client's next turn, at most a throttle interval), the gateway's RSS. Baseline,
+same run: a bare aiohttp server sending every client, each tick, one shared message the size of the gateway's VN30
+deltas and one encoded for it alone the size of its watchlist deltas.
 
-    python bench/fanout.py [--clients 1000] [--seconds 10] [--rate 500]
+    python bench/fanout.py [--clients 1000] [--seconds 10] [--rate 500] [--client-processes 2]
     python bench/fanout.py --board [--clients 1000] [--seconds 10] [--rate 1000]
 """
 
@@ -43,6 +47,7 @@ import aiohttp
 import msgspec
 import psutil
 from aiohttp import web
+from nats.js.kv import KeyValue
 
 from launcher.local import NatsServer, free_port
 from services.board.core import BoardCore
@@ -64,9 +69,8 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
-async def write_updates(settings: config.Settings, rate: float, stop: asyncio.Event) -> int:
-    nc = await bus.connect(settings, "bench-writer")
-    kv = await nc.jetstream().key_value(str(Bucket.SESSION_STATS))
+async def write_stats(kv: KeyValue, rate: float, stop: asyncio.Event) -> int:
+    """Session stats of SYMBOLS in turn, `rate` a second, each stamped with the time it is written."""
     day = datetime.now(EXCHANGE_TZ).date()
     written = 0
     interval = 1 / rate
@@ -77,7 +81,6 @@ async def write_updates(settings: config.Settings, rate: float, stop: asyncio.Ev
         await kv.put(symbol, msgspec.json.encode(stats))
         written += 1
         await asyncio.sleep(interval)
-    await nc.close()
     return written
 
 
@@ -101,19 +104,12 @@ def board_day(seed: int) -> tuple[list[str], list[BoardRow]]:
     return sorted(core.rows), changes
 
 
-async def write_board(nats_url: str, changes_file: str, rate: float) -> None:
-    """The writer's own process (so that a busy client process does not hold back the writes it stamps): the day's
-    row changes from the morning on, at `rate` a second (over again when they run out), in batches of a 50th of a
-    second, each stamped with the time it is written, until SIGTERM; then prints `<rows written> <seconds>`."""
-    changes = msgspec.json.decode(Path(changes_file).read_bytes(), type=list[BoardRow])
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    nc = await bus.connect(config.load({"NATS_URL": nats_url, "LOG_LEVEL": "warning"}), "bench-writer")
-    kv = await nc.jetstream().key_value(str(Bucket.BOARD))
+async def write_board(kv: KeyValue, changes: list[BoardRow], rate: float, stop: asyncio.Event) -> int:
+    """The day's row changes from the morning on, at `rate` a second (over again when they run out), in batches of
+    a 50th of a second, each stamped with the time it is written."""
     start = int(len(changes) * MORNING_SHARE)
     written, tick = 0, 0.02
     per_tick = max(1, round(rate * tick))
-    first = time.perf_counter()
     while not stop.is_set():
         began = time.perf_counter()
         batch = [changes[start + (written + n) % (len(changes) - start)] for n in range(per_tick)]
@@ -122,21 +118,39 @@ async def write_board(nats_url: str, changes_file: str, rate: float) -> None:
                                for row in batch))
         written += len(batch)
         await asyncio.sleep(max(0.0, tick - (time.perf_counter() - began)))
+    return written
+
+
+async def writer_process(nats_url: str, changes_file: str | None, rate: float) -> None:
+    """The writer's own process (a busy client process would hold back the writes it stamps): board rows from
+    `changes_file`, else session stats, until SIGTERM; then prints `<written> <seconds>`."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    nc = await bus.connect(config.load({"NATS_URL": nats_url, "LOG_LEVEL": "warning"}), "bench-writer")
+    first = time.perf_counter()
+    if changes_file:
+        changes = msgspec.json.decode(Path(changes_file).read_bytes(), type=list[BoardRow])
+        first = time.perf_counter()
+        written = await write_board(await nc.jetstream().key_value(str(Bucket.BOARD)), changes, rate, stop)
+    else:
+        written = await write_stats(await nc.jetstream().key_value(str(Bucket.SESSION_STATS)), rate, stop)
     seconds = time.perf_counter() - first
     await nc.close()
     print(written, seconds, flush=True)
 
 
-async def start_writer(nats_url: str, changes: list[BoardRow], rate: float) -> asyncio.subprocess.Process:
-    changes_file = Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "changes.json"
-    changes_file.write_bytes(msgspec.json.encode(changes))
-    return await asyncio.create_subprocess_exec(sys.executable, __file__, "--board-writer", str(changes_file),
-                                                "--nats-url", nats_url, "--rate", str(rate),
-                                                stdout=asyncio.subprocess.PIPE)
+async def start_writer(nats_url: str, rate: float, changes: list[BoardRow] | None = None) -> asyncio.subprocess.Process:
+    board = []
+    if changes is not None:
+        changes_file = Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "changes.json"
+        changes_file.write_bytes(msgspec.json.encode(changes))
+        board = ["--board-changes", str(changes_file)]
+    return await asyncio.create_subprocess_exec(sys.executable, __file__, "--writer", "--nats-url", nats_url,
+                                                "--rate", str(rate), *board, stdout=asyncio.subprocess.PIPE)
 
 
 async def stop_writer(writer: asyncio.subprocess.Process) -> tuple[int, float]:
-    """(rows written, over how long)"""
+    """(written, over how long)"""
     writer.terminate()
     out, _ = await writer.communicate()
     written, seconds = out.split()
@@ -217,10 +231,48 @@ async def board_client(http: aiohttp.ClientSession, url: str, watchlist: list[st
                     tally.staleness.append(now - stamp.last_updated.timestamp())
 
 
-async def board_clients(url: str, watchlists_file: str, part: int, parts: int, seconds: float) -> None:
-    """A process of clients (its `part` of the watchlists, every `parts`-th): connects them, says `ready`, waits for
-    `go` on stdin, lets 2 s pass (every snapshot sent), then measures `seconds` and prints its Tally."""
-    watchlists = msgspec.json.decode(Path(watchlists_file).read_bytes(), type=list[list[str]])[part::parts]
+class _Stats(msgspec.Struct):
+    last_updated: datetime
+
+
+class _MarketDelta(msgspec.Struct):
+    quotes: dict[str, _Stats | None] = {}
+
+
+class _MarketMessage(msgspec.Struct):
+    """What a bench client reads of a `market` message: the write time of each quote in a delta."""
+
+    type: str
+    data: _MarketDelta | None = None
+
+
+_read_market = msgspec.json.Decoder(_MarketMessage).decode
+
+
+async def market_client(http: aiohttp.ClientSession, url: str, tally: Tally, ready: Callable[[], None],
+                        stop: asyncio.Event) -> None:
+    """On `/ws/market`: the staleness of a delta is that of the newest quote it carries."""
+    async with http.ws_connect(url, max_msg_size=0) as socket:
+        ready()
+        async for message in socket:
+            now = time.time()
+            if stop.is_set():
+                break
+            tally.arrivals += 1
+            if message.data.startswith('{"sent"'):  # the baseline's
+                tally.staleness.append(now - json.loads(message.data)["sent"])
+                continue
+            body = _read_market(message.data)
+            stamps = [q.last_updated.timestamp() for q in (body.data.quotes if body.data else {}).values() if q]
+            if body.type == "delta" and stamps:
+                tally.staleness.append(now - max(stamps))
+
+
+async def clients_process(url: str, watchlists_file: str, part: int, parts: int, seconds: float) -> None:
+    """A process of clients (its `part` of the clients, every `parts`-th; a watchlist each: on the board, else
+    None: on `/ws/market`): connects them, says `ready`, waits for `go` on stdin, lets 2 s pass (every snapshot
+    sent), then measures `seconds` and prints its Tally."""
+    watchlists = msgspec.json.decode(Path(watchlists_file).read_bytes(), type=list[list[str] | None])[part::parts]
     tally, ready, stop = Tally(), asyncio.Event(), asyncio.Event()
     connected = [0]
 
@@ -230,7 +282,8 @@ async def board_clients(url: str, watchlists_file: str, part: int, parts: int, s
             ready.set()
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        tasks = [asyncio.create_task(board_client(http, url, watchlist, tally, one_more, stop))
+        tasks = [asyncio.create_task(board_client(http, url, watchlist, tally, one_more, stop) if watchlist
+                                     else market_client(http, url, tally, one_more, stop))
                  for watchlist in watchlists]
         await asyncio.wait_for(ready.wait(), 180)
         print("ready", flush=True)
@@ -251,15 +304,15 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return {name: spent.user + spent.system for name, spent in times.items()}
 
 
-async def measure_board(url: str, watchlists: list[list[str]], seconds: float, processes: int,
-                        cpu_of: dict[str, int]) -> Tally:
+async def measure(url: str, watchlists: list[list[str]] | list[None], seconds: float, processes: int,
+                  cpu_of: dict[str, int]) -> Tally:
     """What the clients, spread over `processes` processes of their own, receive over `seconds` once all are
     connected and have their snapshots; and the CPU seconds each process (`cpu_of`, by name, and the clients'
     processes) spent meanwhile."""
     watchlists_file = Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "watchlists.json"
     watchlists_file.write_bytes(msgspec.json.encode(watchlists))
     parts = [await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--board-clients", url, "--watchlists", str(watchlists_file), "--part", str(part),
+        sys.executable, __file__, "--clients-of", url, "--watchlists", str(watchlists_file), "--part", str(part),
         "--parts", str(processes), "--seconds", str(seconds), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, limit=2**30) for part in range(processes)]
     for process in parts:
@@ -279,47 +332,6 @@ async def measure_board(url: str, watchlists: list[list[str]], seconds: float, p
         out, _ = await process.communicate()
         tally.add(msgspec.json.decode(out, type=Tally))
     return tally
-
-
-async def client(http: aiohttp.ClientSession, url: str, arrivals: list[float], staleness: list[float], stamped: bool,
-                 ready: asyncio.Event, connected: list[int], stop: asyncio.Event) -> None:
-    async with http.ws_connect(url, max_msg_size=0) as socket:
-        connected[0] += 1
-        if connected[0] == connected[1]:
-            ready.set()
-        async for message in socket:
-            now = time.time()
-            if stop.is_set():
-                break
-            arrivals.append(now)
-            body = json.loads(message.data)
-            if stamped and body.get("type") == "delta":
-                newest = max(datetime.fromisoformat(q["last_updated"]).timestamp()
-                             for q in body["data"]["quotes"].values() if q)
-                staleness.append(now - newest)
-            elif not stamped:
-                staleness.append(now - body["sent"])
-
-
-async def measure(url: str, clients: int, seconds: float, stamped: bool) -> tuple[float, list[float]]:
-    arrivals: list[float] = []
-    staleness: list[float] = []
-    ready, stop = asyncio.Event(), asyncio.Event()
-    connected = [0, clients]
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        tasks = [asyncio.create_task(client(http, url, arrivals, staleness, stamped, ready, connected, stop))
-                 for _ in range(clients)]
-        await asyncio.wait_for(ready.wait(), 120)
-        await asyncio.sleep(1.0)
-        arrivals.clear()
-        staleness.clear()
-        await asyncio.sleep(seconds)
-        stop.set()
-        delivered = len(arrivals) / seconds
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return delivered, staleness
 
 
 async def wait_until_serving(url: str) -> None:
@@ -420,9 +432,9 @@ async def main_board(args: argparse.Namespace) -> None:
         await wait_until_serving(f"http://127.0.0.1:{port}/healthz")
         await wait_until(lambda: board_rows(port), loaded)
         rss_before = psutil.Process(gateway.pid).memory_info().rss
-        writer = await start_writer(nats.url, changes, args.rate)
+        writer = await start_writer(nats.url, args.rate, changes)
         assert nats.process is not None
-        tally = await measure_board(f"http://127.0.0.1:{port}/ws", watchlists, args.seconds, args.client_processes,
+        tally = await measure(f"http://127.0.0.1:{port}/ws", watchlists, args.seconds, args.client_processes,
                                     {"gateway": gateway.pid, "nats-server": nats.process.pid, "writer": writer.pid})
         rss = psutil.Process(gateway.pid).memory_info().rss
         written, writing_s = await stop_writer(writer)
@@ -434,7 +446,7 @@ async def main_board(args: argparse.Namespace) -> None:
         own_share = len(tally.sizes["watchlist"]) / (args.clients * args.seconds * 1000 / args.throttle_ms)
         bare = await start_bare(bare_port, args.throttle_ms, shared_bytes, own_bytes, min(1.0, own_share))
         await wait_until_serving(f"http://127.0.0.1:{bare_port}/")
-        baseline = await measure_board(f"http://127.0.0.1:{bare_port}/ws", watchlists, args.seconds,
+        baseline = await measure(f"http://127.0.0.1:{bare_port}/ws", watchlists, args.seconds,
                                        args.client_processes, {"bare server": bare.pid})
     finally:
         if writer is not None:
@@ -450,12 +462,10 @@ async def main_board(args: argparse.Namespace) -> None:
           f"staleness p50 {percentile(tally.staleness, 0.5) * 1000:.0f} ms, p99 {p99_ms:.0f} ms; RSS "
           f"{rss / 1e6:.0f} MB (before clients {rss_before / 1e6:.0f} MB); messages {shared_bytes:,} B (VN30) and "
           f"{own_bytes:,} B (watchlist) on average")
-    print(f"CPU over the {args.seconds:.0f} s measured: " + ", ".join(
-        f"{name} {spent:.1f} s" for name, spent in tally.cpu.items()))
+    print(f"CPU over the {args.seconds:.0f} s measured: {cpu_shares(tally)}")
     bare_p50, bare_p99 = (percentile(baseline.staleness, share) * 1000 for share in (0.5, 0.99))
     print(f"baseline bare aiohttp, same payload sizes: {bare_delivered:,.0f} messages/s; latency p50 "
-          f"{bare_p50:.0f} ms, p99 {bare_p99:.0f} ms; CPU " + ", ".join(
-              f"{name} {spent:.1f} s" for name, spent in baseline.cpu.items()))
+          f"{bare_p50:.0f} ms, p99 {bare_p99:.0f} ms; CPU {cpu_shares(baseline)}")
     print(f"ratio delivered gateway / baseline: {delivered / bare_delivered:.2f}; target p99 staleness < "
           f"{args.throttle_ms + 100} ms: {'met' if p99_ms < args.throttle_ms + 100 else 'MISSED'}; "
           f"RSS < 300 MB: {'met' if rss < 300e6 else 'MISSED'}")
@@ -475,40 +485,50 @@ async def wait_until(count: Callable[[], Awaitable[int]], wanted: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    nats, settings = await start_nats()
-    port = free_port()
+    nats, _ = await start_nats()
+    port, bare_port = free_port(), free_port()
     gateway = await start_gateway(nats.url, port, args)
-    stop_writing = asyncio.Event()
-    writer = asyncio.create_task(write_updates(settings, args.rate, stop_writing))
-    bare_port = free_port()
-    bare = None
+    writer = bare = None
     try:
         await wait_until_serving(f"http://127.0.0.1:{port}/healthz")
+        writer = await start_writer(nats.url, args.rate)
         await asyncio.sleep(1)
         rss_before = psutil.Process(gateway.pid).memory_info().rss
-        delivered, staleness = await measure(f"http://127.0.0.1:{port}/ws/market", args.clients, args.seconds, True)
+        assert nats.process is not None
+        tally = await measure(f"http://127.0.0.1:{port}/ws/market", [None] * args.clients, args.seconds,
+                              args.client_processes,
+                              {"gateway": gateway.pid, "nats-server": nats.process.pid, "writer": writer.pid})
         rss = psutil.Process(gateway.pid).memory_info().rss
+        written, writing_s = await stop_writer(writer)
+        writer = None
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/api/market/snapshot") as r:
             payload = len(await r.read()) // 2
         bare = await start_bare(bare_port, args.throttle_ms, payload)
         await wait_until_serving(f"http://127.0.0.1:{bare_port}/")
-        bare_delivered, bare_latency = await measure(f"http://127.0.0.1:{bare_port}/ws", args.clients, args.seconds,
-                                                     False)
+        baseline = await measure(f"http://127.0.0.1:{bare_port}/ws", [None] * args.clients, args.seconds,
+                                 args.client_processes, {"bare server": bare.pid})
     finally:
-        stop_writing.set()
-        written = await writer
+        if writer is not None:
+            await stop_writer(writer)
         await stop(gateway, bare, nats=nats)
+    delivered, bare_delivered = tally.arrivals / args.seconds, baseline.arrivals / args.seconds
+    p99_ms = percentile(tally.staleness, 0.99) * 1000
     print(f"{args.clients} clients on /ws/market, WS_THROTTLE_MS={args.throttle_ms}, "
-          f"{written / (args.seconds + 3):,.0f} KV updates/s over {len(SYMBOLS)} symbols, {os.cpu_count()} cores")
-    print(f"gateway: {delivered:,.0f} messages/s delivered; staleness p50 {percentile(staleness, 0.5) * 1000:.0f} ms,"
-          f" p99 {percentile(staleness, 0.99) * 1000:.0f} ms; RSS {rss / 1e6:.0f} MB "
+          f"{written / writing_s:,.0f} KV updates/s over {len(SYMBOLS)} symbols, {os.cpu_count()} cores")
+    print(f"gateway: {delivered:,.0f} messages/s delivered; staleness p50 "
+          f"{percentile(tally.staleness, 0.5) * 1000:.0f} ms, p99 {p99_ms:.0f} ms; RSS {rss / 1e6:.0f} MB "
           f"(before clients {rss_before / 1e6:.0f} MB)")
+    print(f"CPU over the {args.seconds:.0f} s measured: {cpu_shares(tally)}")
     print(f"baseline bare aiohttp broadcast: {bare_delivered:,.0f} messages/s; latency p50 "
-          f"{percentile(bare_latency, 0.5) * 1000:.0f} ms, p99 {percentile(bare_latency, 0.99) * 1000:.0f} ms")
-    p99_ms = percentile(staleness, 0.99) * 1000
+          f"{percentile(baseline.staleness, 0.5) * 1000:.0f} ms, p99 {percentile(baseline.staleness, 0.99) * 1000:.0f}"
+          f" ms; CPU {cpu_shares(baseline)}")
     print(f"ratio delivered gateway / baseline: {delivered / bare_delivered:.2f}; target p99 staleness < "
           f"{args.throttle_ms + 100} ms: {'met' if p99_ms < args.throttle_ms + 100 else 'MISSED'}; "
           f"RSS < 200 MB: {'met' if rss < 200e6 else 'MISSED'}")
+
+
+def cpu_shares(tally: Tally) -> str:
+    return ", ".join(f"{name} {spent:.1f} s" for name, spent in tally.cpu.items())
 
 
 if __name__ == "__main__":
@@ -523,10 +543,10 @@ if __name__ == "__main__":
     parser.add_argument("--payload", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--own-payload", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--own-share", type=float, default=0.0, help=argparse.SUPPRESS)
-    parser.add_argument("--client-processes", type=int, default=2,
-                        help="--board: processes the clients are spread over")
-    parser.add_argument("--board-writer", help=argparse.SUPPRESS)
-    parser.add_argument("--board-clients", help=argparse.SUPPRESS)
+    parser.add_argument("--client-processes", type=int, default=2, help="processes the clients are spread over")
+    parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--board-changes", help=argparse.SUPPRESS)
+    parser.add_argument("--clients-of", help=argparse.SUPPRESS)
     parser.add_argument("--watchlists", help=argparse.SUPPRESS)
     parser.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
@@ -534,11 +554,11 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     if arguments.rate is None:
         arguments.rate = 1_000.0 if arguments.board else 500.0
-    if arguments.board_clients:
-        asyncio.run(board_clients(arguments.board_clients, arguments.watchlists, arguments.part, arguments.parts,
-                                  arguments.seconds))
-    elif arguments.board_writer:
-        asyncio.run(write_board(arguments.nats_url, arguments.board_writer, arguments.rate))
+    if arguments.clients_of:
+        asyncio.run(clients_process(arguments.clients_of, arguments.watchlists, arguments.part, arguments.parts,
+                                    arguments.seconds))
+    elif arguments.writer:
+        asyncio.run(writer_process(arguments.nats_url, arguments.board_changes, arguments.rate))
     elif arguments.bare_server:
         bare_server(arguments.bare_server, arguments.throttle_ms / 1000, arguments.payload, arguments.own_payload,
                     arguments.own_share)
