@@ -28,6 +28,7 @@ from services.board.service import BoardService
 from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
+from services.gateway.board import MAX_SYMBOLS
 from services.gateway.service import Gateway
 from services.index.service import IndexService
 from shared import bus, config
@@ -348,6 +349,24 @@ async def test_one_socket_carries_the_channels_it_asks_for(served: Running) -> N
     await put_stats(served.settings, "ACB", int(expected_day()["quotes"]["ACB"]["total_volume"]))
     status, body, _ = await get(f"{served.url}/ws?channels=market,secrets")
     assert (status, body["parameter"]) == (400, "channels")
+
+
+async def test_a_watchlist_of_the_most_symbols_is_answered_and_one_more_is_refused(served: Running) -> None:
+    """The largest board subscription a client may ask (MAX_SYMBOLS symbols of the longest length, spaced out) fits
+    in a socket message and is served; one more symbol is answered with an error, the socket kept."""
+    longest = [f"S{n:03d}".ljust(30, "X") for n in range(MAX_SYMBOLS)]
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{served.url}/ws") as socket:
+        await socket.send_str(json.dumps({"op": "subscribe", "channel": "board", "symbols": [*longest, "ACB"][1:]},
+                                         indent=1))
+        served_now = json.loads((await socket.receive(timeout=5)).data)
+        assert (served_now["type"], len(served_now["data"])) == ("snapshot", MAX_SYMBOLS)
+        assert served_now["data"]["ACB"]["symbol"] == "ACB"  # the others are not listed: null
+        await socket.send_str(json.dumps({"op": "subscribe", "channel": "board", "symbols": [*longest, "ACB"]},
+                                         indent=1))
+        refused = json.loads((await socket.receive(timeout=5)).data)
+        assert refused["type"] == "error"
+        assert f"at most {MAX_SYMBOLS} symbols" in refused["data"]
+        assert not socket.closed
 
 
 async def test_snapshot_first_then_throttled_deltas_to_every_client(served: Running) -> None:

@@ -32,7 +32,7 @@ from services.gateway.history import HistoryApi
 from services.gateway.hub import ChannelHub, serve
 from services.gateway.routes import Endpoint, shown
 from services.gateway.tape import Tape
-from services.gateway.topics import FilteredChannels
+from services.gateway.topics import MAX_REQUEST_BYTES, FilteredChannels
 from services.gateway.view import CHANNEL_BUCKETS, WATCHED, MarketView
 from shared import bus
 from shared.config import Settings
@@ -188,7 +188,7 @@ class Gateway(Actor):
                     return json_response(request, {"error": "the gateway is at its WebSocket limit"}, 503)
                 return json_response(request, {"error": "too many connections from this address"}, 429)
             try:
-                socket = web.WebSocketResponse(heartbeat=self._ctx.settings.ws_heartbeat_s, max_msg_size=4096)
+                socket = web.WebSocketResponse(heartbeat=self._ctx.settings.ws_heartbeat_s, max_msg_size=MAX_REQUEST_BYTES)
                 await socket.prepare(request)
                 await serve(socket, self.hubs, channels, self.filtered)
                 return socket

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 from prometheus_client import Gauge
 
-from services.gateway.board import Board, BoardFilter, read_filter
+from services.gateway.board import MAX_SYMBOLS, Board, BoardFilter, read_filter
 from services.gateway.hub import ChannelHub, Request
 from services.gateway.routes import is_instrument
 from services.gateway.tape import Tape
@@ -30,6 +30,9 @@ from shared.candles import MinuteCandle
 from shared.messages.domain import ClassifiedTrade
 
 _encode = msgspec.json.Encoder().encode
+# The largest request a socket may send: a board subscription of MAX_SYMBOLS symbols of the longest length (30), each
+# quoted and comma-separated with room for spaces; larger, aiohttp closes the socket (1009, message too big).
+MAX_REQUEST_BYTES = 512 + MAX_SYMBOLS * (30 + 8)
 WS_TOPICS = Gauge("stocktracker_gateway_ws_topics", "Distinct subscriptions of the filtered channels, by channel",
                   ["channel"])
 
