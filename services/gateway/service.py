@@ -188,7 +188,8 @@ class Gateway(Actor):
                     return json_response(request, {"error": "the gateway is at its WebSocket limit"}, 503)
                 return json_response(request, {"error": "too many connections from this address"}, 429)
             try:
-                socket = web.WebSocketResponse(heartbeat=self._ctx.settings.ws_heartbeat_s, max_msg_size=MAX_REQUEST_BYTES)
+                socket = web.WebSocketResponse(heartbeat=self._ctx.settings.ws_heartbeat_s,
+                                               max_msg_size=MAX_REQUEST_BYTES)
                 await socket.prepare(request)
                 await serve(socket, self.hubs, channels, self.filtered)
                 return socket
