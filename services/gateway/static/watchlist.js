@@ -1,10 +1,9 @@
 // The watchlist (danh mục theo dõi): the symbols the user chose, kept in this browser's localStorage so they survive a
 // reload, and followed between tabs of the same browser (the storage event). Symbols as the gateway accepts them:
-// [A-Z0-9_-]{1,30}, at most MAX_SYMBOLS, and few enough that the board subscription fits in one WebSocket message.
+// [A-Z0-9_-]{1,30}, at most MAX_SYMBOLS (the gateway's socket takes a subscription of that many of the longest).
 
 const KEY = 'stocktracker.watchlist';
 export const MAX_SYMBOLS = 200; // the gateway's limit on one board filter (services/gateway/board.py)
-const MAX_REQUEST_BYTES = 3800; // the gateway reads messages of at most 4 KiB and drops a socket sending more
 const SYMBOL = /^[A-Z0-9_-]{1,30}$/;
 
 const listeners = new Set();
@@ -31,8 +30,7 @@ function changed() {
   for (const listener of listeners) listener(symbols);
 }
 
-const fits = (list) => list.length <= MAX_SYMBOLS
-  && JSON.stringify({ op: 'subscribe', channel: 'board', symbols: list }).length <= MAX_REQUEST_BYTES;
+const fits = (list) => list.length <= MAX_SYMBOLS;
 
 /** The watchlist's symbols, in the order they were added. */
 export const watchlist = () => symbols;
