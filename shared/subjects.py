@@ -147,14 +147,20 @@ BUCKET_DESCRIPTIONS = {
     Bucket.INDICES: "Index value, breadth and intraday series per index id",
     Bucket.DERIVATIVES: "VN30F contract state with its basis to the VN30 index",
     Bucket.BOARD: "The price board's row per instrument: the book as sent, the last match, the day's figures",
-    Bucket.REFERENCE: "Reference data: the VN30 basket and security details",
+    Bucket.REFERENCE: "Reference data: index baskets (VN30, HNX30) and security details",
     Bucket.CHECKPOINTS: "Each tracker's state and stream position, so a restart resumes exactly",
 }
 
 FOREIGN_SUMMARY_KEY = "summary"
 BASKET_KEY_PREFIX = "basket."  # basket.<INDEX_ID> -> IndexBasket
 SECURITY_KEY_PREFIX = "security."  # security.<SYMBOL> -> SecurityInfo
-VN30_BASKET_KEY = f"{BASKET_KEY_PREFIX}VN30"
+
+
+def basket_key(index_id: str) -> str:
+    return f"{BASKET_KEY_PREFIX}{index_id}"
+
+
+VN30_BASKET_KEY = basket_key("VN30")
 
 
 def foreign_stock_key(symbol: str) -> str:

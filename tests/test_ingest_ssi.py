@@ -25,7 +25,7 @@ from shared import config
 from shared.market import DEFAULT_VN30_BASKET, exchange_now
 from shared.messages.domain import Bar, IndexBasket, SecurityInfo
 from shared.runtime import EXIT_CONFIG
-from shared.subjects import MARKET, VN30_BASKET_KEY, Bucket, security_key
+from shared.subjects import MARKET, VN30_BASKET_KEY, Bucket, basket_key, security_key
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def live_settings(settings: config.Settings, fake: FakeSsi, **overrides: object)
 async def test_scripted_day_across_a_disconnect_and_a_dead_link(nc: Client, settings: config.Settings) -> None:
     lines = [line.rstrip(b"\n").decode() for line in REPLAY_DAY.open("rb")]
     async with FakeSsi(keepalive_s=0.2) as fake:
-        fake.index_components = {"VN30": BASKET}
+        fake.index_components = {"VN30": BASKET, "HNX30": ["PVS", "SHS", "CEO"]}
         fake.securities_details = [
             {"Isin": "VN000000ACB4", "Symbol": "ACB", "SymbolName": "Ngan hang TMCP A Chau", "SecType": "ST",
              "MarketId": "HOSE", "Exchange": "HOSE", "LotSize": "100", "ListedShare": "4466657912",
@@ -100,6 +100,8 @@ async def test_scripted_day_across_a_disconnect_and_a_dead_link(nc: Client, sett
                                  type=IndexBasket)
     assert (basket.source, basket.symbols) == ("ssi", BASKET)
     reference = await js.key_value(str(Bucket.REFERENCE))
+    hnx30 = msgspec.json.decode((await reference.get(basket_key("HNX30"))).value, type=IndexBasket)
+    assert (hnx30.index_id, hnx30.source, hnx30.symbols) == ("HNX30", "ssi", ["PVS", "SHS", "CEO"])
     future = msgspec.json.decode((await reference.get(security_key("VN30F2612"))).value, type=SecurityInfo)
     assert (future.sec_type, future.underlying, future.last_trading_date) == ("FU", "VN30", date(2026, 12, 17))
     assert future.listed_shares is None  # not sent

@@ -698,6 +698,8 @@ async def test_the_sim_source_serves_the_first_days_securities() -> None:
     simulator = MarketSimulator(seed=4 + TUESDAY.toordinal(), trading_date=TUESDAY, universe="market")
     assert reference.securities == simulator.securities
     assert reference.basket.trading_date == TUESDAY
+    (hnx30,) = reference.baskets  # VN30's is the configured one
+    assert (hnx30.index_id, hnx30.trading_date, hnx30.symbols) == ("HNX30", TUESDAY, sorted(HNX30_BASKET))
 
 
 # --- the whole market ---------------------------------------------------------------------------------------------

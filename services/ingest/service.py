@@ -21,7 +21,7 @@ from shared.market import exchange_now
 from shared.messages.ssi import MAX_FRAME_BYTES, Reason, rejection
 from shared.reference import configured_basket
 from shared.runtime import Actor, Context
-from shared.subjects import VN30_BASKET_KEY, Bucket, kv_subject, security_key
+from shared.subjects import VN30_BASKET_KEY, Bucket, basket_key, kv_subject, security_key
 from shared.throttle import Throttle
 
 FRAMES = Counter("stocktracker_ingest_frames_total", "Frames read, by canonical DataType (rejected: `rejected`)",
@@ -118,6 +118,9 @@ class Ingest(Actor):
         leader is still being elected, as on a cluster just formed."""
         await ctx.publisher.publish(kv_subject(Bucket.REFERENCE, VN30_BASKET_KEY),
                                     msgspec.json.encode(reference.basket))
+        for basket in reference.baskets:
+            await ctx.publisher.publish(kv_subject(Bucket.REFERENCE, basket_key(basket.index_id)),
+                                        msgspec.json.encode(basket))
         for security in reference.securities:
             await ctx.publisher.publish(kv_subject(Bucket.REFERENCE, security_key(security.symbol)),
                                         msgspec.json.encode(security))

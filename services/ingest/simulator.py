@@ -74,7 +74,7 @@ from shared.market import (
     price_limits,
     tick_size,
 )
-from shared.messages.domain import SecurityInfo
+from shared.messages.domain import IndexBasket, SecurityInfo
 from shared.messages.ssi import BOOK_KEYS, MI, B, F, R, X, XQuote, XTrade
 
 EXTRA_STOCKS = ("DIG", "DXG", "NVL", "PDR", "VND")  # volatile non-VN30 HOSE names simulated by default
@@ -907,6 +907,18 @@ class MarketSimulator:
             for contract in self._market.contracts
         ]
         return stocks + contracts
+
+    @property
+    def baskets(self) -> list[IndexBasket]:
+        """The baskets of the simulated indices that have one (HNX30), as SSI's IndexComponents gives them; VN30's
+        is ingest's own (VN30_SYMBOLS, or the built-in one the simulator follows)."""
+        return [
+            IndexBasket(index_id=index.index_id, symbols=sorted(stock.symbol for stock in index.members),
+                        source="builtin", trading_date=self._trading_date)
+            for venue in self._market.venues
+            for index, (*_, basket) in zip(venue.indices, _INDICES[venue.exchange], strict=True)
+            if basket is not None and index.index_id != "VN30"
+        ]
 
     def day(self) -> Iterator[SimFrame]:
         """The day's frames from 08:45 to 15:00 in non-decreasing exchange time (causal order within a second)."""

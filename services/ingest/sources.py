@@ -28,10 +28,11 @@ Frame = bytes | str | Mapping[str, Any]
 
 
 class Reference(msgspec.Struct):
-    """Reference data a source knows at start: the VN30 basket and security details."""
+    """Reference data a source knows at start: the VN30 basket, other indices' baskets (HNX30), security details."""
 
     basket: IndexBasket
     securities: list[SecurityInfo] = msgspec.field(default_factory=list)
+    baskets: list[IndexBasket] = msgspec.field(default_factory=list)  # besides VN30's
 
 
 class Source(Protocol):
@@ -141,8 +142,9 @@ class SimSource:
     async def reference(self) -> Reference:
         """The basket, and the current day's securities: every simulated stock with its share count (each day's
         are its own), the contracts. Ingest asks again at each new trading date."""
+        simulator = self._simulator(self.day)
         return Reference(basket=msgspec.structs.replace(self._basket, trading_date=self.day),
-                         securities=self._simulator(self.day).securities)
+                         securities=simulator.securities, baskets=simulator.baskets)
 
     def _simulator(self, day: date) -> MarketSimulator:
         from services.ingest.simulator import MarketSimulator

@@ -111,6 +111,9 @@ async def _in_thread(call: Callable[[], Any], what: str) -> Any:
         raise SsiError(f"SSI did not answer {what} within {REST_TIMEOUT_S:g} s") from None
 
 
+OTHER_BASKETS = ("HNX30",)  # besides VN30: the indices whose constituents SSI's IndexComponents is asked for
+
+
 def basket_from_index_components(response: dict[str, Any]) -> list[str]:
     """`data[0].IndexComponent[].StockSymbol`: SSI nests the constituents under the index."""
     indices = rest_rows(response, IndexComponents)
@@ -267,7 +270,24 @@ class SsiSource:
             except SsiError as err:
                 log.warning("securities details unavailable", market=market, error=str(err))
         self._symbols_for_reconcile = set(basket.symbols) | {s.symbol for s in securities if s.sec_type == "FU"}
-        return Reference(basket=basket, securities=securities)
+        return Reference(basket=basket, securities=securities, baskets=await self._other_baskets(today))
+
+    async def _other_baskets(self, today: date) -> list[IndexBasket]:
+        """The baskets of the other indices with one (HNX30), for their breadth and contributions; an index SSI
+        does not answer for is left out (its views fall back to its exchange's stocks)."""
+        from ssi_fc_data.model import model
+
+        baskets = []
+        for index_id in OTHER_BASKETS:
+            try:
+                symbols = basket_from_index_components(
+                    await self._get("index_components", model.index_components(index_id, 1, 100)))
+            except SsiError as err:
+                log.warning("index basket unavailable", index_id=index_id, error=str(err))
+                continue
+            if symbols:
+                baskets.append(IndexBasket(index_id=index_id, symbols=symbols, source="ssi", trading_date=today))
+        return baskets
 
     async def _securities(self, market: str, today: date) -> list[SecurityInfo]:
         """All pages of a market's SecuritiesDetails (SSI serves at most 10 pages of 1000)."""
