@@ -215,6 +215,9 @@ async def test_a_client_receives_only_what_it_subscribed_to(server: Server) -> N
         assert first[2]["data"] == {"trades": []}
         (snapshot,) = await messages(hnx, 1)
         assert set(snapshot["data"]) == {"PVS", "SHS"}
+        assert server.channels.status() == {"topics": {"board": 2, "trades": 1, "candles": 1},
+                                            "followers": {"board": 2, "trades": 1, "candles": 1},
+                                            "sockets_by_phase": {"0": 2}}
 
         # ACB and SHS change and ACB trades twice in one minute: each client hears only of its own
         server.view.apply(Bucket.BOARD, "ACB", _encode(row("ACB", "HOSE", 25_000, 26_500, 6_000)))

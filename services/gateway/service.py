@@ -234,6 +234,6 @@ class Gateway(Actor):
     def status(self) -> dict[str, Any]:
         return {"port": self.port, "ready": self.ready(),
                 "clients": {name: len(hub.clients) for name, hub in self.hubs.items()},
-                "topics": len(self.filtered.hubs) if self.filtered else 0, "board_rows": len(self.view.board),
+                "topics": self.filtered.status() if self.filtered else {}, "board_rows": len(self.view.board),
                 "symbols": len(self.view.stats), "undecodable": self.view.undecodable,
                 "watch_loads": {str(w.bucket): w.loads for w in self._watches}}

@@ -14,6 +14,7 @@ is assembled from those bytes and encoded once for all of its clients of that ph
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import count
@@ -23,7 +24,7 @@ import msgspec
 from prometheus_client import Gauge
 
 from services.gateway.board import MAX_SYMBOLS, Board, BoardFilter, read_filter
-from services.gateway.hub import ChannelHub, Request
+from services.gateway.hub import ChannelHub, Client, Request
 from services.gateway.routes import is_instrument
 from services.gateway.tape import Tape
 from shared.candles import MinuteCandle
@@ -70,6 +71,19 @@ class FilteredChannels:
         self._sockets = count()
 
     # --- subscriptions -------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, dict[str, int]]:
+        """Topics and their followers (a socket counted once per topic it follows) by channel; the sockets following
+        any topic, by phase."""
+        topics: Counter[str] = Counter()
+        followers: Counter[str] = Counter()
+        sockets: set[Client] = set()
+        for hub in self.hubs.values():
+            topics[hub.name] += 1
+            followers[hub.name] += len(hub.clients)
+            sockets |= hub.clients
+        phases = Counter(str(socket.phase) for socket in sockets)
+        return {"topics": dict(topics), "followers": dict(followers), "sockets_by_phase": dict(phases)}
 
     def next_phase(self) -> int:
         return next(self._sockets) % self.phases
