@@ -28,6 +28,7 @@ from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
 from services.gateway import hub as hub_module
 from services.gateway.board import Board, BoardFilter, read_filter
+from services.gateway.history import candle_of
 from services.gateway.hub import ChannelHub, serve
 from services.gateway.tape import Tape
 from services.gateway.topics import FilteredChannels
@@ -439,8 +440,9 @@ async def test_the_recorded_day_live_on_the_board(nc: Any, settings: Any) -> Non
         assert [t["total_volume"] for t in delivered] == [t.total_volume for t in acb_trades]  # each once, in order
         candles: dict[str, Any] = {}
         for message in watch.of("candles"):
-            candles.update({c["minute"]: c for c in message["data"]["candles"]})
-        assert list(candles.values()) == [json.loads(msgspec.json.encode(c)) for c in minute_candles(acb_trades)]
+            candles.update({c["time"]: c for c in message["data"]["candles"]})
+        assert list(candles.values()) == [json.loads(msgspec.json.encode(candle_of(c)))
+                                          for c in minute_candles(acb_trades)]  # as /api/history shows candles
         for listener in (watch, futures):
             await listener.socket.close()
             await listener.task

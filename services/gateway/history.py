@@ -34,6 +34,7 @@ from prometheus_client import Counter
 
 from services.gateway.api import UNAUTHORIZED, bad_parameter, json_response
 from services.gateway.routes import ApiError, Endpoint, IntParam, Param, instrument_param, is_instrument, shown
+from shared.candles import MinuteCandle
 from shared.config import Settings
 from shared.database import database_unavailable
 from shared.market import EXCHANGE_TZ, MARKET_ERA, in_market_era, normalize_index_id, to_exchange_time
@@ -61,6 +62,12 @@ class Candle(msgspec.Struct):
     neutral_volume: int
     unseen_volume: int  # volume TotalVol revealed beyond the trades received (not in `volume`)
     trades: int
+
+
+def candle_of(minute: MinuteCandle) -> Candle:
+    """A 1-minute candle (the forming one included) as the API shows candles, here and on the `candles` channel."""
+    return Candle(minute.minute, minute.open, minute.high, minute.low, minute.close, minute.volume, minute.value,
+                  minute.buy_volume, minute.sell_volume, minute.neutral_volume, minute.unseen_volume, minute.trades)
 
 
 class Tick(msgspec.Struct):

@@ -6,7 +6,7 @@
 - `trades` (`"symbol": "FPT"`): snapshot `{"trades": [the latest classified trades]}`, deltas `{"trades": [new ones,
   in order]}`;
 - `candles` (`"symbol": "FPT"`): snapshot `{"candles": [today's latest 1-minute candles, the forming one last]}`,
-  deltas `{"candles": [the candles that changed]}`.
+  deltas `{"candles": [the candles that changed]}`, each a `Candle` as `/api/history/{symbol}/candles` answers.
 
 At each phase's turn (WS_PHASES of them spread over a throttle interval), what changed since that phase's last turn:
 the board rows that changed are encoded once each (whatever the number of topics showing them), each topic's delta
@@ -24,6 +24,7 @@ import msgspec
 from prometheus_client import Gauge
 
 from services.gateway.board import MAX_SYMBOLS, Board, BoardFilter, read_filter
+from services.gateway.history import Candle, candle_of
 from services.gateway.hub import ChannelHub, Client, Request
 from services.gateway.routes import is_instrument
 from services.gateway.tape import Tape
@@ -105,7 +106,7 @@ class FilteredChannels:
         if request.channel == "trades":
             return self._hub("trades", symbol, lambda: {"trades": self.tape.trades(symbol)},
                              lambda: self._listed("trades", self._turn.trades.get(symbol)))
-        return self._hub("candles", symbol, lambda: {"candles": self.tape.candles(symbol)},
+        return self._hub("candles", symbol, lambda: {"candles": [candle_of(c) for c in self.tape.candles(symbol)]},
                          lambda: self._listed("candles", self._turn_candles(symbol)))
 
     def _hub(self, channel: str, topic: str, state: Any, delta: Any) -> ChannelHub:
@@ -136,9 +137,9 @@ class FilteredChannels:
         for hub in list(self.hubs.values()):
             hub.broadcast(phase)
 
-    def _turn_candles(self, symbol: str) -> list[MinuteCandle] | None:
+    def _turn_candles(self, symbol: str) -> list[Candle] | None:
         changed = self._turn.candles.get(symbol)
-        return list(changed.values()) if changed else None
+        return [candle_of(candle) for candle in changed.values()] if changed else None
 
     def _row(self, symbol: str) -> msgspec.Raw | None:
         raw = self._encoded.get(symbol)

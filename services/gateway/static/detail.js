@@ -141,13 +141,13 @@ export function applyTrades(msg) {
   invalidate('detail');
 }
 
-/** The `candles` topic: {candles: [MinuteCandle]}, the latest as a snapshot, then those that changed. */
+/** The `candles` topic: {candles: [Candle]}, the latest as a snapshot, then those that changed. */
 export function applyCandles(msg) {
   if (!accept('candles', msg)) return;
   if (msg.type === 'snapshot') live = new Map();
   for (const c of Array.isArray(msg.data?.candles) ? msg.data.candles : []) {
     if (!c || !isNum(c.open) || !isNum(c.close)) continue;
-    const t = parseTime(c.minute);
+    const t = parseTime(c.time);
     if (!Number.isNaN(t)) live.set(t, { ...c, t });
   }
   mergeCandles();
