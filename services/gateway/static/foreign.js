@@ -3,7 +3,7 @@
 
 import { apiGet } from './auth.js';
 import {
-  changeTrend, fmtClock, fmtVnd, isNum, parseTime, setRaw,
+  changeTrend, fillList, fmtClock, fmtVnd, isNum, parseTime, setRaw,
 } from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 import { applyForeign, setForeignStocks, store } from './store.js';
@@ -62,13 +62,7 @@ function listItems(list, stocks) {
     li.append(name, value);
     return li;
   });
-  if (!items.length) {
-    const li = document.createElement('li');
-    li.className = 'muted';
-    li.textContent = 'Chưa có';
-    items.push(li);
-  }
-  list.replaceChildren(...items);
+  fillList(list, items);
 }
 
 function flowBars(stocks) {

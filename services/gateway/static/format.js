@@ -19,6 +19,17 @@ export function setRaw(node, value) {
   else delete node.dataset.value;
 }
 
+/** Fill a list with its items, or with one muted "Chưa có" (none yet) while there are none. */
+export function fillList(list, items) {
+  if (!items.length) {
+    const li = document.createElement('li');
+    li.className = 'muted';
+    li.textContent = 'Chưa có';
+    items = [li];
+  }
+  list.replaceChildren(...items);
+}
+
 /** Whole numbers (volumes, VND prices) with thousands separators. */
 export const fmtInt = (v) => (isNum(v) ? intFmt.format(v) : DASH);
 

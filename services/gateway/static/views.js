@@ -5,7 +5,7 @@
 
 import { apiGet } from './auth.js';
 import {
-  changeTrend, fmtInt, fmtPct, fmtPoints, fmtPrice, fmtShort, fmtSigned, fmtVnd, isNum, setRaw,
+  changeTrend, fillList, fmtInt, fmtPct, fmtPoints, fmtPrice, fmtShort, fmtSigned, fmtVnd, isNum, setRaw,
 } from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 
@@ -124,13 +124,7 @@ function renderMovers() {
       );
       return li;
     });
-    if (!items.length) {
-      const li = document.createElement('li');
-      li.className = 'muted';
-      li.textContent = 'Chưa có';
-      items.push(li);
-    }
-    list.replaceChildren(...items);
+    fillList(list, items);
   }
 }
 
