@@ -42,6 +42,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -207,11 +208,13 @@ class Tally(msgspec.Struct):
             self.sizes[kind] += sizes
 
 
-async def board_client(http: aiohttp.ClientSession, url: str, watchlist: list[str], tally: Tally,
-                       ready: Callable[[], None], stop: asyncio.Event) -> None:
+async def client(http: aiohttp.ClientSession, url: str, subscriptions: list[dict[str, Any]],
+                 read: Callable[[str, float, Tally], None], tally: Tally, ready: Callable[[], None],
+                 stop: asyncio.Event) -> None:
+    """One socket: `subscriptions` sent, then every message counted and timed (`read` for the gateway's)."""
     async with http.ws_connect(url, max_msg_size=0) as socket:
-        await socket.send_json({"op": "subscribe", "channel": "board", "group": "VN30"})
-        await socket.send_json({"op": "subscribe", "channel": "board", "symbols": watchlist})
+        for subscription in subscriptions:
+            await socket.send_json(subscription)
         ready()
         async for message in socket:
             now = time.time()
@@ -220,15 +223,20 @@ async def board_client(http: aiohttp.ClientSession, url: str, watchlist: list[st
             tally.arrivals += 1
             if message.data.startswith('{"sent"'):  # the baseline's
                 tally.staleness.append(now - json.loads(message.data)["sent"])
-                continue
-            body = _read_board(message.data)
-            if body.type != "delta" or not body.data:
-                continue
-            tally.sizes["vn30" if body.topic == "group=VN30" else "watchlist"].append(len(message.data))
-            for stamp in body.data.values():
-                if stamp is not None:
-                    tally.rows += 1
-                    tally.staleness.append(now - stamp.last_updated.timestamp())
+            else:
+                read(message.data, now, tally)
+
+
+def read_board(data: str, now: float, tally: Tally) -> None:
+    """A board delta: the staleness of every row it carries."""
+    body = _read_board(data)
+    if body.type != "delta" or not body.data:
+        return
+    tally.sizes["vn30" if body.topic == "group=VN30" else "watchlist"].append(len(data))
+    for stamp in body.data.values():
+        if stamp is not None:
+            tally.rows += 1
+            tally.staleness.append(now - stamp.last_updated.timestamp())
 
 
 class _Stats(msgspec.Struct):
@@ -249,23 +257,12 @@ class _MarketMessage(msgspec.Struct):
 _read_market = msgspec.json.Decoder(_MarketMessage).decode
 
 
-async def market_client(http: aiohttp.ClientSession, url: str, tally: Tally, ready: Callable[[], None],
-                        stop: asyncio.Event) -> None:
-    """On `/ws/market`: the staleness of a delta is that of the newest quote it carries."""
-    async with http.ws_connect(url, max_msg_size=0) as socket:
-        ready()
-        async for message in socket:
-            now = time.time()
-            if stop.is_set():
-                break
-            tally.arrivals += 1
-            if message.data.startswith('{"sent"'):  # the baseline's
-                tally.staleness.append(now - json.loads(message.data)["sent"])
-                continue
-            body = _read_market(message.data)
-            stamps = [q.last_updated.timestamp() for q in (body.data.quotes if body.data else {}).values() if q]
-            if body.type == "delta" and stamps:
-                tally.staleness.append(now - max(stamps))
+def read_market(data: str, now: float, tally: Tally) -> None:
+    """A `/ws/market` delta: its staleness is that of the newest quote it carries."""
+    body = _read_market(data)
+    stamps = [q.last_updated.timestamp() for q in (body.data.quotes if body.data else {}).values() if q]
+    if body.type == "delta" and stamps:
+        tally.staleness.append(now - max(stamps))
 
 
 async def clients_process(url: str, watchlists_file: str, part: int, parts: int, seconds: float) -> None:
@@ -282,9 +279,11 @@ async def clients_process(url: str, watchlists_file: str, part: int, parts: int,
             ready.set()
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        tasks = [asyncio.create_task(board_client(http, url, watchlist, tally, one_more, stop) if watchlist
-                                     else market_client(http, url, tally, one_more, stop))
-                 for watchlist in watchlists]
+        tasks = [asyncio.create_task(
+            client(http, url, [{"op": "subscribe", "channel": "board", "group": "VN30"},
+                               {"op": "subscribe", "channel": "board", "symbols": watchlist}], read_board, tally,
+                   one_more, stop) if watchlist else client(http, url, [], read_market, tally, one_more, stop))
+            for watchlist in watchlists]
         await asyncio.wait_for(ready.wait(), 180)
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
