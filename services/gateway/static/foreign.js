@@ -3,7 +3,7 @@
 
 import { apiGet } from './auth.js';
 import {
-  changeTrend, fillList, fmtClock, fmtVnd, isNum, parseTime, setRaw,
+  changeTrend, divergingTrack, fillList, fmtClock, fmtVnd, isNum, parseTime, setRaw,
 } from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 import { applyForeign, setForeignStocks, store } from './store.js';
@@ -76,15 +76,7 @@ function flowBars(stocks) {
     row.title = `${s.symbol}: mua ${fmtVnd(s.buy_value)} · bán ${fmtVnd(s.sell_value)}`;
     const name = document.createElement('b');
     name.textContent = s.symbol;
-    const track = document.createElement('div');
-    track.className = 'flow-track';
-    const bar = document.createElement('i');
-    bar.dataset.trend = changeTrend(s.net_value);
-    // Diverging from the centre: buyers grow right, sellers grow left.
-    const half = (Math.abs(s.net_value) / max) * 50;
-    bar.style.width = `${half}%`;
-    bar.style.left = s.net_value >= 0 ? '50%' : `${50 - half}%`;
-    track.append(bar);
+    const track = divergingTrack(s.net_value, max); // buyers grow right, sellers grow left
     const value = document.createElement('span');
     value.textContent = fmtVnd(s.net_value, true);
     value.dataset.trend = changeTrend(s.net_value);

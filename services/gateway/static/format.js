@@ -30,6 +30,22 @@ export function fillList(list, items) {
   list.replaceChildren(...items);
 }
 
+/**
+ * A bar diverging from the centre of its track: a positive `value` grows right, a negative one left, `max` (the
+ * largest magnitude shown) reaching the edge; coloured by its sign.
+ */
+export function divergingTrack(value, max) {
+  const track = document.createElement('div');
+  track.className = 'flow-track';
+  const bar = document.createElement('i');
+  bar.dataset.trend = changeTrend(value);
+  const half = (Math.abs(value) / max) * 50;
+  bar.style.width = `${half}%`;
+  bar.style.left = value >= 0 ? '50%' : `${50 - half}%`;
+  track.append(bar);
+  return track;
+}
+
 /** Whole numbers (volumes, VND prices) with thousands separators. */
 export const fmtInt = (v) => (isNum(v) ? intFmt.format(v) : DASH);
 

@@ -5,7 +5,8 @@
 
 import { apiGet } from './auth.js';
 import {
-  changeTrend, fillList, fmtInt, fmtPct, fmtPoints, fmtPrice, fmtShort, fmtSigned, fmtVnd, isNum, setRaw,
+  changeTrend, divergingTrack, fillList, fmtInt, fmtPct, fmtPoints, fmtPrice, fmtShort, fmtSigned, fmtVnd, isNum,
+  setRaw,
 } from './format.js';
 import { invalidate, onRender } from './scheduler.js';
 
@@ -143,16 +144,8 @@ function renderContribution() {
     setRaw(row, m.points);
     row.title = `${m.symbol}: ${fmtSigned(m.points, fmtPoints)} điểm · tỷ trọng ${(m.weight * 100).toFixed(2)}%`
       + ` · ${fmtPct(m.ratio_change)}`;
-    const track = document.createElement('div');
-    track.className = 'flow-track';
-    const bar = document.createElement('i');
-    bar.dataset.trend = changeTrend(m.points);
-    // Diverging from the centre: what pushed the index up grows right, what pulled it down grows left.
-    const half = (Math.abs(m.points) / max) * 50;
-    bar.style.width = `${half}%`;
-    bar.style.left = m.points >= 0 ? '50%' : `${50 - half}%`;
-    track.append(bar);
-    row.append(cell('b', m.symbol), track, cell('span', fmtSigned(m.points, fmtPoints), 'points', m.points,
+    // What pushed the index up grows right, what pulled it down grows left.
+    row.append(cell('b', m.symbol), divergingTrack(m.points, max), cell('span', fmtSigned(m.points, fmtPoints), 'points', m.points,
       changeTrend(m.points)));
     return row;
   });
