@@ -47,7 +47,8 @@ async def replay(settings: config.Settings, path: Path, **overrides: object) -> 
     actor = Ingest()
     task, stop = await run_in_process(actor, ingest_settings(settings, ingest_source="replay", replay_file=str(path),
                                                              replay_speed=0.0, **overrides))
-    await eventually(lambda: actor.status()["source"] and actor.status()["source"]["finished"])
+    # a whole simulated day at full speed: its time is the machine's, not a bound under test
+    await eventually(lambda: actor.status()["source"] and actor.status()["source"]["finished"], timeout=180)
     stop.set()
     assert await task == 0
     return actor
