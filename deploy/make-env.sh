@@ -6,7 +6,7 @@ set -eu
 # which must read as a plain word (shared/access.py, new_password).
 secret() { python3 -c 'import secrets; print("p" + secrets.token_hex(24))'; }
 umask 077
-for user in INGEST CLASSIFIER FOREIGN INDEX DERIVATIVES BOARD RECORDER GATEWAY OPERATOR; do
+for user in INGEST CLASSIFIER FOREIGN INDEX DERIVATIVES BOARD ALERTS RECORDER GATEWAY OPERATOR; do
   echo "NATS_PASSWORD_${user}=$(secret)"
 done
 echo "POSTGRES_PASSWORD=$(secret)"

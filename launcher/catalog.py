@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.alerts.service import AlertsService
 from services.board.service import BoardService
 from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
@@ -42,4 +43,5 @@ class ServiceSpec:
 
 
 SERVICES: tuple[ServiceSpec, ...] = tuple(ServiceSpec(actor) for actor in (
-    Ingest, ClassifierService, ForeignService, IndexService, DerivativesService, BoardService, Recorder, Gateway))
+    Ingest, ClassifierService, ForeignService, IndexService, DerivativesService, BoardService, AlertsService, Recorder,
+    Gateway))

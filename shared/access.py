@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 
 from shared.subjects import (
+    ALERTS,
     BASIS_POINT,
     DEAD_LETTERS,
     DERIVED,
@@ -91,6 +92,8 @@ SERVICES: dict[str, Access] = {access.user: access for access in (
     Access("derivatives", publishes=(TRADE_CLASSIFIED.wildcard, BASIS_POINT.wildcard, f"$KV.{Bucket.DERIVATIVES}.>"),
            reads=(MARKET.name, _kv(Bucket.REFERENCE)), checkpoint=True),
     Access("board", publishes=(f"$KV.{Bucket.BOARD}.>",), reads=(MARKET.name,), checkpoint=True),
+    Access("alerts", publishes=(ALERTS, f"$KV.{Bucket.ALERTS}.>"), reads=(DERIVED.name, _kv(Bucket.ALERT_RULES)),
+           checkpoint=True),
     Access("recorder", reads=(DERIVED.name,)),
     Access("gateway", reads=(DERIVED.name, *(_kv(bucket) for bucket in Bucket if bucket != Bucket.CHECKPOINTS))),
 )}

@@ -228,7 +228,8 @@ class Classifier:
             symbol=trade.symbol, trading_date=trade.trading_date, timestamp=trade.timestamp, price=trade.price,
             volume=volume, value=value, trade_type=trade_type, rule=_RULE_OF[decision],
             bid_price=day_bid(day), ask_price=day_ask(day), total_volume=trade.total_volume,
-            session=trade.session, unseen_volume=unseen,
+            session=trade.session, unseen_volume=unseen, ref_price=trade.ref_price, ceiling=trade.ceiling,
+            floor=trade.floor,
         )
         return TradeOutcome(classified=classified, decision=decision)
 

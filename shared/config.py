@@ -141,6 +141,52 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Meta(pattern=r"^\d+/[1-9]\d*$",
              description="This tracker instance's share of the symbols, `i/n`: those whose hash mod n is i."),
     ] = "0/1"
+    alert_spike_factor: Annotated[
+        PositiveFloat, Meta(description="Alert volume_spike: a trade above this many times the symbol's mean trade.")
+    ] = 5.0
+    alert_spike_minutes: Annotated[
+        PositiveInt, Meta(description="Alert volume_spike: the mean trade of this many minutes (feed time).")
+    ] = 15
+    alert_spike_min_trades: Annotated[
+        PositiveInt, Meta(description="Alert volume_spike: trades in the window before its mean counts.")
+    ] = 20
+    alert_foreign_pct: Annotated[
+        PositiveFloat, Meta(description="Alert foreign_acceleration: the foreign net value changing by this many "
+                                        "percent of its size within the window.")
+    ] = 50.0
+    alert_foreign_minutes: Annotated[
+        PositiveInt, Meta(description="Alert foreign_acceleration: the window, minutes.")
+    ] = 10
+    alert_foreign_min_value: Annotated[
+        PositiveFloat, Meta(description="Alert foreign_acceleration: the least change that counts, VND.")
+    ] = 5e9
+    alert_basis_points: Annotated[
+        PositiveFloat, Meta(description="Alert basis_move: a contract's basis moving this many index points within "
+                                        "the window.")
+    ] = 3.0
+    alert_basis_minutes: Annotated[PositiveInt, Meta(description="Alert basis_move: the window, minutes.")] = 5
+    alert_flow_ratio: Annotated[
+        PositiveFloat, Meta(description="Alert futures_flow: a contract's active buy / sell volume (or sell / buy) "
+                                        "over the window beyond this ratio.")
+    ] = 2.5
+    alert_flow_minutes: Annotated[
+        PositiveInt, Meta(description="Alerts futures_flow and futures_absorption: the window, minutes.")
+    ] = 5
+    alert_flow_min_volume: Annotated[
+        PositiveInt, Meta(description="Alerts futures_flow and futures_absorption: the least volume in the window, "
+                                      "contracts.")
+    ] = 2_000
+    alert_absorption_factor: Annotated[
+        PositiveFloat, Meta(description="Alert futures_absorption: active buying of the window's second half over "
+                                        "its first half.")
+    ] = 2.0
+    alert_absorption_flat_points: Annotated[
+        PositiveFloat, Meta(description="Alert futures_absorption: the price's range over the window at most, "
+                                        "index points.")
+    ] = 0.5
+    alert_dedup_minutes: Annotated[
+        Annotated[int, Meta(ge=0)], Meta(description="Alerts: a rule raises once per symbol within this many minutes.")
+    ] = 5
     foreign_speed_window_s: Annotated[
         PositiveFloat, Meta(description="Foreign buy/sell speed: volume per minute over this many exchange seconds.")
     ] = 300.0

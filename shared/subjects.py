@@ -20,6 +20,7 @@ Stream DERIVED (events computed by the trackers):
     foreign.flow.<SYMBOL>        ForeignFlow
     index.point.<INDEX_ID>       IndexPoint
     basis.point.<CONTRACT>       BasisPoint
+    alert.<TYPE>.<SYMBOL>        Alert           a market signal (AlertType) of a symbol or contract
 Stream DEADLETTER (messages a service could not use, with why; `stocktracker dlq` lists them):
     dlq.<service>                DeadLetter
 KV buckets (current state, one value per key): see `Bucket`.
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shared.messages.domain import (
+    Alert,
     Bar,
     BasisPoint,
     ClassifiedTrade,
@@ -83,6 +85,8 @@ TRADE_CLASSIFIED = Family("trade.classified")
 FOREIGN_FLOW = Family("foreign.flow")
 INDEX_POINT = Family("index.point")
 BASIS_POINT = Family("basis.point")
+ALERT_PREFIX = "alert."
+ALERTS = f"{ALERT_PREFIX}*.*"  # alert.<TYPE>.<SYMBOL>
 DEAD_LETTERS = Family("dlq")  # dlq.<service>
 SERVICE_STATUS = "stocktracker.{name}.status"  # each service's nats.micro endpoint answering its status as JSON
 
@@ -101,8 +105,8 @@ MARKET = StreamSpec(
 )
 DERIVED = StreamSpec(
     "DERIVED",
-    (TRADE_CLASSIFIED.wildcard, FOREIGN_FLOW.wildcard, INDEX_POINT.wildcard, BASIS_POINT.wildcard),
-    "Events derived by the trackers: classified trades, foreign flows, index points, basis points",
+    (TRADE_CLASSIFIED.wildcard, FOREIGN_FLOW.wildcard, INDEX_POINT.wildcard, BASIS_POINT.wildcard, ALERTS),
+    "Events derived by the trackers: classified trades, foreign flows, index points, basis points, alerts",
 )
 DEADLETTER = StreamSpec(
     "DEADLETTER",
@@ -122,6 +126,8 @@ class Bucket(StrEnum):
     DERIVATIVES = "derivatives"  # <CONTRACT> -> DerivativesData
     BOARD = "board"  # <SYMBOL> -> BoardRow: the price board's row, the book as sent
     REFERENCE = "reference"  # basket.VN30 -> list of symbols; security.<SYMBOL> -> security details
+    ALERTS = "alerts"  # <SYMBOL>.<RULE> -> Alert: the latest alert of each rule and symbol
+    ALERT_RULES = "alert_rules"  # <RULE_ID> -> AlertRule: the users' rules
     CHECKPOINTS = "checkpoints"  # <service> -> the service's state and stream position, for restarts
 
 
@@ -148,6 +154,8 @@ BUCKET_DESCRIPTIONS = {
     Bucket.DERIVATIVES: "VN30F contract state with its basis to the VN30 index",
     Bucket.BOARD: "The price board's row per instrument: the book as sent, the last match, the day's figures",
     Bucket.REFERENCE: "Reference data: index baskets (VN30, HNX30) and security details",
+    Bucket.ALERTS: "The latest alert of each rule and symbol",
+    Bucket.ALERT_RULES: "The users' alert rules, by id",
     Bucket.CHECKPOINTS: "Each tracker's state and stream position, so a restart resumes exactly",
 }
 
@@ -198,10 +206,16 @@ _DERIVED_SUBJECTS: dict[type[Message], Family] = {
 }
 
 
+def alert_subject(kind: str, symbol: str) -> str:
+    return f"{ALERT_PREFIX}{kind}.{symbol}"
+
+
 def derived_subject(message: Message) -> str:
     """The DERIVED subject a derived event is published on."""
     if isinstance(message, IndexPoint):
         return INDEX_POINT(message.index_id)
     if isinstance(message, BasisPoint):
         return BASIS_POINT(message.futures_symbol)
+    if isinstance(message, Alert):
+        return alert_subject(message.type, message.symbol)
     return _DERIVED_SUBJECTS[type(message)](message.symbol)  # type: ignore[attr-defined]

@@ -39,7 +39,7 @@ from prometheus_client import Counter, Gauge
 from shared import bus
 from shared.config import ConfigError, Settings
 from shared.deadletter import inbound, subject_instrument
-from shared.messages.domain import IndexUpdate, Message
+from shared.messages.domain import BasisPoint, IndexUpdate, Message
 from shared.runtime import Actor, Context
 from shared.subjects import MARKET, Bucket, StreamSpec, kv_subject
 from shared.throttle import Throttle
@@ -150,6 +150,7 @@ class _Route(NamedTuple):
 
 
 MAX_REMEMBERED_SUBJECTS = 100_000
+_INSTRUMENT_FIELDS = {IndexUpdate: "index_id", BasisPoint: "futures_symbol"}  # the others': `symbol`
 
 
 class Tracker(Actor, Generic[State]):
@@ -264,7 +265,7 @@ class Tracker(Actor, Generic[State]):
         route = self._routes[subject] = _Route(
             owned=self.partition.owns(subject.rpartition(".")[2]), token=subject_instrument(subject),
             decode=msgspec.json.Decoder(kind).decode,
-            instrument=attrgetter("index_id" if issubclass(kind, IndexUpdate) else "symbol"))
+            instrument=attrgetter(_INSTRUMENT_FIELDS.get(kind, "symbol")))
         return route
 
     @property

@@ -282,6 +282,9 @@ class ClassifiedTrade(Message, kw_only=True):
     total_volume: Volume  # the exchange's cumulative volume after this trade: the natural key
     session: str | None = None
     unseen_volume: Volume = 0  # volume this trade's TotalVol revealed beyond its own: trades we never saw, neutral
+    ref_price: Price | None = None  # the day's reference, ceiling and floor, as the trade was sent with them
+    ceiling: Price | None = None
+    floor: Price | None = None
 
     def natural_key(self) -> str:
         return f"{self.trading_date.isoformat()}:{self.symbol}:{self.total_volume}"
@@ -483,3 +486,64 @@ class MarketSnapshot(Message, kw_only=True):
     foreign: ForeignSummary | None = None
     derivatives: DerivativesData | None = None
     last_updated: datetime | None = None
+
+
+# --- alerts (stream DERIVED, subjects alert.<type>.<SYMBOL>) -------------------------------------------------------
+
+
+class AlertType(StrEnum):
+    """What an alert signals: a built-in rule's finding, or a user rule's (their `rule` names which)."""
+
+    VOLUME_SPIKE = "volume_spike"  # a trade far above the symbol's recent mean trade
+    CEILING_HIT = "ceiling_hit"  # a stock trades at its ceiling (trần)
+    CEILING_LEFT = "ceiling_left"  # ... and then below it
+    FLOOR_HIT = "floor_hit"  # at its floor (sàn)
+    FLOOR_LEFT = "floor_left"
+    FOREIGN_ACCELERATION = "foreign_acceleration"  # foreign net value moving fast
+    BASIS_FLIP = "basis_flip"  # a contract's basis changes sign
+    BASIS_MOVE = "basis_move"  # ... or moves far within minutes
+    FUTURES_FLOW = "futures_flow"  # a contract's active buy / sell volumes far apart
+    FUTURES_ABSORPTION = "futures_absorption"  # active buying speeding up while the price stands still
+    PRICE_CROSS = "price_cross"  # user rule: the price crosses a level
+    CHANGE_BEYOND = "change_beyond"  # user rule: the change from the reference beyond a percentage
+    VOLUME_BEYOND = "volume_beyond"  # user rule: the day's volume beyond a number
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Alert(Message, kw_only=True):
+    """A market signal, on the feed's own clock. Subject alert.<type>.<SYMBOL>; the latest in KV bucket alerts."""
+
+    type: AlertType
+    severity: Severity
+    symbol: Symbol
+    trading_date: date
+    timestamp: datetime  # exchange time of the message that raised it
+    rule: Text  # the built-in rule (its type) or the user rule's id
+    values: dict[str, Finite]  # what triggered it (price, volume, mean, threshold, ...)
+    message_vi: str
+    message_en: str
+
+    def natural_key(self) -> str:
+        return f"{self.trading_date.isoformat()}:{self.rule}:{self.symbol}:{self.timestamp.isoformat()}"
+
+
+class RuleKind(StrEnum):
+    PRICE_ABOVE = "price_above"  # the price reaches `value` from below
+    PRICE_BELOW = "price_below"  # ... from above
+    CHANGE_BEYOND = "change_beyond"  # |change from the reference price| reaches `value` percent
+    VOLUME_BEYOND = "volume_beyond"  # the day's cumulative volume reaches `value`
+
+
+class AlertRule(Message, kw_only=True):
+    """A user's rule for one symbol. KV bucket alert_rules, key <id>."""
+
+    id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,40}$")]
+    symbol: Symbol
+    kind: RuleKind
+    value: Annotated[float, Meta(gt=0, le=MAX_VALUE)]
+    severity: Severity = Severity.INFO
