@@ -12,6 +12,7 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from stack import get
 from test_ingest import replay
 
 from launcher.local import NatsServer, free_port
+from services.alerts.service import AlertsService
 from services.board.service import BoardService
 from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
@@ -32,11 +34,14 @@ from services.gateway.board import MAX_SYMBOLS
 from services.gateway.service import Gateway
 from services.index.service import IndexService
 from shared import bus, config
-from shared.market import SCHEDULES
-from shared.messages.domain import SessionStats
-from shared.subjects import Bucket
+from shared.market import EXCHANGE_TZ, SCHEDULES
+from shared.messages.domain import Alert, AlertType, SessionStats, Severity
+from shared.subjects import Bucket, derived_subject
 
 pytestmark = pytest.mark.integration
+
+
+ALERT_DAY = date(2026, 11, 30)
 
 
 class Running:
@@ -54,7 +59,8 @@ async def fill(settings: config.Settings, *, wipe: bool = True) -> None:
         await bus.ensure_topology(nc.jetstream(), settings)
         await nc.close()
     await replay(settings, REPLAY_DAY)
-    trackers = [ClassifierService(), ForeignService(), IndexService(), DerivativesService(), BoardService()]
+    trackers = [ClassifierService(), ForeignService(), IndexService(), DerivativesService(), BoardService(),
+                AlertsService()]
     running = [await run_in_process(actor, settings) for actor in trackers]
     await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in trackers))
     for task, stop in running:
@@ -205,7 +211,7 @@ async def test_the_document_is_the_route_table(served: Running) -> None:
             assert status not in (400, 422), path  # taken (this gateway's history database may not be there: 503)
             status, _, _ = await get(f"{served.url}{concrete}?{param['name']}={schema['minimum'] - 1}")
             assert status == 422, path
-    assert checked == 4  # minutes, limit, days, the movers' limit
+    assert checked == 5  # minutes, limit, days, the movers' limit, the alerts' limit
 
 
 async def test_cors(filled: config.Settings) -> None:
@@ -367,6 +373,37 @@ async def test_a_watchlist_of_the_most_symbols_is_answered_and_one_more_is_refus
         assert refused["type"] == "error"
         assert f"at most {MAX_SYMBOLS} symbols" in refused["data"]
         assert not socket.closed
+
+
+async def test_alerts_are_listed_newest_first_and_filtered(served: Running) -> None:
+    """Alerts published on DERIVED come to /api/market/alerts, newest first, each once; bad filters name the
+    parameter."""
+    moment = datetime(2026, 11, 30, 10, 5, tzinfo=EXCHANGE_TZ)  # ALERT_DAY: not the recorded day, theirs apart
+    raised = [Alert(type=kind, severity=severity, symbol=symbol, trading_date=ALERT_DAY,
+                    timestamp=moment + timedelta(minutes=n), rule=str(kind), values={"price": 1.0},
+                    message_vi="vi", message_en="en")
+              for n, (kind, severity, symbol) in enumerate([
+                  (AlertType.VOLUME_SPIKE, Severity.WARNING, "ACB"), (AlertType.CEILING_HIT, Severity.WARNING, "FPT"),
+                  (AlertType.VOLUME_SPIKE, Severity.CRITICAL, "FPT")])]
+    nc = await bus.connect(served.settings, "test-alerts")
+    js = nc.jetstream()
+    for one in [*raised, raised[0]]:  # the first twice: JetStream keeps it once (its message id)
+        await js.publish(derived_subject(one), msgspec.json.encode(one), headers={"Nats-Msg-Id": one.natural_key()})
+    await nc.close()
+    url = f"{served.url}/api/market/alerts"
+    await eventually(lambda: len(served.gateway.alerts.select(10)) >= 3)
+    status, body, _ = await get(url)
+    assert status == 200
+    assert [(a["symbol"], a["type"]) for a in body[:3]] == [("FPT", "volume_spike"), ("FPT", "ceiling_hit"),
+                                                             ("ACB", "volume_spike")]
+    _, fpt, _ = await get(f"{url}?symbol=fpt&severity=critical&since=2026-11-30T00:00:00%2B07:00")
+    assert [(a["symbol"], a["severity"]) for a in fpt] == [("FPT", "critical")]
+    _, recent, _ = await get(f"{url}?since=2026-11-30T10:06:00&type=volume_spike&limit=5")
+    assert [a["symbol"] for a in recent] == ["FPT"]
+    for query, parameter, code in (("limit=0", "limit", 422), ("type=nope", "type", 422), ("since=yesterday",
+                                   "since", 400), ("symbol=A%20B", "symbol", 400), ("severity=loud", "severity", 422)):
+        status, problem, _ = await get(f"{url}?{query}")
+        assert (status, problem["parameter"]) == (code, parameter), query
 
 
 async def test_snapshot_first_then_throttled_deltas_to_every_client(served: Running) -> None:

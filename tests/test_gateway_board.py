@@ -27,6 +27,7 @@ from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
 from services.gateway import hub as hub_module
+from services.gateway.alerts import AlertLog
 from services.gateway.board import Board, BoardFilter, read_filter
 from services.gateway.history import candle_of
 from services.gateway.hub import ChannelHub, serve
@@ -37,6 +38,8 @@ from services.index.service import IndexService
 from shared.candles import minute_candles
 from shared.market import EXCHANGE_TZ, Exchange
 from shared.messages.domain import (
+    Alert,
+    AlertType,
     BoardRow,
     ClassificationRule,
     ClassifiedTrade,
@@ -45,6 +48,7 @@ from shared.messages.domain import (
     IndexData,
     PriceLevel,
     SecurityInfo,
+    Severity,
     TradeType,
 )
 from shared.subjects import DERIVED, TRADE_CLASSIFIED, VN30_BASKET_KEY, Bucket, foreign_stock_key, security_key
@@ -333,6 +337,57 @@ async def test_phases_serve_each_socket_once_an_interval_with_all_that_changed_s
     assert first_trades == [5_100, 5_300]
     assert set(at_second["board"]["data"]) == {"ACB", "SHS"}
     assert [t["total_volume"] for t in at_second["trades"]["data"]["trades"]] == [5_100, 5_300]
+
+
+def alert(symbol: str, clock: str, kind: AlertType = AlertType.VOLUME_SPIKE,
+          severity: Severity = Severity.WARNING) -> Alert:
+    moment = datetime.combine(DAY, datetime.strptime(clock, "%H:%M:%S").time(), EXCHANGE_TZ)
+    return Alert(type=kind, severity=severity, symbol=symbol, trading_date=DAY, timestamp=moment, rule=str(kind),
+                 values={"volume": 1.0}, message_vi=f"{symbol} vi", message_en=f"{symbol} en")
+
+
+def test_the_alert_log_keeps_each_alert_once_and_filters_it() -> None:
+    log = AlertLog(kept=3)
+    for one in (alert("FPT", "09:20:00"), alert("ACB", "09:21:00", AlertType.CEILING_HIT),
+                alert("FPT", "09:22:00", severity=Severity.CRITICAL)):
+        log.add(one)
+    log.add(alert("FPT", "09:20:00"))  # read again after a reconnect
+    assert log.repeats == 1
+    assert [a.timestamp.minute for a in log.select(10)] == [22, 21, 20]  # newest first
+    assert [a.symbol for a in log.select(10, symbol="FPT")] == ["FPT", "FPT"]
+    assert [a.type for a in log.select(10, kind="ceiling_hit")] == [AlertType.CEILING_HIT]
+    assert [a.severity for a in log.select(10, severity="critical")] == [Severity.CRITICAL]
+    since = datetime.combine(DAY, datetime.strptime("09:21:00", "%H:%M:%S").time(), EXCHANGE_TZ)
+    assert len(log.select(10, since=since)) == 2
+    assert len(log.select(1)) == 1
+    log.add(alert("HPG", "09:23:00"))  # beyond what it keeps: the oldest goes
+    assert [a.symbol for a in log.select(10)] == ["HPG", "FPT", "ACB"]
+    log.add(alert("FPT", "09:20:00"))  # no longer held: kept again
+    assert log.repeats == 1
+
+
+async def test_alerts_stream_to_whoever_subscribed_to_them(server: Server) -> None:
+    server.channels.alerts.add(alert("FPT", "09:20:00"))
+    server.channels.broadcast()
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.url) as every, \
+            http.ws_connect(server.url) as fpt:
+        await every.send_json({"op": "subscribe", "channel": "alerts"})
+        await fpt.send_json({"op": "subscribe", "channel": "alerts", "symbol": "fpt"})
+        (snapshot,) = await messages(every, 1)
+        assert (snapshot["topic"], [a["symbol"] for a in snapshot["data"]["alerts"]]) == ("all", ["FPT"])
+        (only_fpt,) = await messages(fpt, 1)
+        assert only_fpt["topic"] == "FPT"
+        server.channels.alerts.add(alert("ACB", "09:21:00", AlertType.CEILING_HIT))
+        server.channels.alerts.add(alert("FPT", "09:22:00"))
+        server.channels.broadcast()
+        (delta,) = await messages(every, 1)
+        assert [(a["symbol"], a["type"]) for a in delta["data"]["alerts"]] == [("ACB", "ceiling_hit"),
+                                                                             ("FPT", "volume_spike")]
+        (fpt_delta,) = await messages(fpt, 1)
+        assert [a["symbol"] for a in fpt_delta["data"]["alerts"]] == ["FPT"]
+        await every.send_json({"op": "subscribe", "channel": "alerts", "group": "VN30"})
+        (refused,) = await messages(every, 1)
+        assert refused["type"] == "error"
 
 
 # --- the recorded day, live, through a real nats-server ------------------------------------------------------------

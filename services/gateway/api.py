@@ -5,6 +5,7 @@ gzip)."""
 from __future__ import annotations
 
 import hmac
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -13,8 +14,10 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from services.gateway.admission import REFUSED_HANDSHAKE, is_websocket_path
+from services.gateway.alerts import AlertLog
 from services.gateway.board import Board, BoardFilter, BoardQuote, Book, Breadth, Contribution, Movers, read_filter
 from services.gateway.routes import (
+    INSTRUMENT_PATTERN,
     ApiError,
     Endpoint,
     Handler,
@@ -27,13 +30,16 @@ from services.gateway.routes import (
     shown,
 )
 from services.gateway.view import MarketView
-from shared.market import EXCHANGE_TZ, SCHEDULES, Exchange, Phase
+from shared.market import EXCHANGE_TZ, SCHEDULES, Exchange, Phase, to_exchange_time
 from shared.messages.domain import (
+    Alert,
+    AlertType,
     BasisPoint,
     ForeignInvestorData,
     ForeignSummary,
     MarketSnapshot,
     SessionStats,
+    Severity,
 )
 from shared.runtime import VERSION
 
@@ -82,6 +88,8 @@ def trading_schedule() -> TradingSchedule:
 
 
 SCHEDULE = trading_schedule()
+_ALERT_TYPES = [str(kind) for kind in AlertType]
+_SEVERITIES = [str(level) for level in Severity]
 
 
 def json_response(request: web.Request, body: Any, status: int = 200) -> web.Response:
@@ -108,9 +116,10 @@ def presented_token(request: web.Request) -> str | None:
 
 
 class MarketApi:
-    def __init__(self, view: MarketView) -> None:
+    def __init__(self, view: MarketView, alerts: AlertLog) -> None:
         self.view = view
         self.board = Board(view)
+        self.alerts = alerts
 
     async def snapshot(self, request: web.Request) -> web.Response:
         return json_response(request, self.view.snapshot())
@@ -177,6 +186,28 @@ class MarketApi:
                                  f"{shown(index_id)}", 422)
         return json_response(request, self.board.contribution(index_id))
 
+    async def alert_list(self, request: web.Request) -> web.Response:
+        limit = ALERTS_LIMIT.read(request, bad_parameter)
+        if isinstance(limit, web.Response):
+            return limit
+        query = request.query
+        kind, severity, symbol = query.get("type"), query.get("severity"), query.get("symbol")
+        if kind is not None and kind not in _ALERT_TYPES:
+            return bad_parameter(request, "type", f"type is one of {', '.join(_ALERT_TYPES)}, got {shown(kind)}", 422)
+        if severity is not None and severity not in _SEVERITIES:
+            return bad_parameter(request, "severity", f"severity is one of {', '.join(_SEVERITIES)}, got "
+                                 f"{shown(severity)}", 422)
+        if symbol is not None and not is_instrument(symbol):
+            return bad_parameter(request, "symbol", f"symbol is [A-Za-z0-9_-]{{1,30}}, got {shown(symbol)}")
+        since = None
+        if "since" in query:
+            try:
+                since = to_exchange_time(datetime.fromisoformat(query["since"]))
+            except ValueError:
+                return bad_parameter(request, "since", f"since is an ISO 8601 time, got {shown(query['since'])}")
+        return json_response(request, self.alerts.select(limit, kind, severity, symbol.upper() if symbol else None,
+                                                         since))
+
     def endpoints(self) -> list[Endpoint]:
         unknown = (422, "a filter names no exchange, group or symbols this board knows")
         return [
@@ -195,6 +226,11 @@ class MarketApi:
             Endpoint("/api/market/contribution", "contribution", "Each index member's part of the index's move, "
                      "in points", self.contribution, Contribution, params=(CONTRIBUTION_INDEX,),
                      errors=((422, "not an index with known members"), UNAUTHORIZED)),
+            Endpoint("/api/market/alerts", "alerts", "The latest alerts (volume spikes, limits, foreign "
+                     "acceleration, basis, futures flow, user rules), newest first; the filters given narrow each "
+                     "other", self.alert_list, list[Alert], params=ALERT_FILTERS,
+                     errors=((400, "limit, symbol or since is malformed"), (422, "limit, type or severity out of "
+                             "range"), UNAUTHORIZED)),
             Endpoint("/api/market/snapshot", "marketSnapshot", "Everything a price board needs: stats, prices, "
                      "indices, the foreign summary, the active VN30F contract", self.snapshot, MarketSnapshot,
                      errors=(UNAUTHORIZED,)),
@@ -227,6 +263,15 @@ MOVERS_LIMIT = IntParam("limit", "How many in each list", default=10, low=1, hig
 CONTRIBUTION_INDEX = Param("index", "The index id", {"type": "string", "default": "VN30"})
 MINUTES = IntParam("minutes", "Minutes of market time, counted back from the contract's latest point",
                    default=30, low=1, high=120)
+ALERTS_LIMIT = IntParam("limit", "How many, newest first", default=100, low=1, high=500)
+ALERT_FILTERS = (
+    ALERTS_LIMIT,
+    Param("type", "Alerts of this type", {"type": "string", "enum": [str(kind) for kind in AlertType]}),
+    Param("severity", "Alerts of this severity", {"type": "string", "enum": [str(level) for level in Severity]}),
+    Param("symbol", "Alerts of this symbol or contract", {"type": "string", "pattern": INSTRUMENT_PATTERN}),
+    Param("since", "Alerts raised at or after this exchange time (ISO 8601; without an offset: exchange time)",
+          {"type": "string", "format": "date-time"}),
+)
 
 
 # --- middleware --------------------------------------------------------------------------------------------------

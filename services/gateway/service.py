@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from services.gateway.admission import CLIENT_ADDRESS, Admission, admission_middleware, trusted_networks
+from services.gateway.alerts import AlertLog
 from services.gateway.api import (
     MarketApi,
     auth_middleware,
@@ -37,9 +38,9 @@ from services.gateway.view import CHANNEL_BUCKETS, WATCHED, MarketView
 from shared import bus
 from shared.config import Settings
 from shared.market import exchange_now
-from shared.messages.domain import BasisPoint, ClassifiedTrade
+from shared.messages.domain import Alert, BasisPoint, ClassifiedTrade
 from shared.runtime import Actor, Context
-from shared.subjects import BASIS_POINT, DERIVED, TRADE_CLASSIFIED
+from shared.subjects import ALERT_PREFIX, ALERTS, BASIS_POINT, DERIVED, TRADE_CLASSIFIED
 
 WS_REFUSED = Counter("stocktracker_gateway_ws_refused_total", "WebSocket connections refused, by reason", ["reason"])
 DERIVED_HISTORY = timedelta(hours=26)  # reach back to the start of the latest trading day, whatever the hour
@@ -64,6 +65,7 @@ class Gateway(Actor):
     def __init__(self) -> None:
         self.view = MarketView()
         self.tape = Tape()
+        self.alerts = AlertLog()
         self.history: HistoryApi | None = None
         self.hubs: dict[str, ChannelHub] = {}
         self.filtered: FilteredChannels | None = None
@@ -76,6 +78,7 @@ class Gateway(Actor):
         self._ctx: Context | None = None
         self._decode_point = msgspec.json.Decoder(BasisPoint).decode
         self._decode_trade = msgspec.json.Decoder(ClassifiedTrade).decode
+        self._decode_alert = msgspec.json.Decoder(Alert).decode
         self._openapi = b""
 
     async def start(self, ctx: Context) -> None:
@@ -90,13 +93,14 @@ class Gateway(Actor):
                 queue_size=settings.ws_queue_size, send_timeout_s=settings.ws_send_timeout_s,
             )
         self.filtered = FilteredChannels(Board(self.view), self.tape, settings.ws_queue_size,
-                                         settings.ws_send_timeout_s, settings.ws_phases)
+                                         settings.ws_send_timeout_s, settings.ws_phases, self.alerts)
         for bucket in WATCHED:
             watch = bus.BucketWatch(ctx.js, bucket, lambda key, value, b=bucket: self.view.apply(b, key, value),
                                     on_load=lambda entries, b=bucket: self.view.replace(b, entries))
             watch.start()
             self._watches.append(watch)
-        self._derived = await bus.consume_from(ctx.js, DERIVED, [BASIS_POINT.wildcard, TRADE_CLASSIFIED.wildcard],
+        self._derived = await bus.consume_from(ctx.js, DERIVED,
+                                               [BASIS_POINT.wildcard, TRADE_CLASSIFIED.wildcard, ALERTS],
                                                self._on_derived, start_time=exchange_now() - DERIVED_HISTORY)
         self._broadcaster = asyncio.create_task(self._broadcast_every(settings.ws_throttle_ms / 1000,
                                                                       settings.ws_phases))
@@ -122,7 +126,7 @@ class Gateway(Actor):
         ])
         app.on_response_prepare.append(security_headers)
         assert self.history is not None
-        endpoints = [*MarketApi(self.view).endpoints(), *self.history.endpoints(), Endpoint(
+        endpoints = [*MarketApi(self.view, self.alerts).endpoints(), *self.history.endpoints(), Endpoint(
             "/healthz", "health", "Liveness and readiness: ready once the KV view is loaded", self._health, Health,
             "Live and ready", errors=((503, "Live, not ready (KV view not loaded)", Health),))]
         self._openapi = msgspec.json.encode(openapi_document(endpoints))
@@ -138,10 +142,12 @@ class Gateway(Actor):
         return app
 
     async def _on_derived(self, subject: str, payload: bytes, position: bus.Delivery) -> None:
-        """Classified trades to the tape, basis points to the view."""
+        """Classified trades to the tape, alerts to the alert log, basis points to the view."""
         try:
             if TRADE_CLASSIFIED.matches(subject):
                 self.tape.add(self._decode_trade(payload))
+            elif subject.startswith(ALERT_PREFIX):
+                self.alerts.add(self._decode_alert(payload))
             else:
                 self.view.add_basis_point(self._decode_point(payload))
         except msgspec.DecodeError:  # (ValidationError included) the recorder dead-letters it; the view skips it

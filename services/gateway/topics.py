@@ -6,7 +6,9 @@
 - `trades` (`"symbol": "FPT"`): snapshot `{"trades": [the latest classified trades]}`, deltas `{"trades": [new ones,
   in order]}`;
 - `candles` (`"symbol": "FPT"`): snapshot `{"candles": [today's latest 1-minute candles, the forming one last]}`,
-  deltas `{"candles": [the candles that changed]}`, each a `Candle` as `/api/history/{symbol}/candles` answers.
+  deltas `{"candles": [the candles that changed]}`, each a `Candle` as `/api/history/{symbol}/candles` answers;
+- `alerts` (every alert, or `"symbol": "FPT"`'s): snapshot `{"alerts": [the latest 50, oldest first]}`, deltas
+  `{"alerts": [the new ones, in order]}`.
 
 At each phase's turn (WS_PHASES of them spread over a throttle interval), what changed since that phase's last turn:
 the board rows that changed are encoded once each (whatever the number of topics showing them), each topic's delta
@@ -23,18 +25,20 @@ from typing import Any
 import msgspec
 from prometheus_client import Gauge
 
+from services.gateway.alerts import AlertLog, of_symbol
 from services.gateway.board import MAX_SYMBOLS, Board, BoardFilter, read_filter
 from services.gateway.history import Candle, candle_of
 from services.gateway.hub import ChannelHub, Client, Request
 from services.gateway.routes import is_instrument
 from services.gateway.tape import Tape
 from shared.candles import MinuteCandle
-from shared.messages.domain import ClassifiedTrade
+from shared.messages.domain import Alert, ClassifiedTrade
 
 _encode = msgspec.json.Encoder().encode
 # The largest request a socket may send: a board subscription of MAX_SYMBOLS symbols of the longest length (30), each
 # quoted and comma-separated with room for spaces; larger, aiohttp closes the socket (1009, message too big).
 MAX_REQUEST_BYTES = 512 + MAX_SYMBOLS * (30 + 8)
+ALERTS_SHOWN = 50  # alerts in an `alerts` snapshot: the latest
 WS_TOPICS = Gauge("stocktracker_gateway_ws_topics", "Distinct subscriptions of the filtered channels, by channel",
                   ["channel"])
 
@@ -46,10 +50,12 @@ class _Changes:
     rows: set[str] = field(default_factory=set)  # board rows, by symbol
     trades: dict[str, list[ClassifiedTrade]] = field(default_factory=dict)  # new, in order, by symbol
     candles: dict[str, dict[datetime, MinuteCandle]] = field(default_factory=dict)  # by symbol, by minute
+    alerts: list[Alert] = field(default_factory=list)  # new, in order
 
     def add(self, rows: set[str], trades: dict[str, list[ClassifiedTrade]],
-            candles: dict[str, list[MinuteCandle]]) -> None:
+            candles: dict[str, list[MinuteCandle]], alerts: list[Alert]) -> None:
         self.rows |= rows
+        self.alerts += alerts
         for symbol, new in trades.items():
             self.trades.setdefault(symbol, []).extend(new)
         for symbol, changed in candles.items():
@@ -57,11 +63,13 @@ class _Changes:
 
 
 class FilteredChannels:
-    channels = frozenset({"board", "trades", "candles"})
+    channels = frozenset({"board", "trades", "candles", "alerts"})
 
-    def __init__(self, board: Board, tape: Tape, queue_size: int, send_timeout_s: float, phases: int = 1) -> None:
+    def __init__(self, board: Board, tape: Tape, queue_size: int, send_timeout_s: float, phases: int = 1,
+                 alerts: AlertLog | None = None) -> None:
         self.board = board
         self.tape = tape
+        self.alerts = alerts or AlertLog()
         self.queue_size = queue_size
         self.send_timeout_s = send_timeout_s
         self.phases = phases
@@ -98,16 +106,26 @@ class FilteredChannels:
                 return 'board is filtered by "symbols", "group" or "exchange"'
             return self._hub("board", chosen.topic, lambda: self._board_state(chosen),
                              lambda: self._board_delta(chosen))
-        symbol = (request.symbol or "").strip().upper()
-        if not is_instrument(symbol):
-            return f'{request.channel} needs "symbol": one symbol, [A-Za-z0-9_-]{{1,30}}'
         if request.symbols is not None or request.group is not None or request.exchange is not None:
             return f'{request.channel} is filtered by "symbol" only'
+        symbol = (request.symbol or "").strip().upper()
+        if request.channel == "alerts":
+            return self._alerts_hub(symbol or None)
+        if not is_instrument(symbol):
+            return f'{request.channel} needs "symbol": one symbol, [A-Za-z0-9_-]{{1,30}}'
         if request.channel == "trades":
             return self._hub("trades", symbol, lambda: {"trades": self.tape.trades(symbol)},
                              lambda: self._listed("trades", self._turn.trades.get(symbol)))
         return self._hub("candles", symbol, lambda: {"candles": [candle_of(c) for c in self.tape.candles(symbol)]},
                          lambda: self._listed("candles", self._turn_candles(symbol)))
+
+    def _alerts_hub(self, symbol: str | None) -> ChannelHub | str:
+        """Every alert (topic `all`), or one symbol's."""
+        if symbol is not None and not is_instrument(symbol):
+            return 'alerts is filtered by "symbol": one symbol, [A-Za-z0-9_-]{1,30}'
+        return self._hub("alerts", symbol or "all",
+                         lambda: {"alerts": self.alerts.select(ALERTS_SHOWN, symbol=symbol)[::-1]},
+                         lambda: self._listed("alerts", of_symbol(self._turn.alerts, symbol)))
 
     def _hub(self, channel: str, topic: str, state: Any, delta: Any) -> ChannelHub:
         key = f"{channel}:{topic}"
@@ -131,8 +149,9 @@ class FilteredChannels:
         for symbol in rows:
             self._encoded.pop(symbol, None)
         trades, candles = self.tape.take()
+        alerts = self.alerts.take()
         for pending in self._pending:
-            pending.add(rows, trades, candles)
+            pending.add(rows, trades, candles, alerts)
         self._turn, self._pending[phase] = self._pending[phase], _Changes()
         for hub in list(self.hubs.values()):
             hub.broadcast(phase)
