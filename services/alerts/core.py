@@ -83,6 +83,15 @@ class AlertsState(msgspec.Struct):
     symbols: dict[str, SymbolState] = msgspec.field(default_factory=dict)
 
 
+# (limit, what the trade did) -> the alert: its type, severity and message (Vietnamese, English) before the price
+_LIMIT_ALERTS = {
+    ("ceiling", "hit"): (AlertType.CEILING_HIT, Severity.WARNING, "chạm giá trần", "at its ceiling,"),
+    ("ceiling", "left"): (AlertType.CEILING_LEFT, Severity.INFO, "rời giá trần,", "off its ceiling,"),
+    ("floor", "hit"): (AlertType.FLOOR_HIT, Severity.WARNING, "chạm giá sàn", "at its floor,"),
+    ("floor", "left"): (AlertType.FLOOR_LEFT, Severity.INFO, "rời giá sàn,", "off its floor,"),
+}
+
+
 def _minute_of(moment: datetime) -> int:
     return int(moment.timestamp() // 60)
 
@@ -213,22 +222,12 @@ class AlertsCore:
         values = {"price": trade.price, **({"ceiling": ceiling} if ceiling is not None else {}),
                   **({"floor": floor} if floor is not None else {})}
         alerts = []
-        if before == "ceiling":
-            alerts += self._raise(state, AlertType.CEILING_LEFT, Severity.INFO, trade.symbol, trade.trading_date,
-                                  trade.timestamp, values, f"{trade.symbol}: rời giá trần, {_fmt(trade.price)}",
-                                  f"{trade.symbol}: off its ceiling, {_fmt(trade.price)}")
-        elif before == "floor":
-            alerts += self._raise(state, AlertType.FLOOR_LEFT, Severity.INFO, trade.symbol, trade.trading_date,
-                                  trade.timestamp, values, f"{trade.symbol}: rời giá sàn, {_fmt(trade.price)}",
-                                  f"{trade.symbol}: off its floor, {_fmt(trade.price)}")
-        if at == "ceiling":
-            alerts += self._raise(state, AlertType.CEILING_HIT, Severity.WARNING, trade.symbol, trade.trading_date,
-                                  trade.timestamp, values, f"{trade.symbol}: chạm giá trần {_fmt(trade.price)}",
-                                  f"{trade.symbol}: at its ceiling, {_fmt(trade.price)}")
-        elif at == "floor":
-            alerts += self._raise(state, AlertType.FLOOR_HIT, Severity.WARNING, trade.symbol, trade.trading_date,
-                                  trade.timestamp, values, f"{trade.symbol}: chạm giá sàn {_fmt(trade.price)}",
-                                  f"{trade.symbol}: at its floor, {_fmt(trade.price)}")
+        for limit, event in ((before, "left"), (at, "hit")):  # off one limit first, then onto the other
+            if limit is not None:
+                kind, severity, vi, en = _LIMIT_ALERTS[limit, event]
+                alerts += self._raise(state, kind, severity, trade.symbol, trade.trading_date, trade.timestamp,
+                                      values, f"{trade.symbol}: {vi} {_fmt(trade.price)}",
+                                      f"{trade.symbol}: {en} {_fmt(trade.price)}")
         return alerts
 
     def _futures_flow(self, trade: ClassifiedTrade, state: SymbolState, now: int) -> list[Alert]:
