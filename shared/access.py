@@ -95,7 +95,8 @@ SERVICES: dict[str, Access] = {access.user: access for access in (
     Access("alerts", publishes=(ALERTS, f"$KV.{Bucket.ALERTS}.>"), reads=(DERIVED.name, _kv(Bucket.ALERT_RULES)),
            checkpoint=True),
     Access("recorder", reads=(DERIVED.name,)),
-    Access("gateway", reads=(DERIVED.name, *(_kv(bucket) for bucket in Bucket if bucket != Bucket.CHECKPOINTS))),
+    Access("gateway", publishes=(f"$KV.{Bucket.ALERT_RULES}.>",),
+           reads=(DERIVED.name, *(_kv(bucket) for bucket in Bucket if bucket != Bucket.CHECKPOINTS))),
 )}
 
 

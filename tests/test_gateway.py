@@ -193,14 +193,15 @@ async def test_the_document_is_the_route_table(served: Running) -> None:
     parameter's documented bounds are the ones the handler enforces (they come from one declaration)."""
     _, document, _ = await get(f"{served.url}/api/openapi.json")
     app = served.gateway.make_app()
-    served_paths = {route.resource.canonical for route in app.router.routes()
-                    if route.method == "GET" and route.resource is not None
-                    and route.resource.canonical.startswith(("/api/market", "/api/history", "/healthz"))}
-    assert served_paths == set(document["paths"])
+    served_paths = {(route.resource.canonical, route.method.lower()) for route in app.router.routes()
+                    if route.method in ("GET", "POST", "DELETE") and route.resource is not None
+                    and route.resource.canonical.startswith(("/api/market", "/api/history", "/api/alerts",
+                                                             "/healthz"))}
+    assert served_paths == {(path, method) for path, item in document["paths"].items() for method in item}
     checked = 0
     for path, item in document["paths"].items():
         concrete = path.replace("{symbol}", "ACB").replace("{name}", "VN30").replace("{contract}", "VN30F2612")
-        for param in item["get"].get("parameters", []):
+        for param in item.get("get", {}).get("parameters", []):
             schema = param["schema"]
             if schema.get("type") != "integer":
                 continue
@@ -404,6 +405,40 @@ async def test_alerts_are_listed_newest_first_and_filtered(served: Running) -> N
                                    "since", 400), ("symbol=A%20B", "symbol", 400), ("severity=loud", "severity", 422)):
         status, problem, _ = await get(f"{url}?{query}")
         assert (status, problem["parameter"]) == (code, parameter), query
+
+
+async def test_alert_rules_are_created_listed_and_deleted_with_the_token(filled: config.Settings) -> None:
+    """The rules live in KV alert_rules (where the alerts service reads them); with GATEWAY_TOKEN set, reading or
+    changing them needs it even when REST reads are open; a body that is not a rule, or too large, is refused."""
+    rule = {"id": "fpt-above", "symbol": "FPT", "kind": "price_above", "value": 101000, "severity": "warning"}
+    url_of = "/api/alerts/rules"
+    async with gateway(filled, gateway_token="s3cret") as running, aiohttp.ClientSession() as http:
+        url = f"{running.url}{url_of}"
+        bearer = {"Authorization": "Bearer s3cret"}
+        async with http.post(url, json=rule) as refused:
+            assert refused.status == 401
+        async with http.get(url) as refused:
+            assert refused.status == 401
+        async with http.post(url, json=rule, headers=bearer) as created:
+            assert (created.status, await created.json()) == (201, rule)
+        nc = await bus.connect(filled, "test-rules")
+        stored = await (await nc.jetstream().key_value(str(Bucket.ALERT_RULES))).get("fpt-above")
+        assert msgspec.json.decode(stored.value) == rule
+        async with http.get(url, headers=bearer) as listed:
+            assert await listed.json() == [rule]
+        for body in (b"{}", b"not json", json.dumps({**rule, "kind": "moon"}).encode(),
+                     json.dumps({**rule, "value": -1}).encode(), json.dumps({**rule, "id": "a b"}).encode()):
+            async with http.post(url, data=body, headers=bearer) as bad:
+                assert bad.status == 422, body
+        async with http.post(url, data=b"x" * 5_000, headers=bearer) as large:
+            assert large.status == 413
+        async with http.delete(f"{url}/nope", headers=bearer) as missing:
+            assert missing.status == 404
+        async with http.delete(f"{url}/fpt-above", headers=bearer) as deleted:
+            assert (deleted.status, await deleted.json()) == (200, {"deleted": "fpt-above"})
+        async with http.get(url, headers=bearer) as listed:
+            assert await listed.json() == []
+        await nc.close()
 
 
 async def test_snapshot_first_then_throttled_deltas_to_every_client(served: Running) -> None:

@@ -401,13 +401,16 @@ def origin_middleware(origins: list[str]) -> Any:
     return handle
 
 
-def auth_middleware(token: str, protect_rest: bool) -> Any:
+def auth_middleware(token: str, protect_rest: bool, always: tuple[str, ...] = ()) -> Any:
+    """With a token set: WebSocket handshakes, the paths under `always` (what changes the system for everyone), and
+    with `protect_rest` every other REST path but health, metrics and the document, need it."""
     open_paths = ("/healthz", "/metrics", "/api/openapi.json")
 
     @web.middleware
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         is_ws = is_websocket_path(request.path)
-        guarded = is_ws or (protect_rest and request.path.startswith("/api/") and request.path not in open_paths)
+        guarded = (is_ws or request.path.startswith(always)
+                   or (protect_rest and request.path.startswith("/api/") and request.path not in open_paths))
         if token and guarded and request.method != "OPTIONS" and not token_matches(token, presented_token(request)):
             AUTH_FAILURES.labels("ws" if is_ws else "rest").inc()
             if is_ws:
@@ -436,7 +439,7 @@ def cors_middleware(origins: list[str]) -> Any:
         permitted = origin is not None and ("*" in allowed or origin in allowed)
         if request.method == "OPTIONS" and permitted and request.headers.get("Access-Control-Request-Method"):
             response: web.StreamResponse = web.Response(status=204)
-            response.headers["Access-Control-Allow-Methods"] = "GET, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
             response.headers["Access-Control-Max-Age"] = "600"
         else:

@@ -82,20 +82,23 @@ class IntParam(Param):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One GET endpoint: what it answers with on 200 (a type the document's schema is generated from), the errors
-    it may answer, and the handler."""
+    """One endpoint: its method, what it answers with on success (a type the document's schema is generated from;
+    `status` 200 unless said), the JSON body it takes (a Struct, for POST), the errors it may answer, the handler."""
 
     path: str
     operation_id: str
     summary: str
     handler: Handler
-    answers: Any  # the 200 body's type (a Struct, list[Struct] ...)
+    answers: Any  # the success body's type (a Struct, list[Struct] ...)
     description: str = ""
     params: tuple[Param, ...] = ()
     errors: tuple[tuple[Any, ...], ...] = ()  # (status, when) with an ApiError body, or (status, when, body type)
+    method: str = "get"
+    body: Any = None  # the request body's type
+    status: int = 200
 
     def route(self) -> web.RouteDef:
-        return web.get(self.path, self.handler)
+        return web.route(self.method.upper(), self.path, self.handler)
 
 
 def openapi_paths(endpoints: list[Endpoint], ref: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -103,20 +106,25 @@ def openapi_paths(endpoints: list[Endpoint], ref: Callable[[Any], dict[str, Any]
     error = {"application/json": {"schema": ref(ApiError)}}
     paths: dict[str, Any] = {}
     for endpoint in endpoints:
-        responses = {"200": {"description": endpoint.description or endpoint.summary,
-                             "content": {"application/json": {"schema": ref(endpoint.answers)}}}}
+        responses = {str(endpoint.status): {"description": endpoint.description or endpoint.summary,
+                                            "content": {"application/json": {"schema": ref(endpoint.answers)}}}}
         for status, when, *body in endpoint.errors:
             content = {"application/json": {"schema": ref(body[0])}} if body else error
             responses[str(status)] = {"description": when, "content": content}
-        operation = {"summary": endpoint.summary, "operationId": endpoint.operation_id, "responses": responses}
+        operation: dict[str, Any] = {"summary": endpoint.summary, "operationId": endpoint.operation_id,
+                                     "responses": responses}
         if endpoint.params:
             operation["parameters"] = [param.openapi() for param in endpoint.params]
-        paths[endpoint.path] = {"get": operation}
+        if endpoint.body is not None:
+            operation["requestBody"] = {"required": True,
+                                        "content": {"application/json": {"schema": ref(endpoint.body)}}}
+        paths.setdefault(endpoint.path, {})[endpoint.method] = operation
     return paths
 
 
 def answer_types(endpoints: list[Endpoint]) -> tuple[Any, ...]:
     """The types the endpoints answer with, errors' bodies included, for the document's components."""
     answers = [endpoint.answers for endpoint in endpoints]
+    answers += [endpoint.body for endpoint in endpoints if endpoint.body is not None]
     answers += [body[0] for endpoint in endpoints for _, _, *body in endpoint.errors if body]
     return tuple(dict.fromkeys(answers))

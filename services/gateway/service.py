@@ -32,6 +32,7 @@ from services.gateway.board import Board
 from services.gateway.history import HistoryApi
 from services.gateway.hub import ChannelHub, serve
 from services.gateway.routes import Endpoint, shown
+from services.gateway.rules import RULES_PATH, AlertRules
 from services.gateway.tape import Tape
 from services.gateway.topics import MAX_REQUEST_BYTES, FilteredChannels
 from services.gateway.view import CHANNEL_BUCKETS, WATCHED, MarketView
@@ -40,7 +41,7 @@ from shared.config import Settings
 from shared.market import exchange_now
 from shared.messages.domain import Alert, BasisPoint, ClassifiedTrade
 from shared.runtime import Actor, Context
-from shared.subjects import ALERT_PREFIX, ALERTS, BASIS_POINT, DERIVED, TRADE_CLASSIFIED
+from shared.subjects import ALERT_PREFIX, ALERTS, BASIS_POINT, DERIVED, TRADE_CLASSIFIED, Bucket
 
 WS_REFUSED = Counter("stocktracker_gateway_ws_refused_total", "WebSocket connections refused, by reason", ["reason"])
 DERIVED_HISTORY = timedelta(hours=26)  # reach back to the start of the latest trading day, whatever the hour
@@ -66,6 +67,7 @@ class Gateway(Actor):
         self.view = MarketView()
         self.tape = Tape()
         self.alerts = AlertLog()
+        self.rules = AlertRules()
         self.history: HistoryApi | None = None
         self.hubs: dict[str, ChannelHub] = {}
         self.filtered: FilteredChannels | None = None
@@ -94,6 +96,10 @@ class Gateway(Actor):
             )
         self.filtered = FilteredChannels(Board(self.view), self.tape, settings.ws_queue_size,
                                          settings.ws_send_timeout_s, settings.ws_phases, self.alerts)
+        self.rules.kv = await bus.electing(lambda: ctx.js.key_value(str(Bucket.ALERT_RULES)))
+        rules = bus.BucketWatch(ctx.js, Bucket.ALERT_RULES, self.rules.changed, on_load=self.rules.loaded)
+        rules.start()
+        self._watches.append(rules)
         for bucket in WATCHED:
             watch = bus.BucketWatch(ctx.js, bucket, lambda key, value, b=bucket: self.view.apply(b, key, value),
                                     on_load=lambda entries, b=bucket: self.view.replace(b, entries))
@@ -122,11 +128,12 @@ class Gateway(Actor):
             error_middleware(), admission_middleware(self.admission, WS_REFUSED),
             host_middleware(settings.gateway_allowed_hosts),
             origin_middleware(settings.gateway_cors_origins), cors_middleware(settings.gateway_cors_origins),
-            auth_middleware(settings.gateway_token, settings.gateway_token_rest),
+            auth_middleware(settings.gateway_token, settings.gateway_token_rest, always=(RULES_PATH,)),
         ])
         app.on_response_prepare.append(security_headers)
         assert self.history is not None
-        endpoints = [*MarketApi(self.view, self.alerts).endpoints(), *self.history.endpoints(), Endpoint(
+        endpoints = [*MarketApi(self.view, self.alerts).endpoints(), *self.rules.endpoints(),
+                     *self.history.endpoints(), Endpoint(
             "/healthz", "health", "Liveness and readiness: ready once the KV view is loaded", self._health, Health,
             "Live and ready", errors=((503, "Live, not ready (KV view not loaded)", Health),))]
         self._openapi = msgspec.json.encode(openapi_document(endpoints))
