@@ -210,9 +210,10 @@ class Tally(msgspec.Struct):
 
 async def client(http: aiohttp.ClientSession, url: str, subscriptions: list[dict[str, Any]],
                  read: Callable[[str, float, Tally], None], tally: Tally, ready: Callable[[], None],
-                 stop: asyncio.Event) -> None:
-    """One socket: `subscriptions` sent, then every message counted and timed (`read` for the gateway's)."""
-    async with http.ws_connect(url, max_msg_size=0) as socket:
+                 stop: asyncio.Event, compress: bool) -> None:
+    """One socket: `subscriptions` sent, then every message counted and timed (`read` for the gateway's); with
+    `compress`, asking for permessage-deflate as browsers do."""
+    async with http.ws_connect(url, max_msg_size=0, compress=15 if compress else 0) as socket:
         for subscription in subscriptions:
             await socket.send_json(subscription)
         ready()
@@ -265,7 +266,8 @@ def read_market(data: str, now: float, tally: Tally) -> None:
         tally.staleness.append(now - max(stamps))
 
 
-async def clients_process(url: str, watchlists_file: str, part: int, parts: int, seconds: float) -> None:
+async def clients_process(url: str, watchlists_file: str, part: int, parts: int, seconds: float,
+                          compress: bool) -> None:
     """A process of clients (its `part` of the clients, every `parts`-th; a watchlist each: on the board, else
     None: on `/ws/market`): connects them, says `ready`, waits for `go` on stdin, lets 2 s pass (every snapshot
     sent), then measures `seconds` and prints its Tally."""
@@ -282,7 +284,8 @@ async def clients_process(url: str, watchlists_file: str, part: int, parts: int,
         tasks = [asyncio.create_task(
             client(http, url, [{"op": "subscribe", "channel": "board", "group": "VN30"},
                                {"op": "subscribe", "channel": "board", "symbols": watchlist}], read_board, tally,
-                   one_more, stop) if watchlist else client(http, url, [], read_market, tally, one_more, stop))
+                   one_more, stop, compress) if watchlist
+            else client(http, url, [], read_market, tally, one_more, stop, compress))
             for watchlist in watchlists]
         await asyncio.wait_for(ready.wait(), 180)
         print("ready", flush=True)
@@ -304,7 +307,7 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 async def measure(url: str, watchlists: list[list[str]] | list[None], seconds: float, processes: int,
-                  cpu_of: dict[str, int]) -> Tally:
+                  cpu_of: dict[str, int], compress: bool = False) -> Tally:
     """What the clients, spread over `processes` processes of their own, receive over `seconds` once all are
     connected and have their snapshots; and the CPU seconds each process (`cpu_of`, by name, and the clients'
     processes) spent meanwhile."""
@@ -312,7 +315,8 @@ async def measure(url: str, watchlists: list[list[str]] | list[None], seconds: f
     watchlists_file.write_bytes(msgspec.json.encode(watchlists))
     parts = [await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--clients-of", url, "--watchlists", str(watchlists_file), "--part", str(part),
-        "--parts", str(processes), "--seconds", str(seconds), stdin=asyncio.subprocess.PIPE,
+        "--parts", str(processes), "--seconds", str(seconds), *(["--compress"] if compress else []),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, limit=2**30) for part in range(processes)]
     for process in parts:
         assert process.stdout is not None
@@ -434,7 +438,8 @@ async def main_board(args: argparse.Namespace) -> None:
         writer = await start_writer(nats.url, args.rate, changes)
         assert nats.process is not None
         tally = await measure(f"http://127.0.0.1:{port}/ws", watchlists, args.seconds, args.client_processes,
-                                    {"gateway": gateway.pid, "nats-server": nats.process.pid, "writer": writer.pid})
+                              {"gateway": gateway.pid, "nats-server": nats.process.pid, "writer": writer.pid},
+                              args.compress)
         rss = psutil.Process(gateway.pid).memory_info().rss
         written, writing_s = await stop_writer(writer)
         writer = None
@@ -446,7 +451,7 @@ async def main_board(args: argparse.Namespace) -> None:
         bare = await start_bare(bare_port, args.throttle_ms, shared_bytes, own_bytes, min(1.0, own_share))
         await wait_until_serving(f"http://127.0.0.1:{bare_port}/")
         baseline = await measure(f"http://127.0.0.1:{bare_port}/ws", watchlists, args.seconds,
-                                       args.client_processes, {"bare server": bare.pid})
+                                 args.client_processes, {"bare server": bare.pid}, args.compress)
     finally:
         if writer is not None:
             await stop_writer(writer)
@@ -496,7 +501,8 @@ async def main(args: argparse.Namespace) -> None:
         assert nats.process is not None
         tally = await measure(f"http://127.0.0.1:{port}/ws/market", [None] * args.clients, args.seconds,
                               args.client_processes,
-                              {"gateway": gateway.pid, "nats-server": nats.process.pid, "writer": writer.pid})
+                              {"gateway": gateway.pid, "nats-server": nats.process.pid, "writer": writer.pid},
+                              args.compress)
         rss = psutil.Process(gateway.pid).memory_info().rss
         written, writing_s = await stop_writer(writer)
         writer = None
@@ -505,7 +511,7 @@ async def main(args: argparse.Namespace) -> None:
         bare = await start_bare(bare_port, args.throttle_ms, payload)
         await wait_until_serving(f"http://127.0.0.1:{bare_port}/")
         baseline = await measure(f"http://127.0.0.1:{bare_port}/ws", [None] * args.clients, args.seconds,
-                                 args.client_processes, {"bare server": bare.pid})
+                                 args.client_processes, {"bare server": bare.pid}, args.compress)
     finally:
         if writer is not None:
             await stop_writer(writer)
@@ -543,6 +549,8 @@ if __name__ == "__main__":
     parser.add_argument("--own-payload", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--own-share", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--client-processes", type=int, default=2, help="processes the clients are spread over")
+    parser.add_argument("--compress", action="store_true",
+                        help="clients ask for permessage-deflate, as browsers do (both the gateway and the baseline)")
     parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--board-changes", help=argparse.SUPPRESS)
     parser.add_argument("--clients-of", help=argparse.SUPPRESS)
@@ -555,7 +563,7 @@ if __name__ == "__main__":
         arguments.rate = 1_000.0 if arguments.board else 500.0
     if arguments.clients_of:
         asyncio.run(clients_process(arguments.clients_of, arguments.watchlists, arguments.part, arguments.parts,
-                                    arguments.seconds))
+                                    arguments.seconds, arguments.compress))
     elif arguments.writer:
         asyncio.run(writer_process(arguments.nats_url, arguments.board_changes, arguments.rate))
     elif arguments.bare_server:
