@@ -19,6 +19,7 @@ from typing import Any, TypeAlias, TypeVar
 import aiohttp
 import pytest
 from fake_ssi import HUB, REST_AUTH_FAILURE, FakeSsi
+from helpers import eventually
 from ssi_fc_data.fc_md_client import MarketDataClient
 from ssi_fc_data.fc_md_stream import MarketDataStream
 from ssi_fc_data.model import model
@@ -217,7 +218,13 @@ async def test_stream_subscribes_and_delivers_pushed_frames_in_order(fake: FakeS
 
     await fake.push(TRADE, json.dumps(QUOTE), json.dumps(INDEX).encode())
     assert [await next_item(probe.messages) for _ in range(3)] == [TRADE, QUOTE, INDEX]
-    broadcasts = [frame for frame in drain(probe.frames) if "C" in frame and frame["M"]]
+    broadcasts: list[Any] = []
+
+    def all_three() -> bool:  # the raw frames come through a queue of their own, maybe a moment later
+        broadcasts.extend(frame for frame in drain(probe.frames) if "C" in frame and frame["M"])
+        return len(broadcasts) >= 3
+
+    await eventually(all_three, timeout=5)
     assert [frame["M"] for frame in broadcasts] == [
         [{"H": HUB, "M": "Broadcast", "A": [json.dumps(payload)]}] for payload in (TRADE, QUOTE, INDEX)
     ]

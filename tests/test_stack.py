@@ -64,8 +64,8 @@ async def test_up_replays_the_day_survives_a_kill_and_stops_without_orphans(tmp_
     assert await first.stop() == 0
     assert f"{victim} exited with code -9" in first.output()
     stopping = [line.split()[1] for line in first.lines if line.startswith("stopped ")]
-    assert stopping == ["ingest", "classifier", "foreign", "index", "derivatives", "board", "recorder", "gateway",
-                        "PostgreSQL", "NATS"]
+    assert stopping == ["ingest", "classifier", "foreign", "index", "derivatives", "board", "alerts", "recorder",
+                        "gateway", "PostgreSQL", "NATS"]
     await asyncio.sleep(0.5)
     assert running(everything) == []
 
@@ -160,8 +160,8 @@ async def test_a_service_refused_at_its_start_is_not_restarted_and_stops_everyth
                for line in up.lines)
     assert not any(" restarted " in line or "restarting" in line for line in up.lines)
     stopping = [line.split()[1] for line in up.lines if line.startswith("stopped ")]
-    assert stopping == ["ingest", "classifier", "foreign", "index", "derivatives", "board", "recorder", "gateway",
-                        "PostgreSQL", "NATS"]
+    assert stopping == ["ingest", "classifier", "foreign", "index", "derivatives", "board", "alerts", "recorder",
+                        "gateway", "PostgreSQL", "NATS"]
     await asyncio.sleep(0.5)
     assert running(everything | set(up.service_pids().values())) == []
     assert up.servers_left() == []
