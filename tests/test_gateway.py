@@ -441,6 +441,14 @@ async def test_alert_rules_are_created_listed_and_deleted_with_the_token(filled:
         await nc.close()
 
 
+async def test_sockets_are_not_compressed_even_when_the_client_asks(served: Running) -> None:
+    """A browser asks for permessage-deflate; the gateway declines (it would compress each message once per
+    socket), and the socket works."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{served.url}/ws/index", compress=15) as socket:
+        assert socket.compress == 0  # not negotiated
+        assert json.loads((await socket.receive(timeout=5)).data)["type"] == "snapshot"
+
+
 async def test_snapshot_first_then_throttled_deltas_to_every_client(served: Running) -> None:
     async with aiohttp.ClientSession() as http, \
             http.ws_connect(f"{served.url}/ws/market") as first, http.ws_connect(f"{served.url}/ws/market") as second:

@@ -201,8 +201,11 @@ class Gateway(Actor):
                     return json_response(request, {"error": "the gateway is at its WebSocket limit"}, 503)
                 return json_response(request, {"error": "too many connections from this address"}, 429)
             try:
+                # No permessage-deflate: a message is encoded once for every client, but compressed once per
+                # socket (and each socket keeps a compressor): with 1,000 browsers asking for it, the gateway's CPU
+                # and memory tripled (bench/fanout.py --board --compress).
                 socket = web.WebSocketResponse(heartbeat=self._ctx.settings.ws_heartbeat_s,
-                                               max_msg_size=MAX_REQUEST_BYTES)
+                                               max_msg_size=MAX_REQUEST_BYTES, compress=False)
                 await socket.prepare(request)
                 await serve(socket, self.hubs, channels, self.filtered)
                 return socket
