@@ -7,11 +7,12 @@ mid-batch, or with PostgreSQL gone for a while, the recorder ends with no row mi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,17 @@ from services.ingest.simulator import MarketSimulator
 from services.recorder import schema
 from services.recorder.service import Recorder
 from shared import bus, config
-from shared.subjects import DERIVED
+from shared.subjects import ALERTS, DERIVED
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 TABLES = {"ticks": "trade.classified.*", "foreign_flows": "foreign.flow.*", "index_points": "index.point.*",
-          "basis_points": "basis.point.*"}
+          "basis_points": "basis.point.*", "alerts": "alert.>"}
 
 
 async def reset_database(url: str) -> None:
     conn = await asyncpg.connect(url)
-    await conn.execute("DROP TABLE IF EXISTS ticks, candles_1m, foreign_flows, index_points, basis_points, "
+    await conn.execute("DROP TABLE IF EXISTS ticks, candles_1m, foreign_flows, index_points, basis_points, alerts, "
                        "recorder_positions, recorder_rejects, instrument_days, schema_migrations CASCADE")
     await conn.close()
 
@@ -196,7 +197,53 @@ async def test_foreign_index_and_derivatives_endpoints(history: str) -> None:
     assert [round(p["basis"], 2) for p in basis] == [round(b, 2) for b in expected["basis_points"]]
 
 
+async def derived_alerts(settings: config.Settings) -> list[dict[str, Any]]:
+    """Every alert on DERIVED, in stream order, as JSON."""
+    nc = await bus.connect(settings, "alerts-read")
+    js = nc.jetstream()
+    count = sum(((await js.stream_info(DERIVED.name, subjects_filter=ALERTS)).state.subjects or {}).values())
+    consumer = await js.subscribe(ALERTS, stream=DERIVED.name, ordered_consumer=True)
+    try:
+        return [json.loads((await consumer.next_msg(timeout=5)).data) for _ in range(count)]
+    finally:
+        await nc.close()
+
+
+def in_history_order(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(alerts, key=lambda a: (datetime.fromisoformat(a["timestamp"]), a["symbol"], a["rule"]))
+
+
+async def test_every_alert_is_stored_once_and_listed_by_the_history_endpoint(recorded: config.Settings,
+                                                                              history: str) -> None:
+    raised = await derived_alerts(recorded)
+    assert len({(a["type"], a["symbol"]) for a in raised}) >= 3  # the recorded day raises several kinds of alert
+    status, listed, _ = await get(f"{history}/api/history/alerts")
+    assert status == 200
+    assert listed == in_history_order(raised)  # every field, the values and both messages included
+    conn = await asyncpg.connect(recorded.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM alerts") == len(raised)
+        first = raised[0]
+        stored = await conn.fetchval('SELECT "values" FROM alerts WHERE rule = $1 AND symbol = $2 AND ts = $3',
+                                     first["rule"], first["symbol"], datetime.fromisoformat(first["timestamp"]))
+        assert json.loads(stored) == first["values"]  # jsonb: an analyst can query into it
+    finally:
+        await conn.close()
+    kind, symbol = raised[0]["type"], raised[0]["symbol"]
+    _, narrowed, _ = await get(f"{history}/api/history/alerts",
+                               params={"type": kind, "symbol": symbol.lower(), "start": raised[0]["trading_date"]})
+    assert narrowed == [a for a in in_history_order(raised) if a["type"] == kind and a["symbol"] == symbol]
+    assert narrowed
+    _, none_before, _ = await get(f"{history}/api/history/alerts", params={"start": "2026-11-23", "end": "2026-11-23"})
+    assert none_before == []
+
+
 @pytest.mark.parametrize(("path", "params", "status", "parameter"), [
+    ("alerts", {"type": "nope"}, 422, "type"),
+    ("alerts", {"severity": "loud"}, 422, "severity"),
+    ("alerts", {"symbol": "A B"}, 400, "symbol"),
+    ("alerts", {"start": "2026-01-01", "end": "2026-11-24"}, 400, "end"),
+    ("alerts", {"start": "9999-12-31T23:59:59.999999"}, 400, "start"),
     ("ACB/candles", {"start": "2026-11-25", "end": "2026-11-24"}, 400, "end"),
     ("ACB/candles", {"start": "2026-01-01", "end": "2026-11-24"}, 400, "end"),
     ("ACB/candles", {"resolution": "2m"}, 400, "resolution"),
@@ -229,7 +276,8 @@ async def test_bad_history_parameters(history: str, path: str, params: dict[str,
 
 
 @pytest.mark.parametrize("path", ["ACB/candles", "ACB/candles?resolution=1d", "ACB/ticks", "FPT/foreign",
-                                  "FPT/foreign/daily", "index/VNINDEX", "derivatives/VN30F2612", "ZZZ/ticks"])
+                                  "FPT/foreign/daily", "index/VNINDEX", "derivatives/VN30F2612", "alerts",
+                                  "ZZZ/ticks", "alerts?symbol=ZZZ"])
 async def test_a_query_without_dates_opens_only_its_day(recorded: config.Settings, history: str, path: str) -> None:
     """Every table's partition of another day is locked: a query that opened it (max() over the partitioned
     table to find the latest day, or a generic plan, which prepared statements switch to after five runs and which
@@ -244,13 +292,14 @@ async def test_a_query_without_dates_opens_only_its_day(recorded: config.Setting
             for _ in range(8):
                 status, body, _ = await asyncio.wait_for(get(f"{history}/api/history/{path}"), 5)
                 assert status == 200
-                assert bool(body) == (not path.startswith("ZZZ"))
+                assert bool(body) == ("ZZZ" not in path)
     finally:
         await conn.close()
 
 
 async def test_unknown_symbols_answer_an_empty_list(history: str) -> None:
-    for path in ("ZZZ/candles", "ZZZ/ticks", "ZZZ/foreign", "ZZZ/foreign/daily", "index/NOPE", "derivatives/XYZ"):
+    for path in ("ZZZ/candles", "ZZZ/ticks", "ZZZ/foreign", "ZZZ/foreign/daily", "index/NOPE", "derivatives/XYZ",
+                 "alerts?symbol=ZZZ"):
         assert (await get(f"{history}/api/history/{path}"))[:2] == (200, []), path
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import structlog
@@ -90,6 +90,29 @@ def trading_schedule() -> TradingSchedule:
 SCHEDULE = trading_schedule()
 _ALERT_TYPES = [str(kind) for kind in AlertType]
 _SEVERITIES = [str(level) for level in Severity]
+
+
+class AlertFilter(NamedTuple):
+    """What a client narrows a list of alerts to; None: any."""
+
+    type: str | None
+    severity: str | None
+    symbol: str | None  # upper case
+
+
+def alert_filter(request: web.Request) -> AlertFilter | web.Response:
+    """The `type`, `severity` and `symbol` filters of a request for alerts (ALERT_FILTERS), or the error naming the
+    bad one: 422 for a type or severity that is none of ours, 400 for what cannot be a symbol."""
+    query = request.query
+    kind, severity, symbol = query.get("type"), query.get("severity"), query.get("symbol")
+    if kind is not None and kind not in _ALERT_TYPES:
+        return bad_parameter(request, "type", f"type is one of {', '.join(_ALERT_TYPES)}, got {shown(kind)}", 422)
+    if severity is not None and severity not in _SEVERITIES:
+        return bad_parameter(request, "severity", f"severity is one of {', '.join(_SEVERITIES)}, got "
+                             f"{shown(severity)}", 422)
+    if symbol is not None and not is_instrument(symbol):
+        return bad_parameter(request, "symbol", f"symbol is [A-Za-z0-9_-]{{1,30}}, got {shown(symbol)}")
+    return AlertFilter(kind, severity, symbol.upper() if symbol else None)
 
 
 def json_response(request: web.Request, body: Any, status: int = 200) -> web.Response:
@@ -190,23 +213,16 @@ class MarketApi:
         limit = ALERTS_LIMIT.read(request, bad_parameter)
         if isinstance(limit, web.Response):
             return limit
-        query = request.query
-        kind, severity, symbol = query.get("type"), query.get("severity"), query.get("symbol")
-        if kind is not None and kind not in _ALERT_TYPES:
-            return bad_parameter(request, "type", f"type is one of {', '.join(_ALERT_TYPES)}, got {shown(kind)}", 422)
-        if severity is not None and severity not in _SEVERITIES:
-            return bad_parameter(request, "severity", f"severity is one of {', '.join(_SEVERITIES)}, got "
-                                 f"{shown(severity)}", 422)
-        if symbol is not None and not is_instrument(symbol):
-            return bad_parameter(request, "symbol", f"symbol is [A-Za-z0-9_-]{{1,30}}, got {shown(symbol)}")
-        since = None
-        if "since" in query:
+        chosen = alert_filter(request)
+        if isinstance(chosen, web.Response):
+            return chosen
+        since, raw_since = None, request.query.get(ALERTS_SINCE.name)
+        if raw_since is not None:
             try:
-                since = to_exchange_time(datetime.fromisoformat(query["since"]))
+                since = to_exchange_time(datetime.fromisoformat(raw_since))
             except ValueError:
-                return bad_parameter(request, "since", f"since is an ISO 8601 time, got {shown(query['since'])}")
-        return json_response(request, self.alerts.select(limit, kind, severity, symbol.upper() if symbol else None,
-                                                         since))
+                return bad_parameter(request, "since", f"since is an ISO 8601 time, got {shown(raw_since)}")
+        return json_response(request, self.alerts.select(limit, chosen.type, chosen.severity, chosen.symbol, since))
 
     def endpoints(self) -> list[Endpoint]:
         unknown = (422, "a filter names no exchange, group or symbols this board knows")
@@ -228,7 +244,7 @@ class MarketApi:
                      errors=((422, "not an index with known members"), UNAUTHORIZED)),
             Endpoint("/api/market/alerts", "alerts", "The latest alerts (volume spikes, limits, foreign "
                      "acceleration, basis, futures flow, user rules), newest first; the filters given narrow each "
-                     "other", self.alert_list, list[Alert], params=ALERT_FILTERS,
+                     "other", self.alert_list, list[Alert], params=(ALERTS_LIMIT, *ALERT_FILTERS, ALERTS_SINCE),
                      errors=((400, "limit, symbol or since is malformed"), (422, "limit, type or severity out of "
                              "range"), UNAUTHORIZED)),
             Endpoint("/api/market/snapshot", "marketSnapshot", "Everything a price board needs: stats, prices, "
@@ -264,14 +280,13 @@ CONTRIBUTION_INDEX = Param("index", "The index id", {"type": "string", "default"
 MINUTES = IntParam("minutes", "Minutes of market time, counted back from the contract's latest point",
                    default=30, low=1, high=120)
 ALERTS_LIMIT = IntParam("limit", "How many, newest first", default=100, low=1, high=500)
-ALERT_FILTERS = (
-    ALERTS_LIMIT,
-    Param("type", "Alerts of this type", {"type": "string", "enum": [str(kind) for kind in AlertType]}),
-    Param("severity", "Alerts of this severity", {"type": "string", "enum": [str(level) for level in Severity]}),
+ALERT_FILTERS = (  # read by alert_filter
+    Param("type", "Alerts of this type", {"type": "string", "enum": _ALERT_TYPES}),
+    Param("severity", "Alerts of this severity", {"type": "string", "enum": _SEVERITIES}),
     Param("symbol", "Alerts of this symbol or contract", {"type": "string", "pattern": INSTRUMENT_PATTERN}),
-    Param("since", "Alerts raised at or after this exchange time (ISO 8601; without an offset: exchange time)",
-          {"type": "string", "format": "date-time"}),
 )
+ALERTS_SINCE = Param("since", "Alerts raised at or after this exchange time (ISO 8601; without an offset: exchange "
+                     "time)", {"type": "string", "format": "date-time"})
 
 
 # --- middleware --------------------------------------------------------------------------------------------------

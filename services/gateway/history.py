@@ -32,12 +32,13 @@ import structlog
 from aiohttp import web
 from prometheus_client import Counter
 
-from services.gateway.api import UNAUTHORIZED, bad_parameter, json_response
+from services.gateway.api import ALERT_FILTERS, UNAUTHORIZED, alert_filter, bad_parameter, json_response
 from services.gateway.routes import ApiError, Endpoint, IntParam, Param, instrument_param, is_instrument, shown
 from shared.candles import MinuteCandle
 from shared.config import Settings
 from shared.database import database_unavailable
 from shared.market import EXCHANGE_TZ, MARKET_ERA, in_market_era, normalize_index_id, to_exchange_time
+from shared.messages.domain import Alert
 from shared.retry import DATABASE_AWAY, retrying
 
 log = structlog.get_logger("gateway.history")
@@ -46,7 +47,7 @@ HISTORY_REFUSED = Counter("stocktracker_gateway_history_refused_total",
 
 RESOLUTIONS = {"1m": None, "5m": "5 minutes", "15m": "15 minutes", "30m": "30 minutes", "1h": "1 hour", "1d": "1 day"}
 MAX_SPAN_DAYS = {"candles_1m": 31, "candles_intraday": 92, "candles_1d": 3660, "ticks": 31, "foreign": 31,
-                 "index": 31, "derivatives": 31}
+                 "index": 31, "derivatives": 31, "alerts": 31}
 
 
 class Candle(msgspec.Struct):
@@ -122,6 +123,7 @@ class BasisRow(msgspec.Struct):
 
 # Candles come from the ticks (the recorder folds them in the same transaction): they share the `ticks` family.
 LATEST_DAY = "SELECT max(trading_date) FROM instrument_days WHERE family = $1 AND instrument = $2"
+LATEST_ALERT_DAY = "SELECT max(trading_date) FROM instrument_days WHERE family = 'alerts'"  # of any symbol
 
 
 class Period(msgspec.Struct):
@@ -189,6 +191,11 @@ def _read_cursor(text: str) -> tuple[date, int] | None:
     return (day, int(match[2])) if in_market_era(day) else None
 
 
+def path_instrument(request: web.Request) -> str:
+    """The instrument the path names (checked by the guard), in upper case."""
+    return next(iter(request.match_info.values())).upper()
+
+
 def _local(moment: datetime) -> datetime:
     return moment.astimezone(EXCHANGE_TZ)
 
@@ -243,6 +250,11 @@ class HistoryApi:
             Endpoint("/api/history/derivatives/{contract}", "historyDerivatives", "A contract's basis points",
                      self._guard(self.derivatives), list[BasisRow], rows, (instrument_param("contract"), *period),
                      errors),
+            Endpoint("/api/history/alerts", "historyAlerts", "Every alert raised, oldest first; the filters given "
+                     "narrow each other", self._guard(self.alerts), list[Alert],
+                     "Alerts, oldest first (by exchange time, then symbol and rule)", (*period, *ALERT_FILTERS),
+                     ((400, "A bad parameter (named in the body)"), UNAUTHORIZED,
+                      (422, "A type or severity that is none of ours"), (503, "The history database is unavailable"))),
             Endpoint("/api/history/{symbol}/candles", "historyCandles",
                      "OHLCV with buy / sell / neutral volume, 1-minute candles or rolled up",
                      self._guard(self.candles), list[Candle], rows, (symbol, *period, RESOLUTION), errors),
@@ -255,17 +267,17 @@ class HistoryApi:
                      self._guard(self.foreign), list[ForeignFlowRow], rows, (symbol, *period), errors),
         ]
 
-    def _guard(self, handler: Callable[[web.Request, str], Awaitable[web.Response]]) -> Any:
+    def _guard(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
         """Instrument checks, and a 503 (not a 500) while the database is unreachable or unavailable."""
-        async def handle(request: web.Request) -> web.Response:
-            instrument = next(iter(request.match_info.values()))
-            if not is_instrument(instrument):
-                return bad_parameter(request, next(iter(request.match_info)), "not a symbol: [A-Za-z0-9_-]{1,30}")
+        async def handle(request: web.Request) -> web.StreamResponse:
+            for name, instrument in request.match_info.items():
+                if not is_instrument(instrument):
+                    return bad_parameter(request, name, "not a symbol: [A-Za-z0-9_-]{1,30}")
             if self.pool is None:
                 reason = "DATABASE_URL is not set" if not self.database_url else "the database is not reachable yet"
                 return json_response(request, ApiError(error=f"history unavailable: {reason}"), 503)
             try:
-                return await handler(request, instrument.upper())
+                return await handler(request)
             except _Busy:
                 HISTORY_REFUSED.labels("busy").inc()
                 busy = json_response(request, ApiError(error="history busy: try again shortly"), 503)
@@ -330,7 +342,8 @@ class HistoryApi:
         assert self.pool is not None
         return await self.pool.fetchval(LATEST_DAY, family, instrument)
 
-    async def candles(self, request: web.Request, symbol: str) -> web.Response:
+    async def candles(self, request: web.Request) -> web.StreamResponse:
+        symbol = path_instrument(request)
         resolution = request.query.get(RESOLUTION.name, "1m")
         if resolution not in RESOLUTIONS:
             return bad_parameter(request, "resolution", f"resolution must be one of {', '.join(RESOLUTIONS)}")
@@ -357,7 +370,8 @@ class HistoryApi:
         return await self._answer(request, query, args, lambda r: Candle(
             _local(r[0]), *r[1:5], int(r[5]), r[6], *(int(v) for v in r[7:12])))
 
-    async def ticks(self, request: web.Request, symbol: str) -> web.Response:
+    async def ticks(self, request: web.Request) -> web.StreamResponse:
+        symbol = path_instrument(request)
         limit = LIMIT.read(request, bad_parameter)
         if isinstance(limit, web.Response):
             return limit
@@ -383,7 +397,8 @@ class HistoryApi:
                      f"session, unseen_volume FROM ticks WHERE {where} ORDER BY trading_date, total_volume LIMIT $8",
             (*args, limit), lambda r: Tick(_local(r[0]), *r[1:]), headers)
 
-    async def foreign(self, request: web.Request, symbol: str) -> web.Response:
+    async def foreign(self, request: web.Request) -> web.StreamResponse:
+        symbol = path_instrument(request)
         period = parse_period(request, await self._latest("foreign_flows", symbol),
                               MAX_SPAN_DAYS["foreign"])
         if not isinstance(period, Period):
@@ -397,7 +412,8 @@ class HistoryApi:
             (symbol, period.first_day, period.last_day, period.start, period.end),
             lambda r: ForeignFlowRow(_local(r[0]), *r[1:]))
 
-    async def foreign_daily(self, request: web.Request, symbol: str) -> web.Response:
+    async def foreign_daily(self, request: web.Request) -> web.StreamResponse:
+        symbol = path_instrument(request)
         days = DAYS.read(request, bad_parameter)
         if isinstance(days, web.Response):
             return days
@@ -413,7 +429,8 @@ class HistoryApi:
             (symbol, latest - timedelta(days=days), latest),
             lambda r: ForeignDay(r[0], r[1], r[2], r[1] - r[2], r[3], r[4], r[3] - r[4]))
 
-    async def index(self, request: web.Request, name: str) -> web.Response:
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        name = path_instrument(request)
         index_id = normalize_index_id(name)
         period = parse_period(request, await self._latest("index_points", index_id),
                               MAX_SPAN_DAYS["index"])
@@ -426,7 +443,8 @@ class HistoryApi:
             (index_id, period.first_day, period.last_day, period.start, period.end),
             lambda r: IndexValue(_local(r[0]), r[1]))
 
-    async def derivatives(self, request: web.Request, contract: str) -> web.Response:
+    async def derivatives(self, request: web.Request) -> web.StreamResponse:
+        contract = path_instrument(request)
         period = parse_period(request, await self._latest("basis_points", contract),
                               MAX_SPAN_DAYS["derivatives"])
         if not isinstance(period, Period):
@@ -439,6 +457,27 @@ class HistoryApi:
             (contract, period.first_day, period.last_day, period.start, period.end),
             lambda r: BasisRow(_local(r[0]), *r[1:]))
 
+    async def alerts(self, request: web.Request) -> web.StreamResponse:
+        chosen = alert_filter(request)
+        if isinstance(chosen, web.Response):
+            return chosen
+        assert self.pool is not None
+        latest = await (self._latest("alerts", chosen.symbol) if chosen.symbol
+                        else self.pool.fetchval(LATEST_ALERT_DAY))
+        period = parse_period(request, latest, MAX_SPAN_DAYS["alerts"])
+        if not isinstance(period, Period):
+            return period or json_response(request, [])
+        return await self._answer(
+            request, 'SELECT type, severity, symbol, trading_date, ts, rule, "values"::text, message_vi, message_en '
+                     "FROM alerts WHERE trading_date BETWEEN $1 AND $2 AND ts >= $3 AND ts < $4 "
+                     "AND ($5::text IS NULL OR type = $5) AND ($6::text IS NULL OR severity = $6) "
+                     "AND ($7::text IS NULL OR symbol = $7) ORDER BY ts, symbol, rule",
+            (period.first_day, period.last_day, period.start, period.end, *chosen),
+            lambda r: Alert(type=r[0], severity=r[1], symbol=r[2], trading_date=r[3], timestamp=_local(r[4]),
+                            rule=r[5], values=_decode_values(r[6]), message_vi=r[7], message_en=r[8]))
+
+
+_decode_values = msgspec.json.Decoder(dict[str, float]).decode
 
 _MOMENT = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
 START = Param("start", "YYYY-MM-DD (exchange time, inclusive) or an ISO datetime; default: the latest trading date "

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-PARTITIONED = ("ticks", "candles_1m", "foreign_flows", "index_points", "basis_points")
+PARTITIONED = ("ticks", "candles_1m", "foreign_flows", "index_points", "basis_points", "alerts")
 SCHEMA_LOCK = 0x5354_4B54  # "STKT": one recorder at a time changes the schema
 _PARTITION = re.compile(r"^(?P<table>\w+)_p(?P<day>\d{8})$")
 

@@ -29,8 +29,9 @@ Each batch also notes its (instrument, trading date) pairs in `instrument_days`,
 instrument's latest day without opening every daily partition; a day already noted costs nothing.
 
 What is recorded: classified trades (ticks, plus 1-minute candles with buy / sell / neutral volume), foreign flows
-with their cumulative figures, index points and basis points. Not recorded: quotes (tens of times the trades, and
-no history endpoint needs the book) and SSI's per-match bars (the candles from classified ticks say more).
+with their cumulative figures, index points, basis points and alerts. Not recorded: quotes (tens of times the
+trades, and no history endpoint needs the book) and SSI's per-match bars (the candles from classified ticks say
+more).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from services.recorder import schema
 from services.recorder.writer import (
+    ALERTS_TABLE,
     BASIS_POINTS,
     FOREIGN_FLOWS,
     INDEX_POINTS,
@@ -66,10 +68,10 @@ from shared.config import ConfigError, Settings
 from shared.database import database_unavailable
 from shared.deadletter import Refused, inbound, subject_instrument
 from shared.market import exchange_now
-from shared.messages.domain import BasisPoint, ClassifiedTrade, ForeignFlow, IndexPoint
+from shared.messages.domain import Alert, BasisPoint, ClassifiedTrade, ForeignFlow, IndexPoint
 from shared.retry import DATABASE_AWAY, retrying
 from shared.runtime import Actor, Context
-from shared.subjects import BASIS_POINT, DERIVED, FOREIGN_FLOW, INDEX_POINT, TRADE_CLASSIFIED
+from shared.subjects import ALERTS, BASIS_POINT, DERIVED, FOREIGN_FLOW, INDEX_POINT, TRADE_CLASSIFIED
 from shared.throttle import Throttle
 
 ROWS = Counter("stocktracker_recorder_rows_total", "Rows inserted (duplicates skipped), by table", ["table"])
@@ -178,7 +180,7 @@ class Partitions:
 
 class Recorder(Actor):
     name = "recorder"
-    description = "Persists every tick, flow, index point and basis point to PostgreSQL"
+    description = "Persists every tick, flow, index point, basis point and alert to PostgreSQL"
     metrics_port = 9106
 
     def __init__(self) -> None:
@@ -187,6 +189,7 @@ class Recorder(Actor):
             Family("foreign_flows", FOREIGN_FLOW.wildcard, ForeignFlow, _rows(FOREIGN_FLOWS), "symbol"),
             Family("index_points", INDEX_POINT.wildcard, IndexPoint, _rows(INDEX_POINTS), "index_id"),
             Family("basis_points", BASIS_POINT.wildcard, BasisPoint, _rows(BASIS_POINTS), "futures_symbol"),
+            Family("alerts", ALERTS, Alert, _rows(ALERTS_TABLE), "symbol"),
         ]
         self.pool: asyncpg.Pool | None = None
         self.stream_created: datetime | None = None

@@ -26,15 +26,22 @@ import msgspec
 
 from shared.candles import MinuteCandle, minute_candles
 from shared.database import database_unavailable
-from shared.messages.domain import BasisPoint, ClassifiedTrade, ForeignFlow, IndexPoint
+from shared.messages.domain import Alert, BasisPoint, ClassifiedTrade, ForeignFlow, IndexPoint
+
+# A message's fields in declaration order are its row: msgspec builds the tuple in C (the trade type and rule are
+# str enums, which asyncpg writes as text).
+as_row = msgspec.structs.astuple
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
 class Table:
-    """A table and the message type whose fields, in order, fill its columns (`timestamp` goes to `ts`)."""
+    """A table and the message type whose fields, in order, fill its columns (`timestamp` goes to `ts`); `row` makes
+    a message the row's values."""
 
     name: str
     message: type
+    row: Callable[[Any], tuple[Any, ...]] = as_row
 
     @property
     def stage(self) -> str:
@@ -51,9 +58,16 @@ FOREIGN_FLOWS = Table("foreign_flows", ForeignFlow)
 INDEX_POINTS = Table("index_points", IndexPoint)
 BASIS_POINTS = Table("basis_points", BasisPoint)
 
-# A message's fields in declaration order are its row: msgspec builds the tuple in C (the trade type and rule are
-# str enums, which asyncpg writes as text).
-as_row = msgspec.structs.astuple
+
+def _alert_row(alert: Alert) -> tuple[Any, ...]:
+    """An alert's row: its `values` as JSON text, which asyncpg writes to a jsonb column."""
+    row = list(as_row(alert))
+    row[_ALERT_VALUES] = _encode(alert.values).decode()
+    return tuple(row)
+
+
+_ALERT_VALUES = [f.name for f in msgspec.structs.fields(Alert)].index("values")
+ALERTS_TABLE = Table("alerts", Alert, _alert_row)
 
 _MERGE_CANDLES = """
 INSERT INTO candles_1m AS c SELECT * FROM stage_candles_1m
@@ -120,7 +134,7 @@ def _only_inserted(trades: Sequence[ClassifiedTrade], keys: set[tuple[Any, ...]]
 
 async def write_rows(conn: asyncpg.Connection, table: Table, messages: Sequence[Any]) -> int:
     """Insert the messages not stored yet; returns how many were. Must run inside a transaction."""
-    inserted = await insert_new(conn, table, [as_row(message) for message in messages])
+    inserted = await insert_new(conn, table, [table.row(message) for message in messages])
     return len(messages) if inserted is None else len(inserted)
 
 
@@ -157,7 +171,6 @@ INSERT INTO recorder_rejects (family, subject, stream_created, stream_sequence, 
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
 """
 _ERROR_KEPT_CHARS = 4096
-_encode = msgspec.json.Encoder().encode
 
 
 async def insert_rejects(conn: asyncpg.Connection, family: str, stream_created: datetime,

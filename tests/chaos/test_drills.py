@@ -22,7 +22,7 @@ from launcher.catalog import SERVICES
 from launcher.local import NatsServer, PostgresServer, free_port
 
 pytestmark = pytest.mark.integration
-ROWS = {"ticks": 347, "foreign_flows": 99, "index_points": 130, "basis_points": 159}
+ROWS = {"ticks": 347, "foreign_flows": 99, "index_points": 130, "basis_points": 159, "alerts": 29}
 
 
 async def rows(database_url: str) -> dict[str, int]:
