@@ -187,6 +187,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     alert_dedup_minutes: Annotated[
         Annotated[int, Meta(ge=0)], Meta(description="Alerts: a rule raises once per symbol within this many minutes.")
     ] = 5
+    alert_webhook_url: Annotated[
+        str, Meta(pattern=r"^(https?://\S+)?$", extra=SECRET,
+                  description="Alerts: POST each alert here as JSON (empty: no webhook). https://, or http:// to "
+                              "a loopback address; a secret, as such URLs carry their token.")
+    ] = ""
+    alert_webhook_secret: Annotated[
+        str, Meta(extra=SECRET, description="Alerts: when set, each webhook POST is signed: header "
+                                            "X-StockTracker-Signature: sha256=<HMAC-SHA256 of the body, hex>.")
+    ] = ""
+    alert_webhook_timeout_s: Annotated[
+        PositiveFloat, Meta(description="Alerts: a webhook POST not answered within this many seconds is retried.")
+    ] = 10.0
     foreign_speed_window_s: Annotated[
         PositiveFloat, Meta(description="Foreign buy/sell speed: volume per minute over this many exchange seconds.")
     ] = 300.0

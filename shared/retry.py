@@ -39,6 +39,8 @@ LEADER_ELECTION = Backoff("a stream or bucket electing its leader", (0.05, 0.1, 
 DATABASE_AWAY = Backoff("PostgreSQL unreachable or unavailable", (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0))
 # SSI's hub refusing a stream or silent: a fresh token and stream, more slowly each time.
 FEED_AWAY = Backoff("SSI's hub refusing or silent", (1.0, 2.0, 5.0, 10.0, 30.0, 60.0))
+# An alert webhook's receiver down, failing or asking to wait (429): tried again for as long as it takes.
+WEBHOOK_AWAY = Backoff("an alert webhook's receiver unreachable or failing", (1.0, 2.0, 5.0, 10.0, 30.0))
 # A service that exited (its supervisor's restarts).
 SERVICE_EXITED = Backoff("a service that exited", (1.0, 2.0, 5.0, 10.0, 30.0))
 

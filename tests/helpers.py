@@ -145,3 +145,21 @@ async def kv_entries(js: Any, bucket: str) -> dict[str, bytes]:
         if entry.value is not None:
             entries[key] = entry.value
     return entries
+
+
+async def dead_letters(nc: Any, service: str) -> dict[int, Any]:
+    """A service's dead letters on DEADLETTER, by the sequence (in their stream) of the message they stand for."""
+    import msgspec
+
+    from shared.messages.domain import DeadLetter
+    from shared.subjects import DEAD_LETTERS, DEADLETTER
+
+    js = nc.jetstream()
+    state = (await js.stream_info(DEADLETTER.name)).state
+    letters = {}
+    for sequence in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+        stored = await js.get_msg(DEADLETTER.name, sequence)
+        if stored.subject == DEAD_LETTERS(service):
+            letter = msgspec.json.decode(stored.data, type=DeadLetter)
+            letters[letter.sequence] = letter
+    return letters

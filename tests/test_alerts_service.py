@@ -6,30 +6,54 @@ user rule in KV `alert_rules` is in force from the first message."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import signal
 import sys
 from collections import Counter
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from helpers import eventually, kv_entries, run_in_process
+from aiohttp import web
+from helpers import dead_letters, eventually, kv_entries, run_in_process
 from nats.aio.client import Client
 from test_ingest import replay
 
+from launcher.local import free_port
 from services.alerts.core import AlertParams, AlertsCore
 from services.alerts.service import AlertsService
+from services.alerts.webhook import check_webhook_url, receiver_host
 from services.classifier.service import ClassifierService
 from services.derivatives.service import DerivativesService
 from services.foreign.service import ForeignService
 from services.ingest.simulator import MarketSimulator
 from shared import config
-from shared.messages.domain import Alert, AlertRule, BasisPoint, ClassifiedTrade, ForeignFlow, RuleKind
-from shared.subjects import ALERTS, BASIS_POINT, DERIVED, FOREIGN_FLOW, TRADE_CLASSIFIED, Bucket
+from shared.market import EXCHANGE_TZ
+from shared.messages.domain import (
+    Alert,
+    AlertRule,
+    AlertType,
+    BasisPoint,
+    ClassifiedTrade,
+    ForeignFlow,
+    RuleKind,
+    Severity,
+)
+from shared.subjects import (
+    ALERT_PREFIX,
+    ALERTS,
+    BASIS_POINT,
+    DERIVED,
+    FOREIGN_FLOW,
+    TRADE_CLASSIFIED,
+    Bucket,
+    derived_subject,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +182,123 @@ async def test_kill_9_mid_day_neither_loses_nor_repeats_an_alert(nc: Client, set
     assert await second.wait() == 0
 
     assert await published(nc) == await core_alerts(nc, run)  # none lost, none twice, in order
+
+
+# --- webhook -----------------------------------------------------------------------------------------------------
+
+SECRET = "hook-secret-123"
+
+
+class Receiver:
+    """A webhook receiver on loopback: records each POST (Idempotency-Key, body) whose signature is right, and
+    answers `refuse` (a status) for the alerts whose key is in `refused`."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/hooks/alerts?token=t0ps3cret"
+        self.got: list[tuple[str, bytes]] = []
+        self.bad_signatures = 0
+        self.refused: set[str] = set()
+        self._runner: web.AppRunner | None = None
+
+    async def _take(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        if request.headers.get("X-StockTracker-Signature") != signature or request.query.get("token") != "t0ps3cret":
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        key = request.headers["Idempotency-Key"]
+        if key in self.refused:
+            return web.Response(status=400)
+        self.got.append((key, body))
+        return web.Response(status=204)
+
+    async def up(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hooks/alerts", self._take)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def down(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def with_webhook(settings: config.Settings, receiver: Receiver) -> config.Settings:
+    return msgspec.structs.replace(settings, metrics_port=0, alert_webhook_url=receiver.url,
+                                   alert_webhook_secret=SECRET, alert_webhook_timeout_s=2.0)
+
+
+async def test_a_webhook_receiver_gets_each_alert_once_also_while_it_was_down(nc: Client, settings: config.Settings,
+                                                                             tmp_path: Path) -> None:
+    """The receiver is down while the day is raised: the rules are not held back (every alert is raised and
+    published), the POSTs are retried, and once it is up it gets every alert, in stream order, each once, signed;
+    a restart of the service sends none again."""
+    receiver = Receiver(free_port())
+    run = with_webhook(settings, receiver)
+    await derived_day(nc, run, tmp_path / "day.jsonl")
+    alerts = AlertsService()
+    task, stop = await run_in_process(alerts, run)
+    await eventually(lambda: caught_up(alerts), timeout=120)
+    raised = await published(nc)
+    assert raised == await core_alerts(nc, run)  # all raised while the receiver was down
+    assert alerts.webhook is not None
+    await eventually(lambda: alerts.webhook.retries >= 2, timeout=30)
+    assert receiver.got == []
+    await receiver.up()
+    try:
+        await eventually(lambda: alerts.webhook.delivered == len(raised) and alerts.webhook.pending == 0, timeout=60)
+        stop.set()
+        assert await task == 0
+        assert [key for key, _ in receiver.got] == [alert.natural_key() for alert in raised]  # in order, each once
+        assert [msgspec.json.decode(body, type=Alert) for _, body in receiver.got] == raised
+        assert receiver.bad_signatures == 0
+
+        again = AlertsService()
+        task, stop = await run_in_process(again, run)
+        await eventually(lambda: again.webhook is not None and again.webhook.status()["position"] > 0)
+        await asyncio.sleep(2)
+        stop.set()
+        assert await task == 0
+        assert len(receiver.got) == len(raised)  # none sent twice after the restart
+    finally:
+        await receiver.down()
+
+
+async def test_an_alert_the_receiver_refuses_is_dead_lettered_and_the_next_delivered(
+        nc: Client, settings: config.Settings) -> None:
+    receiver = Receiver(free_port())
+    await receiver.up()
+    alerts = AlertsService()
+    task, stop = await run_in_process(alerts, with_webhook(settings, receiver))
+    try:
+        await eventually(lambda: alerts.webhook is not None and alerts.webhook._reader is not None)
+        moment = datetime(2026, 11, 24, 10, 0, tzinfo=EXCHANGE_TZ)
+        crafted = [Alert(type=AlertType.VOLUME_SPIKE, severity=Severity.WARNING, symbol=symbol, trading_date=DAY,
+                         timestamp=moment + timedelta(minutes=n), rule="volume_spike", values={"volume": 1.0},
+                         message_vi="vi", message_en="en") for n, symbol in enumerate(("ACB", "FPT", "VNM"))]
+        receiver.refused.add(crafted[1].natural_key())
+        js = nc.jetstream()
+        for alert in crafted:
+            await js.publish(derived_subject(alert), msgspec.json.encode(alert))
+        await js.publish(f"{ALERT_PREFIX}volume_spike.HPG", b"{not an alert")
+        await eventually(lambda: alerts.webhook.refused == 2 and len(receiver.got) == 2, timeout=30)
+        assert [key for key, _ in receiver.got] == [crafted[0].natural_key(), crafted[2].natural_key()]
+        letters = (await dead_letters(nc, "alerts")).values()
+        assert sorted(letter.reason for letter in letters) == ["undecodable", "webhook_refused"]
+        assert all("t0ps3cret" not in letter.error for letter in letters)  # no token in a dead letter
+    finally:
+        stop.set()
+        assert await task == 0
+        await receiver.down()
+
+
+def test_a_webhook_url_must_be_https_or_loopback() -> None:
+    for url in ("https://hooks.example.com/x", "http://127.0.0.1:9000/x", "http://[::1]:9000/", "http://localhost/"):
+        check_webhook_url(url)
+    for url in ("http://hooks.example.com/x?token=abc", "ftp://127.0.0.1/", "https:///nohost"):
+        with pytest.raises(config.ConfigError) as refused:
+            check_webhook_url(url)
+        assert "token=abc" not in str(refused.value)
+    assert receiver_host("https://user:pw@hooks.example.com:8443/a/b?token=abc") == "hooks.example.com:8443"

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from helpers import eventually, run_in_process
+from helpers import dead_letters, eventually, run_in_process
 from nats.aio.client import Client
 from prometheus_client import REGISTRY
 from test_recorder import candle_mismatches
@@ -22,8 +22,8 @@ from launcher.local import PostgresServer
 from services.recorder.service import Recorder
 from shared import config
 from shared.market import EXCHANGE_TZ
-from shared.messages.domain import ClassificationRule, ClassifiedTrade, DeadLetter, IndexPoint, TradeType
-from shared.subjects import DEADLETTER, DERIVED
+from shared.messages.domain import ClassificationRule, ClassifiedTrade, IndexPoint, TradeType
+from shared.subjects import DERIVED
 
 pytestmark = pytest.mark.integration
 DAY = date(2026, 11, 24)
@@ -131,19 +131,6 @@ async def test_a_row_postgresql_refuses_is_kept_aside_and_everything_else_record
         await conn.close()
 
 
-async def dead_letters(nc: Client) -> dict[int, DeadLetter]:
-    """The recorder's dead letters on DEADLETTER, by the DERIVED sequence they stand for."""
-    js = nc.jetstream()
-    state = (await js.stream_info(DEADLETTER.name)).state
-    letters = {}
-    for sequence in range(state.first_seq, state.last_seq + 1) if state.messages else ():
-        stored = await js.get_msg(DEADLETTER.name, sequence)
-        if stored.subject == "dlq.recorder":
-            letter = msgspec.json.decode(stored.data, type=DeadLetter)
-            letters[letter.sequence] = letter
-    return letters
-
-
 async def test_messages_that_cannot_be_recorded_are_dead_lettered_and_the_next_recorded(
         nc: Client, settings: config.Settings, scratch_database_url: str) -> None:
     run = recorder_settings(settings, scratch_database_url)
@@ -164,7 +151,7 @@ async def test_messages_that_cannot_be_recorded_are_dead_lettered_and_the_next_r
     recorder = await record_until(run, {"ticks": last, "index_points": last_point})
     assert recorder.status()["ticks"]["dead_letters"] == 5
     assert recorder.status()["ticks"]["retries"] == 0  # no date outside the era ever reached partition creation
-    letters = await dead_letters(nc)
+    letters = await dead_letters(nc, "recorder")
     assert {sequence: letter.reason for sequence, letter in letters.items()} == refused
     assert all(letter.stream == "DERIVED" and letter.service == "recorder" for letter in letters.values())
     assert letters[first + 4].subject == "trade.classified.acb"
@@ -177,7 +164,7 @@ async def test_messages_that_cannot_be_recorded_are_dead_lettered_and_the_next_r
 
         await conn.execute("DELETE FROM recorder_positions")  # read again: each dead letter is there once
         await record_until(run, {"ticks": last, "index_points": last_point})
-        assert len(await dead_letters(nc)) == len(refused)
+        assert len(await dead_letters(nc, "recorder")) == len(refused)
         assert await conn.fetchval("SELECT count(*) FROM ticks") == 2
     finally:
         await conn.close()

@@ -2,7 +2,8 @@
 (services/alerts/core.py, on the feed's own clock); each alert to DERIVED `alert.<type>.<SYMBOL>`, the latest of each
 rule and symbol to KV `alerts`. The users' rules come from KV `alert_rules`, loaded before the first message is read.
 Restart-safe like the trackers: the rules' windows are checkpointed with the stream position, and an alert raised
-again after a restart is published under the same message id (JetStream drops it)."""
+again after a restart is published under the same message id (JetStream drops it). With ALERT_WEBHOOK_URL set, the
+first partition (0/n) also POSTs every alert to it, from a reader of its own (services/alerts/webhook.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import msgspec
 from prometheus_client import Counter
 
 from services.alerts.core import AlertParams, AlertsCore, AlertsState
+from services.alerts.webhook import WebhookDelivery, check_webhook_url
 from shared.bus import BucketWatch
+from shared.config import Settings
 from shared.messages.domain import Alert, AlertRule, BasisPoint, ClassifiedTrade, ForeignFlow
 from shared.runtime import Context
 from shared.subjects import BASIS_POINT, DERIVED, FOREIGN_FLOW, TRADE_CLASSIFIED, Bucket, derived_subject
-from shared.tracker import Tracker
+from shared.tracker import Partition, Tracker
 
 ALERTS_RAISED = Counter("stocktracker_alerts_total", "Alerts raised, by type and severity", ["type", "severity"])
 
@@ -36,15 +39,26 @@ class AlertsService(Tracker[AlertsState]):
         self.params: AlertParams | None = None
         self.rules: dict[str, AlertRule] = {}
         self._rules_watch: BucketWatch | None = None
+        self.webhook: WebhookDelivery | None = None
         self._encode = msgspec.json.Encoder().encode
         self._decode_rule = msgspec.json.Decoder(AlertRule).decode
+
+    @classmethod
+    def check(cls, settings: Settings) -> None:
+        super().check(settings)
+        check_webhook_url(settings.alert_webhook_url)
 
     async def start(self, ctx: Context) -> None:
         self.params = AlertParams.of(ctx.settings)
         self._rules_watch = BucketWatch(ctx.js, Bucket.ALERT_RULES, self._rule_changed)
         self._rules_watch.start()
         await self._rules_watch.loaded.wait()  # the rules in force before the first message is read
+        if ctx.settings.alert_webhook_url and Partition.parse(ctx.settings.partition).index == 0:
+            self.webhook = WebhookDelivery(ctx)
+            await self.webhook.prepare()  # where it goes on from, before anything is raised
         await super().start(ctx)
+        if self.webhook is not None:
+            await self.webhook.start()
 
     def _rule_changed(self, key: str, value: bytes | None) -> None:
         if value is None:
@@ -83,10 +97,13 @@ class AlertsService(Tracker[AlertsState]):
         ALERTS_RAISED.labels(str(alert.type), str(alert.severity)).inc()
 
     async def stop(self) -> None:
+        if self.webhook is not None:
+            await self.webhook.stop()
         if self._rules_watch is not None:
             await self._rules_watch.stop()
         await super().stop()
 
     def status(self) -> dict[str, Any]:
         symbols = self.core.state.symbols if self.core else {}
-        return {**super().status(), "symbols": len(symbols), "rules": len(self.rules)}
+        webhook = self.webhook.status() if self.webhook else None
+        return {**super().status(), "symbols": len(symbols), "rules": len(self.rules), "webhook": webhook}
