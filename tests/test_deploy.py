@@ -48,9 +48,14 @@ MADE_BY_ENV_SCRIPT = set(re.findall(r"^echo \"(\w+)=", (REPO / "deploy/make-env.
         REPO / "deploy/make-env.sh").read_text())[1].split()}
 
 
+MADE_EMPTY = set(re.findall(r"^echo \"(\w+)=\"$", (REPO / "deploy/make-env.sh").read_text(), re.MULTILINE))
+
+
 def substituted(value: object) -> str:
-    """A value as compose gives it, with each ${VARIABLE} from the environment file (a sample value here)."""
-    return COMPOSE_VARIABLE.sub(lambda match: f"sample-{match[1].lower().replace('_', '-')}", str(value))
+    """A value as compose gives it, with each ${VARIABLE} from the environment file: a sample value here, or
+    nothing for one the file leaves empty (ALERT_WEBHOOK_URL)."""
+    return COMPOSE_VARIABLE.sub(
+        lambda match: "" if match[1] in MADE_EMPTY else f"sample-{match[1].lower().replace('_', '-')}", str(value))
 
 
 def test_every_environment_variable_is_a_setting() -> None:
@@ -64,7 +69,8 @@ def test_every_secret_comes_from_the_environment_file() -> None:
     """No password or token is written in the compose file; each is a variable deploy/make-env.sh makes."""
     text = (REPO / "docker-compose.yml").read_text()
     assert set(COMPOSE_VARIABLE.findall(text)) <= MADE_BY_ENV_SCRIPT
-    secrets = {"POSTGRES_PASSWORD", "NATS_PASSWORD", "GATEWAY_TOKEN", "GF_SECURITY_ADMIN_PASSWORD"}
+    secrets = {"POSTGRES_PASSWORD", "NATS_PASSWORD", "GATEWAY_TOKEN", "GF_SECURITY_ADMIN_PASSWORD",
+               "ALERT_WEBHOOK_URL", "ALERT_WEBHOOK_SECRET"}
     for spec in COMPOSE["services"].values():
         for key, value in (spec.get("environment") or {}).items():
             if key in secrets or key.startswith("NATS_PASSWORD_"):
