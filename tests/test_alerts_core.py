@@ -243,7 +243,7 @@ def test_a_new_trading_date_starts_afresh_and_an_older_one_is_ignored() -> None:
     assert tomorrow.trade(price=107_000) == [AlertType.CEILING_HIT]  # a new day: its own state and dedup
     feed.total = 10**6
     assert feed.trade(price=93_000) == []  # yesterday's trade, late: ignored
-    assert core.state.symbols["FPT"].trading_date == NEXT_DAY
+    assert core.state.trades["FPT"].trading_date == NEXT_DAY
 
 
 def test_a_repeated_trade_raises_nothing_again() -> None:
@@ -264,3 +264,30 @@ def test_the_state_survives_a_checkpoint_exactly() -> None:
     restored = AlertsCore(chosen, msgspec.json.decode(msgspec.json.encode(core.state), type=AlertsState))
     feed.core = restored
     assert feed.trade(5_000) == [AlertType.VOLUME_SPIKE]  # the window came through the checkpoint
+
+
+def test_a_symbols_trades_and_foreign_flows_interleaved_any_way_raise_the_same_alerts() -> None:
+    """Trades come from the classifier and foreign flows from the foreign tracker: on DERIVED they interleave as
+    those ran. A foreign flow of a later minute read before the trades of an earlier one must not change the trades'
+    windows (nor a trade the flows'), or a replay would raise other alerts than the live day."""
+    chosen = params(spike_factor=5, spike_minutes=15, spike_min_trades=20, foreign_min_value=5e9, dedup_minutes=0)
+    start = OPEN + timedelta(seconds=10)
+    # 25 trades over the first 10 minutes, then a large one at minute 20: by then the 15-minute window holds too few
+    # trades for a mean (no spike), unless the early trades were counted in a later minute than their own
+    trades = [ClassifiedTrade(symbol="FPT", trading_date=DAY, timestamp=start + timedelta(seconds=24 * n),
+                              price=100_000.0, volume=100, value=1e7, trade_type=BUY, rule=ClassificationRule.QUOTE,
+                              total_volume=100 * (n + 1)) for n in range(25)]
+    trades.append(msgspec.structs.replace(trades[-1], timestamp=start + timedelta(minutes=20), volume=5_000,
+                                          total_volume=7_500))
+    flows = [flow("FPT", 3e9 * n, 0, start + timedelta(minutes=n)) for n in range(16)]
+
+    def raised(order: list[ClassifiedTrade | ForeignFlow]) -> list[tuple[AlertType, datetime]]:
+        core = AlertsCore(chosen)
+        alerts = [alert for event in order for alert in (
+            core.on_trade(event) if isinstance(event, ClassifiedTrade) else core.on_foreign(event))]
+        return sorted((alert.type, alert.timestamp) for alert in alerts)
+
+    trades_first = raised([*trades, *flows])
+    assert {kind for kind, _ in trades_first} == {AlertType.FOREIGN_ACCELERATION}
+    assert raised([*flows, *trades]) == trades_first
+    assert raised([event for pair in zip(flows, trades, strict=False) for event in pair] + trades[16:]) == trades_first

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 from conftest import _wipe_topology
-from helpers import eventually, expected_day, run_in_process
+from helpers import DAY_ALERTS, eventually, expected_day, run_in_process
 from stack import get
 from test_gateway import fill, gateway
 from test_ingest import replay
@@ -216,6 +216,7 @@ def in_history_order(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def test_every_alert_is_stored_once_and_listed_by_the_history_endpoint(recorded: config.Settings,
                                                                               history: str) -> None:
     raised = await derived_alerts(recorded)
+    assert len(raised) == DAY_ALERTS
     assert len({(a["type"], a["symbol"]) for a in raised}) >= 3  # the recorded day raises several kinds of alert
     status, listed, _ = await get(f"{history}/api/history/alerts")
     assert status == 200

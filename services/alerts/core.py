@@ -6,8 +6,9 @@ Windows are kept per minute (a bucket a minute: counts, sums, the last value), s
 state stays small; "the last W minutes" of an event in minute m are the buckets of minutes m-W .. m-1 and what came
 before it in minute m.
 
-A (rule, symbol) raises at most once per `dedup_minutes`; a symbol's first event of a later trading date starts its
-windows, its limit state and its dedup afresh.
+Each input (trades, foreign flows, basis points) keeps its own state per symbol (AlertsState says why). A (rule,
+symbol) raises at most once per `dedup_minutes`; a symbol's first event of an input on a later trading date starts
+that input's windows, limit state and dedup afresh.
 """
 
 from __future__ import annotations
@@ -80,7 +81,14 @@ class SymbolState(msgspec.Struct, gc=False):
 
 
 class AlertsState(msgspec.Struct):
-    symbols: dict[str, SymbolState] = msgspec.field(default_factory=dict)
+    """Each input's own per-symbol state. Kept apart because the inputs come from different trackers: a symbol's
+    trades (the classifier) and its foreign flows (the foreign tracker) interleave on DERIVED in whatever order those
+    trackers ran, which differs from run to run; each one's own sequence does not. A rule reads one input only, so
+    each input's windows, day and dedup depend on that input's order alone and a replay raises the same alerts."""
+
+    trades: dict[str, SymbolState] = msgspec.field(default_factory=dict)
+    foreign: dict[str, SymbolState] = msgspec.field(default_factory=dict)
+    basis: dict[str, SymbolState] = msgspec.field(default_factory=dict)
 
 
 # (limit, what the trade did) -> the alert: its type, severity and message (Vietnamese, English) before the price
@@ -116,7 +124,7 @@ class AlertsCore:
     # --- inputs ------------------------------------------------------------------------------------------------------
 
     def on_trade(self, trade: ClassifiedTrade) -> list[Alert]:
-        state = self._symbol(trade.symbol, trade.trading_date)
+        state = self._symbol(self.state.trades, trade.symbol, trade.trading_date)
         if state is None or trade.total_volume <= state.last_total:
             return []  # an earlier day's, or a repeat
         now = _minute_of(trade.timestamp)
@@ -137,7 +145,7 @@ class AlertsCore:
         return alerts
 
     def on_foreign(self, flow: ForeignFlow) -> list[Alert]:
-        state = self._symbol(flow.symbol, flow.trading_date)
+        state = self._symbol(self.state.foreign, flow.symbol, flow.trading_date)
         if state is None:
             return []
         now = _minute_of(flow.timestamp)
@@ -163,7 +171,7 @@ class AlertsCore:
 
     def on_basis(self, point: BasisPoint) -> list[Alert]:
         symbol = point.futures_symbol
-        state = self._symbol(symbol, point.trading_date)
+        state = self._symbol(self.state.basis, symbol, point.trading_date)
         if state is None:
             return []
         now = _minute_of(point.timestamp)
@@ -295,11 +303,13 @@ class AlertsCore:
 
     # --- state ------------------------------------------------------------------------------------------------------
 
-    def _symbol(self, symbol: str, trading_date: date) -> SymbolState | None:
-        """The symbol's state for the day (a later day starts afresh); None for an earlier day's event."""
-        state = self.state.symbols.get(symbol)
+    @staticmethod
+    def _symbol(states: dict[str, SymbolState], symbol: str, trading_date: date) -> SymbolState | None:
+        """The symbol's state of one input for the day (a later day starts afresh); None for an earlier day's
+        event."""
+        state = states.get(symbol)
         if state is None or trading_date > state.trading_date:
-            state = self.state.symbols[symbol] = SymbolState(trading_date)
+            state = states[symbol] = SymbolState(trading_date)
         elif trading_date < state.trading_date:
             return None
         return state

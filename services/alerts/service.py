@@ -32,6 +32,7 @@ class AlertsService(Tracker[AlertsState]):
     inputs = ((TRADE_CLASSIFIED.wildcard, ClassifiedTrade), (FOREIGN_FLOW.wildcard, ForeignFlow),
               (BASIS_POINT.wildcard, BasisPoint))
     state_type = AlertsState
+    state_version = 2  # 2: each input's state apart (AlertsState): an older checkpoint is rebuilt from the stream
 
     def __init__(self) -> None:
         super().__init__()
@@ -104,6 +105,7 @@ class AlertsService(Tracker[AlertsState]):
         await super().stop()
 
     def status(self) -> dict[str, Any]:
-        symbols = self.core.state.symbols if self.core else {}
+        symbols = set(self.core.state.trades) | set(self.core.state.foreign) | set(self.core.state.basis) \
+            if self.core else set()
         webhook = self.webhook.status() if self.webhook else None
         return {**super().status(), "symbols": len(symbols), "rules": len(self.rules), "webhook": webhook}

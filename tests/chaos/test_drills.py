@@ -15,14 +15,14 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from helpers import REPLAY_DAY, eventually, expected_day
+from helpers import DAY_ALERTS, REPLAY_DAY, eventually, expected_day
 from stack import Up, exact, get, history_complete
 
 from launcher.catalog import SERVICES
 from launcher.local import NatsServer, PostgresServer, free_port
 
 pytestmark = pytest.mark.integration
-ROWS = {"ticks": 347, "foreign_flows": 99, "index_points": 130, "basis_points": 159, "alerts": 29}
+ROWS = {"ticks": 347, "foreign_flows": 99, "index_points": 130, "basis_points": 159, "alerts": DAY_ALERTS}
 
 
 async def rows(database_url: str) -> dict[str, int]:
