@@ -172,6 +172,27 @@ def test_the_basis_turning_and_moving() -> None:
     assert core.on_basis(basis(-1.0, OPEN + timedelta(minutes=30))) == []  # half an hour of nothing in between
 
 
+def test_only_the_active_contract_is_watched() -> None:
+    """VN30F2612 is the front month on 2026-11-24 (it expires on 17 December), and VN30F1M stands for it; a later
+    month's basis and flow raise nothing. After the December expiry, VN30F2701 is the active one."""
+    core = AlertsCore(params(basis_points=3.0, basis_minutes=5, dedup_minutes=0, flow_min_volume=100))
+    for contract in ("VN30F2703", "VN30F2701"):
+        assert core.on_basis(basis(1.0, OPEN, contract=contract)) == []
+        assert core.on_basis(basis(-9.0, OPEN + timedelta(minutes=1), contract=contract)) == []
+        far = Feed(core, contract, ceiling=None, floor=None)
+        assert [far.trade(500, side=BUY) for _ in range(5)] == [[]] * 5
+    assert core.on_basis(basis(1.0, OPEN, contract="VN30F1M")) == []
+    assert core.on_basis(basis(-9.0, OPEN + timedelta(minutes=1), contract="VN30F1M")) != []
+    after_expiry = date(2026, 12, 18)
+    rolled = AlertsCore(params(dedup_minutes=0))
+    moment = datetime(2026, 12, 18, 9, 15, tzinfo=EXCHANGE_TZ)
+    assert rolled.on_basis(basis(1.0, moment, after_expiry, "VN30F2612")) == []
+    assert rolled.on_basis(basis(-1.0, moment + timedelta(minutes=1), after_expiry, "VN30F2612")) == []
+    assert rolled.on_basis(basis(1.0, moment, after_expiry, "VN30F2701")) == []
+    (flip,) = rolled.on_basis(basis(-1.0, moment + timedelta(minutes=1), after_expiry, "VN30F2701"))
+    assert flip.type is AlertType.BASIS_FLIP
+
+
 # --- futures flow --------------------------------------------------------------------------------------------------
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
+from functools import lru_cache
 
 import msgspec
 
 from shared.config import Settings
-from shared.market import is_vn30_future
+from shared.market import front_month, is_vn30_future, resolve_contract_alias
 from shared.messages.domain import (
     Alert,
     AlertRule,
@@ -100,6 +101,14 @@ _LIMIT_ALERTS = {
 }
 
 
+@lru_cache(maxsize=1024)
+def is_active_contract(symbol: str, trading_date: date) -> bool:
+    """Whether a futures code is the active (front-month) VN30F contract on `trading_date`: the nearest one not
+    expired by the third-Thursday rule, from the calendar alone, so a replay decides as the live day did. The basis
+    and futures-flow rules watch that contract only."""
+    return resolve_contract_alias(symbol, trading_date) == front_month(trading_date)
+
+
 def _minute_of(moment: datetime) -> int:
     return int(moment.timestamp() // 60)
 
@@ -130,7 +139,7 @@ class AlertsCore:
         now = _minute_of(trade.timestamp)
         alerts = [*self._volume_spike(trade, state, now), *self._limits(trade, state),
                   *self._user_rules(trade, state)]
-        if is_vn30_future(trade.symbol):
+        if is_vn30_future(trade.symbol) and is_active_contract(trade.symbol, trade.trading_date):
             alerts += self._futures_flow(trade, state, now)
         bucket = self._bucket(state, now)
         bucket.trades += 1
@@ -171,6 +180,8 @@ class AlertsCore:
 
     def on_basis(self, point: BasisPoint) -> list[Alert]:
         symbol = point.futures_symbol
+        if not is_active_contract(symbol, point.trading_date):
+            return []  # a later month's basis: thinly traded, and not what the market reads
         state = self._symbol(self.state.basis, symbol, point.trading_date)
         if state is None:
             return []
