@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from cdp import Browser, find_chromium
-from helpers import REPLAY_DAY, eventually, expected_day
+from helpers import DAY_ALERTS, REPLAY_DAY, eventually, expected_day
 from stack import REPO, exact, get
 
 from launcher.local import free_port
@@ -518,9 +518,53 @@ async def test_dashboard_in_a_real_browser(tmp_path: Path, launch: Any) -> None:
             await check_watchlist(browser, up.url)
             await browser.screenshot(ARTIFACTS / "board-watchlist.png")
             await check_live_detail(browser, up, tmp_path, expected)
+            await check_alerts(browser, up.url)
             assert browser.problems == []
     finally:
         await up.stop()
+
+
+async def check_alerts(browser: Browser, url: str) -> None:
+    """Beside the board, the day's alerts newest first, as REST lists them; a new critical alert raises a toast; a
+    user rule added in the editor is in the gateway's rules (KV alert_rules), and its ✕ deletes it."""
+    _, listed, _ = await get(f"{url}/api/market/alerts", params={"limit": "50"})
+    assert len(listed) == DAY_ALERTS
+    await browser.wait_for(f"document.querySelectorAll('#alerts-feed li[data-type]').length === {DAY_ALERTS}")
+    shown = await browser.evaluate("[...document.querySelectorAll('#alerts-feed li')].map("
+                                   "li => [li.querySelector('time').dateTime, li.querySelector('b').textContent, "
+                                   "li.dataset.type])")
+    assert shown == [[a["timestamp"], a["symbol"], a["type"]] for a in listed]
+    assert await browser.evaluate("document.getElementById('toasts').children.length") == 0  # none for a snapshot
+    await browser.evaluate("""(async () => {
+      const { applyAlerts } = await import('/static/alerts.js');
+      applyAlerts({ type: 'delta', channel: 'alerts', seq: 1e9, data: { alerts: [{
+        type: 'volume_spike', severity: 'critical', symbol: 'HPG', trading_date: '2026-11-24',
+        timestamp: '2026-11-24T14:45:30+07:00', rule: 'volume_spike', values: { volume: 1 },
+        message_vi: 'HPG: lệnh 500,000 cp', message_en: 'HPG: a 500,000-share trade' }] } });
+    })()""")
+    toast = await browser.wait_for("document.querySelector('#toasts .toast')?.textContent")
+    assert toast == "HPG lệnh 500,000 cp"
+    assert await browser.evaluate("document.querySelector('#alerts-feed li b').textContent") == "HPG"
+    await browser.screenshot(ARTIFACTS / "alerts.png")
+
+    await browser.evaluate("""(() => {
+      document.querySelector('#alerts details').open = true;
+      const form = document.getElementById('rule-form');
+      form.elements.symbol.value = 'fpt';
+      form.elements.kind.value = 'price_above';
+      form.elements.value.value = '130000';
+      form.elements.severity.value = 'critical';
+      form.requestSubmit();
+    })()""")
+    await browser.wait_for("document.querySelectorAll('#rules li').length === 1")
+    _, rules, _ = await get(f"{url}/api/alerts/rules")
+    assert [(r["symbol"], r["kind"], r["value"], r["severity"]) for r in rules] == [
+        ("FPT", "price_above", 130000, "critical")]
+    assert await browser.evaluate("document.querySelector('#rules li').dataset.rule") == rules[0]["id"]
+    await browser.evaluate("document.querySelector('#rules li button').click()")
+    await browser.wait_for("document.querySelectorAll('#rules li').length === 0 && "
+                           "!document.getElementById('rules-empty').hidden")
+    assert (await get(f"{url}/api/alerts/rules"))[1] == []
 
 
 async def check_cues(browser: Browser, expected: dict[str, Any]) -> None:

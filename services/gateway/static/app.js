@@ -1,7 +1,8 @@
 // The dashboard's entry point: builds the page parts and opens the tab's one gateway socket: the four plain channels
 // (market, index, foreign, derivatives) from the start, the filtered ones (board for the tab shown, trades and
-// candles for the symbol whose detail is open) subscribed to on it as the page needs them.
+// candles for the symbol whose detail is open, the alerts) subscribed to on it as the page needs them.
 
+import { applyAlerts, initAlerts } from './alerts.js';
 import { apiGet } from './auth.js';
 import { focusRow, initBoard, selectRow } from './board.js';
 import {
@@ -50,6 +51,7 @@ const handlers = {
   },
   trades: applyTrades,
   candles: applyCandles,
+  alerts: applyAlerts,
 };
 
 /** A request the gateway could not follow: said where it matters, never as a console error. */
@@ -84,6 +86,7 @@ function start() {
   initViews();
   initForeign();
   initFutures();
+  initAlerts({ socket });
   // Closing the detail gives focus back to the row that opened it (or that symbol's row, if it was re-created).
   initDetail({ socket, onClosed: () => selectRow(null), onFocusLost: focusRow });
   socket.start();

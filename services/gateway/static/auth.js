@@ -117,15 +117,19 @@ function authHeaders() {
 }
 
 /**
- * GET a JSON document from the gateway: {ok, status, data}. Never throws: a network failure is status 0, so
- * callers just show "unavailable". A 401 asks for the token and tries again.
+ * A JSON request to the gateway: {ok, status, data}. Never throws: a network failure is status 0, so callers just
+ * show "unavailable". A 401 asks for the token and tries again. `body`, when given, is sent as JSON.
  */
-export async function apiGet(path) {
+export async function apiRequest(path, { method = 'GET', body } = {}) {
   for (let attempt = 0; attempt < 4; attempt += 1) {
     const used = getToken();
+    const headers = authHeaders();
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
     let response;
     try {
-      response = await fetch(path, { headers: authHeaders(), cache: 'no-store' });
+      response = await fetch(path, {
+        method, headers, cache: 'no-store', body: body === undefined ? undefined : JSON.stringify(body),
+      });
     } catch {
       return { ok: false, status: 0, data: null };
     }
@@ -143,3 +147,6 @@ export async function apiGet(path) {
   }
   return { ok: false, status: 401, data: null };
 }
+
+/** GET a JSON document from the gateway (see apiRequest). */
+export const apiGet = (path) => apiRequest(path);
