@@ -156,7 +156,8 @@ BUCKET_DESCRIPTIONS = {
     Bucket.REFERENCE: "Reference data: index baskets (VN30, HNX30) and security details",
     Bucket.ALERTS: "The latest alert of each rule and symbol",
     Bucket.ALERT_RULES: "The users' alert rules, by id",
-    Bucket.CHECKPOINTS: "Each tracker's state and stream position, so a restart resumes exactly",
+    Bucket.CHECKPOINTS: "Each tracker's state and stream position, so a restart resumes exactly; the alerts "
+                        "webhook's position",
 }
 
 FOREIGN_SUMMARY_KEY = "summary"
