@@ -36,7 +36,7 @@ from shared.bus import StreamReader
 from shared.config import ConfigError, Settings
 from shared.deadletter import Refused
 from shared.messages.domain import Alert
-from shared.retry import WEBHOOK_AWAY, retrying
+from shared.retry import NATS_AWAY, WEBHOOK_AWAY, retrying
 from shared.runtime import Context
 from shared.subjects import ALERTS, DERIVED, Bucket
 
@@ -176,7 +176,7 @@ class WebhookDelivery:
             except Refused as err:  # an answer that will not change by trying again
                 await self._refuse(subject, position, payload, err)
         self.position = position.stream_sequence
-        await retrying(self._save, WEBHOOK_AWAY, retry_on=(nats.errors.Error, TimeoutError))
+        await retrying(self._save, NATS_AWAY, retry_on=(nats.errors.Error, TimeoutError))  # a KV put: NATS's policy
 
     async def _post(self, alert: Alert, body: bytes) -> None:
         assert self._session is not None
@@ -208,10 +208,12 @@ class WebhookDelivery:
                                         payload=payload, error=err)
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            await self._reader.stop()
-        if self._session is not None:
-            await self._session.close()
+        try:
+            if self._reader is not None:
+                await self._reader.stop()
+        finally:  # also when the stop is cut short: no connection left open
+            if self._session is not None:
+                await self._session.close()
 
     def status(self) -> dict[str, Any]:
         return {"receiver": self.host, "position": self.position, "pending": self.pending,
