@@ -11,12 +11,18 @@ WebSocket client of the delta carrying it (throttled by WS_THROTTLE_MS, default 
 
 Baseline, same run: the same frames through a bare nats-py chain: publish, subscribe, decode both JSON layers.
 
-Writes the figures as JSON (--out, default bench/results/pipeline.json) and prints a one-line summary.
+Channels (--channel): `split`, the default universe (HOSE, HNX, UPCOM, VN30F) with trades and books as X-TRADE and
+X-QUOTE frames and every other type; `x`, the live default X:ALL on the 30 stocks of the VN30 basket: every book
+change and every match one combined X frame (trade fields and a 10-level book), with the R, MI and F channels beside
+it (about nine frames in ten are X frames; the simulator's futures are left out).
+
+Writes the figures as JSON (--out, default bench/results/pipeline.json, pipeline-x.json for the X channel) and prints
+a one-line summary.
 
 With --cluster 3, everything runs twice in the same run: on one nats-server (R1) and on a three-node cluster with
 streams and buckets replicated three times (R3, the deployment's), and the summary gives R3's figures against R1's.
 
-    python bench/pipeline.py [--frames 500000] [--rate 2000] [--latency-seconds 20] [--cluster 3]
+    python bench/pipeline.py [--channel split|x] [--frames 500000] [--rate 2000] [--latency-seconds 20] [--cluster 3]
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -43,22 +50,48 @@ import psutil
 
 from launcher.local import CLUSTER_NODES, NatsCluster, NatsServer, free_port
 from services.ingest.simulator import MarketSimulator
-from shared.market import exchange_datetime, parse_clock, parse_trading_date
+from shared.market import DEFAULT_VN30_BASKET, exchange_datetime, parse_clock, parse_trading_date
 from shared.messages.domain import ClassifiedTrade, SessionStats, Trade
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def generate(path: Path, frames: int, day: date) -> tuple[int, int]:
-    """A day of simulated frames (intensity raised until there are enough); (frames, trades of stocks)."""
-    intensity = max(1.0, frames / 65_000)
-    written = trades = 0
-    with path.open("wb") as out:
-        for frame in MarketSimulator(seed=2026, trading_date=day, intensity=intensity).day():
-            out.write(frame.payload + b"\n")
-            written += 1
-            trades += b'"X-TRADE"' in frame.payload[:30] and b"VN30F" not in frame.payload
-    return written, trades
+CHANNELS = ("split", "x")
+X_CHANNELS = (b"X", b"R", b"MI", b"F")  # the DataTypes of X:ALL, R:ALL, MI:ALL and F:ALL
+FRAMES_PER_INTENSITY = {"split": 65_000, "x": 30_000}  # a day's frames at intensity 1, roughly
+
+
+def generate(path: Path, frames: int, day: date, channel: str) -> tuple[int, int, dict[str, int]]:
+    """A day of at least `frames` simulated frames (the intensity raised until there are enough): (frames, trades
+    of stocks, frames by DataType)."""
+    intensity = max(1.0, frames / FRAMES_PER_INTENSITY[channel])
+    while True:
+        if channel == "x":
+            simulator = MarketSimulator(seed=2026, trading_date=day, intensity=intensity, stocks=DEFAULT_VN30_BASKET,
+                                        hnx_stocks=[], upcom_stocks=[], combined=True)
+        else:
+            simulator = MarketSimulator(seed=2026, trading_date=day, intensity=intensity)
+        kinds: Counter[str] = Counter()
+        totals: dict[bytes, int] = {}  # a combined frame is a trade when its symbol's TotalVol grew
+        trades = 0
+        with path.open("wb") as out:
+            for frame in simulator.day():
+                data_type = frame.payload[13:frame.payload.index(b'"', 13)]  # {"DataType":"<type>",...
+                if channel == "x" and (data_type not in X_CHANNELS or b"VN30F" in frame.payload):
+                    continue
+                out.write(frame.payload + b"\n")
+                kinds[data_type.decode()] += 1
+                if data_type == b"X-TRADE":
+                    trades += b"VN30F" not in frame.payload
+                elif data_type == b"X" and b"VN30F" not in frame.payload:
+                    content = json.loads(json.loads(frame.payload)["Content"])
+                    symbol, total = content["Symbol"].encode(), int(content["TotalVol"])
+                    trades += total > totals.get(symbol, 0)
+                    totals[symbol] = max(total, totals.get(symbol, 0))
+        written = sum(kinds.values())
+        if written >= frames:
+            return written, trades, dict(kinds.most_common())
+        intensity *= 1.05 * frames / written
 
 
 def window(source: Path, target: Path, start: str, seconds: int) -> tuple[int, float]:
@@ -268,8 +301,9 @@ async def latency(workdir: Path, nats_url: str, nats_pids: list[int], path: Path
     try:
         idle_since = time.perf_counter()
         seen = 0
-        while time.perf_counter() - idle_since < 5:  # until the replay has been quiet for 5 s
-            system.sample()
+        # Until the replay has been quiet for 5 s. Nothing is sampled meanwhile: psutil's walk over the processes
+        # blocks this loop for tens of milliseconds, and every message stamped after it would look that late.
+        while time.perf_counter() - idle_since < 5:
             await asyncio.sleep(0.5)
             if len(published) != seen:
                 seen, idle_since = len(published), time.perf_counter()
@@ -320,17 +354,19 @@ async def baseline(nats_url: str, path: Path) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--channel", choices=CHANNELS, default="split",
+                        help="split: X-TRADE and X-QUOTE frames; x: the combined X frames of X:ALL")
     parser.add_argument("--frames", type=int, default=500_000)
     parser.add_argument("--rate", type=float, default=2000.0, help="frames/s for the latency stretch")
     parser.add_argument("--latency-seconds", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
+    parser.add_argument("--out", type=Path, help="default bench/results/pipeline.json (pipeline-x.json for x)")
     parser.add_argument("--cluster", type=int, choices=[CLUSTER_NODES],
                         help="also on a three-node cluster at STREAM_REPLICAS=3, against one server in the same run")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     day = date(2026, 11, 24)
     path = workdir / "day.jsonl"
-    frames, stock_trades = generate(path, args.frames, day)
+    frames, stock_trades, kinds = generate(path, args.frames, day, args.channel)
     stretch = workdir / "stretch.jsonl"
     stretch_frames, span = window(path, stretch, "10:00:00", 3600)
     speed = max(1.0, args.rate * span / stretch_frames)
@@ -339,18 +375,20 @@ async def main() -> None:
         with stretch.open("rb") as source:
             kept = source.readlines()[:budget]
         stretch.write_bytes(b"".join(kept))
-    results: dict[str, Any] = {"cores": os.cpu_count()}
+    results: dict[str, Any] = {"cores": os.cpu_count(), "channel": args.channel, "frames_by_type": kinds,
+                               "stock_trades": stock_trades}
     topologies = ["R1", "R3"] if args.cluster == CLUSTER_NODES else ["R1"]
     for topology in topologies:
         results[topology] = await run_on(topology, workdir / topology, path, frames, stock_trades, stretch, speed,
                                          args.rate)
+    args.out = args.out or REPO / "bench" / "results" / ("pipeline-x.json" if args.channel == "x" else "pipeline.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     for topology in topologies:
         figures = results[topology]
         run, lat, base = figures["throughput"], figures["latency"], figures["baseline_frames_per_s"]
-        print(f"SUMMARY {topology} {results['cores']} cores: {run['frames']:,} frames in {run['seconds']:.1f} s "
+        print(f"SUMMARY {topology} {args.channel} channel, {results['cores']} cores: {run['frames']:,} frames in {run['seconds']:.1f} s "
               f"({run['frames_per_s']:,.0f} frames/s end to end, {run['frames_per_s'] / base:.2f} of the bare chain's "
               f"{base:,.0f}); at {args.rate:,.0f} frames/s p99 publish->classified "
               f"{lat['publish_to_classified'].get('p99_ms')} ms, ->KV {lat['publish_to_kv'].get('p99_ms')} ms, "

@@ -39,7 +39,7 @@ from shared.market import (
     parse_trading_date,
     price_limits,
 )
-from shared.messages.domain import IndexBasket, Quote, Rejection
+from shared.messages.domain import IndexBasket, Quote, Rejection, Trade
 from shared.messages.ssi import decode_frame
 
 TUESDAY = date(2026, 11, 24)
@@ -626,6 +626,54 @@ def test_hnx_and_upcom_leave_the_hose_and_futures_day_as_it_was(sim: MarketSimul
     ours = [item.frame.payload for item in day
             if (item.content.get("Symbol") or item.content.get("IndexId")) in hose_and_futures]
     assert ours == alone
+
+
+def bus_messages(frames: list[bytes]) -> tuple[list[Trade], list[tuple[Any, ...]], list[bytes]]:
+    """What ingest publishes of a day: its trades, each symbol's successive distinct books, everything else."""
+    normalizer = Normalizer()
+    trades: list[Trade] = []
+    books: list[tuple[Any, ...]] = []
+    shown: dict[str, tuple[Any, ...]] = {}
+    others: list[bytes] = []
+    for frame in frames:
+        result = normalizer.normalize(frame)
+        assert isinstance(result, Normalized)
+        for message in result.messages:
+            kind = message.subject.split(".")[-2]
+            if kind == "trade":
+                trades.append(msgspec.json.decode(message.payload, type=Trade))
+            elif kind == "quote":
+                quote = msgspec.json.decode(message.payload, type=Quote)
+                book = (quote.symbol, quote.session, quote.projected_price,
+                        *(tuple((level.price, level.volume) for level in side) for side in (quote.bids, quote.asks)))
+                if shown.get(quote.symbol) != book:
+                    shown[quote.symbol] = book
+                    books.append((quote.timestamp, *book))
+            else:
+                others.append(message.payload)
+    return trades, books, others
+
+
+def test_the_combined_channel_carries_the_same_day_in_x_frames(day: list[Parsed]) -> None:
+    """X:ALL's day is the split channels' day: the same trades in the same order, the same continuous books in the
+    same order (a match's frame repeats the book when the match left it unchanged), the same bars, indices and
+    rooms."""
+    combined = [parse(frame) for frame in MarketSimulator(seed=1, trading_date=TUESDAY, combined=True).day()]
+    kinds = Counter(item.data_type for item in combined)
+    assert not kinds.keys() & {"X-TRADE", "X-QUOTE"}
+    assert kinds["X"] > 0.5 * len(combined)
+    assert all(item.content.get("BidPrice1") is not None for item in of_type(combined, "X"))
+    trades, books, others = bus_messages([item.frame.payload for item in day])
+    assert len(trades) == len(of_type(day, "X-TRADE")) > 1000
+    on_x = bus_messages([item.frame.payload for item in combined])
+    assert on_x[0] == trades
+    assert on_x[2] == others
+    continuous = [book for book in books if book[2] == "LO"]
+    assert [book for book in on_x[1] if book[2] == "LO"] == continuous
+    assert len(continuous) > 1000
+    # An auction's match shows the last book with the matched price: one book more per print.
+    auctions = [book for book in on_x[1] if book[2] != "LO"]
+    assert set(auctions) >= {book for book in books if book[2] != "LO"}
 
 
 def test_a_day_can_be_iterated_again(sim: MarketSimulator, day: list[Parsed]) -> None:

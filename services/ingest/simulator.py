@@ -28,6 +28,11 @@ generator of their own derived from the seed, so that simulating them leaves eve
   figures as they stand (TotalVol has not grown, so the frame carries no trade) and EstMatchedPrice, the projected
   price: the valid price nearest the fair value, where the auction would match now. When the auction ends each
   instrument gets its single match (X-TRADE) at the valid price nearest the fair value of that second.
+- Channels. By default trades and books go out as X-TRADE and X-QUOTE (and X in the auctions). `combined=True` sends
+  them as SSI's X:ALL does: every book change and every match an X frame, the day's trade figures and the book in
+  one; a continuous match's frame carries the book it left (or the one it hit, when the model leaves the book
+  unchanged), an auction's match the last book shown. The draws are the same either way: the same seed gives the
+  same trades, books and totals on both channels.
 - Indices, cap-weighted over fixed seeded share counts s_i (the `listed_shares` of `MarketSimulator.securities`):
   `IndexValue = round(PriorIndexValue * sum(s_i * p_i) / sum(s_i * ref_i), 2)`, p_i the last traded price (ref_i
   before the first trade). VN30 is over the simulated stocks of DEFAULT_VN30_BASKET and VNINDEX over all HOSE ones,
@@ -134,6 +139,7 @@ _SESSION_CODES = {
     Phase.CLOSED: "C",
 }
 _ENCODER = msgspec.json.Encoder()
+_BOOK_FIELD_NAMES = tuple(name for keys in BOOK_KEYS.values() for pair in keys for name in pair)
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,9 +616,11 @@ class _Timetable:
 class _Day:
     """Runs one trading day second by second and turns what happens into SSI frames, in causal order."""
 
-    def __init__(self, market: _Market, trading_date: date, intensity: float) -> None:
+    def __init__(self, market: _Market, trading_date: date, intensity: float, *, combined: bool) -> None:
         self._market = market
         self._intensity = intensity
+        self._combined = combined
+        self._shown: dict[str, dict[str, float]] = {}  # each symbol's last book sent (combined: an auction's match)
         self._trading_date = trading_date
         self._date_text = trading_date.strftime("%d/%m/%Y")
         self._timetable = _Timetable(trading_date)
@@ -719,14 +727,21 @@ class _Day:
         levels = book.asks if buyer else book.bids
         price_index, available = levels[0]
         volume = min(available, instrument.trade_volume())
-        self._trade(instrument, price_index, volume, "LO")
-        if instrument.rng.random() < POST_TRADE_QUOTE:
+        instrument.record(instrument.grid[price_index], volume)
+        left = instrument.rng.random() < POST_TRADE_QUOTE
+        if left:
             instrument.take(levels, volume, 1 if buyer else -1)
-            self._quote(instrument, book, "LO")
+        if self._combined:
+            self._trade(instrument, "LO", book)
+        else:
+            self._trade(instrument, "LO")
+            if left:
+                self._quote(instrument, book, "LO")
 
     def _print(self, instrument: _Instrument, fair: float, session: str) -> None:
         """An auction's single match at the valid price nearest the fair value."""
-        self._trade(instrument, instrument.nearest(fair), instrument.auction_volume(), session)
+        instrument.record(instrument.grid[instrument.nearest(fair)], instrument.auction_volume())
+        self._trade(instrument, session)
 
     def _note_room(self, venue: _Venue, stock: _Stock) -> None:
         if stock.foreign.changed:
@@ -755,6 +770,10 @@ class _Day:
         self._out.append(SimFrame(self._at, _ENCODER.encode(envelope)))
 
     def _quote(self, instrument: _Instrument, book: _Book, session: str) -> None:
+        if self._combined:  # the day's figures as they stand: TotalVol has not grown, no trade
+            self._emit("X", X(RType="X", LastVol=float(instrument.last_vol), EstMatchedPrice=0.0,
+                              **self._day_fields(instrument, session), **self._book_fields(instrument, book)))
+            return
         self._emit("X-QUOTE", XQuote(
             RType="X-QUOTE", TradingDate=self._date_text, Time=self._clock, Symbol=instrument.symbol,
             Exchange=instrument.market, MarketId=instrument.market, TradingSession=session, TradingStatus="N",
@@ -769,15 +788,23 @@ class _Day:
             RType="X", LastVol=float(instrument.last_vol), EstMatchedPrice=projected,
             **self._day_fields(instrument, session), **self._book_fields(instrument, book)))
 
-    def _trade(self, instrument: _Instrument, price_index: int, volume: int, session: str) -> None:
-        """Record a match, then send its X-TRADE (with the day's running figures) and its B bar."""
-        instrument.record(instrument.grid[price_index], volume)
+    def _trade(self, instrument: _Instrument, session: str, book: _Book | None = None) -> None:
+        """The match just recorded: its X-TRADE (with the day's running figures), or on the combined channel its X
+        with `book` (None: the last book shown), then its B bar."""
         price = instrument.quoted(instrument.last)
-        self._emit("X-TRADE", XTrade(
-            RType="X-TRADE", LastVol=float(volume), EstMatchedPrice=price, **self._day_fields(instrument, session)))
+        volume = float(instrument.last_vol)
+        if self._combined:
+            # SSI's X sends EstMatchedPrice 0 outside the auctions; an auction's match is its matched price.
+            levels = self._book_fields(instrument, book) if book is not None else self._shown.get(
+                instrument.symbol, dict.fromkeys(_BOOK_FIELD_NAMES, 0.0))
+            self._emit("X", X(RType="X", LastVol=volume, EstMatchedPrice=0.0 if session == "LO" else price,
+                              **self._day_fields(instrument, session), **levels))
+        else:
+            self._emit("X-TRADE", XTrade(
+                RType="X-TRADE", LastVol=volume, EstMatchedPrice=price, **self._day_fields(instrument, session)))
         self._emit("B", B(
             RType="B", TradingDate=self._date_text, Time=self._clock, Symbol=instrument.symbol, Open=price,
-            High=price, Low=price, Close=price, Volume=float(volume), Value=0.0,
+            High=price, Low=price, Close=price, Volume=volume, Value=0.0,
         ))
 
     def _day_fields(self, instrument: _Instrument, session: str) -> dict[str, Any]:
@@ -798,8 +825,7 @@ class _Day:
             "Lowest": instrument.quoted(instrument.lowest),
         }
 
-    @staticmethod
-    def _book_fields(instrument: _Instrument, book: _Book) -> dict[str, float]:
+    def _book_fields(self, instrument: _Instrument, book: _Book) -> dict[str, float]:
         levels: dict[str, float] = {}
         for keys, side in zip(BOOK_KEYS.values(), (book.bids, book.asks), strict=True):
             for position, (price_key, volume_key) in enumerate(keys):
@@ -809,6 +835,7 @@ class _Day:
                     levels[volume_key] = float(volume)
                 else:
                     levels[price_key] = levels[volume_key] = 0.0
+        self._shown[instrument.symbol] = levels
         return levels
 
     def _status(self, stock: _Stock, session: str) -> None:
@@ -846,13 +873,14 @@ class MarketSimulator:
     `stocks`, `hnx_stocks`, `upcom_stocks`: each exchange's stocks (None: its real names of the default universe; an
     empty HNX or UPCOM list leaves that exchange out; HOSE needs stocks, VN30 and its futures are priced off them).
     `universe="market"` adds generated small caps to the exchanges whose stocks are not given, up to MARKET_SIZES.
+    `combined=True`: trades and books as SSI's X:ALL channel sends them, one X frame each (the module's "Channels").
     Pure: no I/O, no clock. Same arguments, same bytes; `day()` can be iterated again from the start. A date
     `shared.market` treats as closed (a weekend) yields no frames."""
 
     def __init__(
         self, *, seed: int, trading_date: date, stocks: Sequence[str] | None = None,
         hnx_stocks: Sequence[str] | None = None, upcom_stocks: Sequence[str] | None = None, intensity: float = 1.0,
-        universe: Universe = "default",
+        universe: Universe = "default", combined: bool = False,
     ) -> None:
         if intensity <= 0:
             raise ValueError(f"intensity must be positive, not {intensity}")
@@ -878,6 +906,7 @@ class MarketSimulator:
         self._seed = seed
         self._trading_date = trading_date
         self._intensity = intensity
+        self._combined = combined
         self._market = _Market(seed, trading_date, self._listings)  # the day's starting point, for inspection
 
     @property
@@ -923,4 +952,4 @@ class MarketSimulator:
     def day(self) -> Iterator[SimFrame]:
         """The day's frames from 08:45 to 15:00 in non-decreasing exchange time (causal order within a second)."""
         market = _Market(self._seed, self._trading_date, self._listings)
-        yield from _Day(market, self._trading_date, self._intensity).frames()
+        yield from _Day(market, self._trading_date, self._intensity, combined=self._combined).frames()
