@@ -388,7 +388,8 @@ async def main() -> None:
     for topology in topologies:
         figures = results[topology]
         run, lat, base = figures["throughput"], figures["latency"], figures["baseline_frames_per_s"]
-        print(f"SUMMARY {topology} {args.channel} channel, {results['cores']} cores: {run['frames']:,} frames in {run['seconds']:.1f} s "
+        print(f"SUMMARY {topology} {args.channel} channel, {results['cores']} cores: {run['frames']:,} frames in "
+              f"{run['seconds']:.1f} s "
               f"({run['frames_per_s']:,.0f} frames/s end to end, {run['frames_per_s'] / base:.2f} of the bare chain's "
               f"{base:,.0f}); at {args.rate:,.0f} frames/s p99 publish->classified "
               f"{lat['publish_to_classified'].get('p99_ms')} ms, ->KV {lat['publish_to_kv'].get('p99_ms')} ms, "
