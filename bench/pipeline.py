@@ -5,7 +5,9 @@ as possible; timed from the first frame ingest reads to the last row the recorde
 services' own status (NATS micro). Peak RSS of every process.
 
 Latency, at a fixed --rate frames/s (not saturation): a second stretch of the day replayed at the pace that gives
-that rate. The bench watches the subjects itself: from a trade's publication by ingest (md.trade) to (a) its
+that rate, after a lead-in of LEAD_IN_S seconds (one earlier frame of the day, so the pacer holds the stretch back
+while the services that started after ingest come up: what is measured is the steady state, not a start's
+catch-up). The bench watches the subjects itself: from a trade's publication by ingest (md.trade) to (a) its
 classified trade (trade.classified), (b) the KV update carrying its symbol's new total volume, (c) the arrival at a
 WebSocket client of the delta carrying it (throttled by WS_THROTTLE_MS, default 500 ms): p50, p99, max.
 
@@ -114,6 +116,25 @@ def window(source: Path, target: Path, start: str, seconds: int) -> tuple[int, f
     if first is None or last is None:
         raise ValueError(f"no frames after {start}")
     return count, max(1.0, (last - first).total_seconds())
+
+
+LEAD_IN_S = 5.0  # seconds the latency stretch waits for every service to run
+
+
+def lead_in(source: Path, start: str, seconds: float) -> bytes:
+    """The day's last frame at least `seconds` of exchange time before `start` (HH:MM:SS)."""
+    begin = exchange_datetime(date.min, parse_clock(start))
+    found = b""
+    with source.open("rb") as lines:
+        for line in lines:
+            content = json.loads(json.loads(line)["Content"])
+            moment = exchange_datetime(date.min, parse_clock(content["Time"]))
+            if (begin - moment).total_seconds() < seconds:
+                break
+            found = line
+    if not found:
+        raise ValueError(f"no frame {seconds:.0f} s before {start}")
+    return found
 
 
 class System:
@@ -371,10 +392,9 @@ async def main() -> None:
     stretch_frames, span = window(path, stretch, "10:00:00", 3600)
     speed = max(1.0, args.rate * span / stretch_frames)
     budget = int(args.rate * args.latency_seconds)
-    if stretch_frames > budget:  # keep the stretch to --latency-seconds at that pace
-        with stretch.open("rb") as source:
-            kept = source.readlines()[:budget]
-        stretch.write_bytes(b"".join(kept))
+    with stretch.open("rb") as source:
+        kept = source.readlines()[:budget]  # the stretch kept to --latency-seconds at that pace
+    stretch.write_bytes(lead_in(path, "10:00:00", LEAD_IN_S * speed) + b"".join(kept))
     results: dict[str, Any] = {"cores": os.cpu_count(), "channel": args.channel, "frames_by_type": kinds,
                                "stock_trades": stock_trades}
     topologies = ["R1", "R3"] if args.cluster == CLUSTER_NODES else ["R1"]

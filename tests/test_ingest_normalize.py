@@ -49,6 +49,33 @@ def test_combined_frame_publishes_its_trade_once_then_only_book_changes() -> Non
     assert book_change.trade_verdict is TradeVerdict.REPEAT
 
 
+def test_a_book_shown_again_is_not_published_again() -> None:
+    """A match that leaves the book as it stood: its X frame's trade goes out, the same book does not; the same
+    levels in another session, with another projected price or on another day are news."""
+    normalizer = Normalizer()
+    book = _book([(45400.0, 1000.0)], [(45450.0, 2000.0)])
+    combined = {**TRADE, **book, "RType": "X", "EstMatchedPrice": 0.0}  # 0: no auction running
+    first = accepted(normalizer.normalize(frame("X", combined)))
+    matched = accepted(normalizer.normalize(frame("X", {**combined, "TotalVol": 82800.0, "LastVol": 100.0})))
+    assert [m.subject for m in first.messages] == ["md.trade.BID", "md.quote.BID"]
+    assert [m.subject for m in matched.messages] == ["md.trade.BID"]
+    assert matched.book_unchanged
+    assert not first.book_unchanged
+    same_book = {**QUOTE, **book, "Symbol": "BID", "TradingSession": "LO"}
+    repeated = accepted(normalizer.normalize(frame("X-QUOTE", same_book)))
+    assert repeated.messages == ()
+    assert repeated.book_unchanged
+    news = [
+        {**combined, "TradingSession": "ATC"},
+        {**combined, "TradingSession": "ATC", "EstMatchedPrice": 45400.0},
+        {**combined, "TradingSession": "ATC", "EstMatchedPrice": 45400.0, "TradingDate": "25/11/2026"},
+    ]
+    for content in news:
+        result = accepted(normalizer.normalize(frame("X", content)))
+        assert "md.quote.BID" in [m.subject for m in result.messages], content
+        assert not result.book_unchanged
+
+
 def test_futures_trades_and_quotes_have_subjects_of_their_own() -> None:
     combined = {**TRADE, **_book([(1902.0, 10.0)], [(1902.5, 20.0)]), "RType": "X", "LastPrice": 1902.5}
     by_code = accepted(Normalizer().normalize(frame("X", {**combined, "Symbol": "VN30F2612", "Exchange": None,

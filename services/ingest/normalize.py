@@ -45,6 +45,7 @@ class Normalized:
     messages: tuple[Outgoing, ...]
     trade_verdict: TradeVerdict | None
     exchange_time: datetime
+    book_unchanged: bool = False  # its quote was the symbol's last book again: not published
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,11 @@ class Normalizer:
     a quote resent out of sequence goes through again, harmlessly: it is the book's state, not a count). Every other
     message's key is its content (foreign and index figures are cumulative, so a repeat carries nothing new).
     A trade from X-TRADE is published whatever its verdict (downstream keeps the exact tallies); the trade part of an
-    X frame is published only when TotalVol grew, since X repeats it with every book change.
+    X frame is published only when TotalVol grew, since X repeats it with every book change. Likewise a quote is
+    published only when it changes something a reader of md.quote sees: the levels, the session, the projected price
+    or the trading date. An X frame repeats the book with every match (most matches leave the book they hit standing
+    but for the volume taken, and some leave it as it was), and the same book again is no news to the classifier,
+    the board or a NATS CLI user; the frame's trade still goes out.
 
     Futures trades and quotes go to the futures subjects: a contract is known by its code (VN30FYYMM, VN30F1M), by
     the exchange the frame names (DERIVATIVES), or as one of `futures` (FUTURES_ALIASES, reference data's FU).
@@ -95,6 +100,7 @@ class Normalizer:
         self._window_of: date | None = None  # the current date `_window` was worked out for
         self._window = (date.min, date.max)  # the trading dates plausible on it
         self._last_total: dict[str, tuple[date, int]] = {}
+        self._last_book: dict[str, tuple[Any, ...]] = {}  # per symbol: what its last quote published showed
         self._ordinals: dict[str, tuple[datetime, int]] = {}
 
     def normalize(self, raw: Frame | Message) -> Normalized | Refused:
@@ -134,16 +140,23 @@ class Normalizer:
     def _accept(self, decoded: Decoded) -> Normalized:
         outgoing: list[Outgoing] = []
         verdict: TradeVerdict | None = None
+        unchanged = False
         for message in decoded.messages:
             if isinstance(message, Trade):
                 verdict = self._judge(message, combined=decoded.data_type == "X")
                 if verdict is TradeVerdict.REPEAT:
                     continue
+            elif isinstance(message, Quote):
+                book = (message.trading_date, message.session, message.projected_price, message.bids, message.asks)
+                if self._last_book.get(message.symbol) == book:
+                    unchanged = True
+                    continue
+                self._last_book[message.symbol] = book
             subject = market_subject(message, futures=self._is_futures(message))
             payload = self._encoder.encode(message)
             outgoing.append(Outgoing(subject, payload, self._message_id(subject, message, payload)))
         timestamp = decoded.messages[0].timestamp  # type: ignore[attr-defined]
-        return Normalized(decoded.data_type, tuple(outgoing), verdict, timestamp)
+        return Normalized(decoded.data_type, tuple(outgoing), verdict, timestamp, unchanged)
 
     def _is_futures(self, message: Message) -> bool:
         """Only trades and quotes have futures subjects of their own."""

@@ -29,6 +29,8 @@ FRAMES = Counter("stocktracker_ingest_frames_total", "Frames read, by canonical 
 TRADES = Counter("stocktracker_ingest_trades_total",
                  "Trades read, by verdict against the symbol's latest TotalVol: new, duplicate, out_of_order",
                  ["verdict"])
+BOOKS_UNCHANGED = Counter("stocktracker_ingest_books_unchanged_total",
+                          "Quotes not published: the symbol's last book again (an X frame repeating it with a match)")
 LAST_FRAME_AGE = Gauge("stocktracker_ingest_last_frame_age_seconds",
                        "Seconds since the last frame was read, by DataType", ["data_type"])
 
@@ -82,6 +84,7 @@ class Ingest(Actor):
         self.frames_published = 0
         self.frames_rejected = 0
         self.messages_published = 0
+        self.books_unchanged = 0
         self.rejections: dict[str, int] = {}
         self._rejection_log = Throttle()
         self._payload_limit = 0  # the bus's max_payload when a message could exceed it, else 0: no check needed
@@ -177,6 +180,9 @@ class Ingest(Actor):
         _child(FRAMES, result.data_type).inc()
         if result.trade_verdict is not None:
             _child(TRADES, result.trade_verdict).inc()
+        if result.book_unchanged:
+            self.books_unchanged += 1
+            BOOKS_UNCHANGED.inc()
         if result.data_type not in self._last_frame_at:
             LAST_FRAME_AGE.labels(result.data_type).set_function(
                 lambda data_type=result.data_type: time.monotonic() - self._last_frame_at[data_type]
@@ -215,5 +221,6 @@ class Ingest(Actor):
             "frames_published": self.frames_published,
             "frames_rejected": self.frames_rejected,
             "messages_published": self.messages_published,
+            "books_unchanged": self.books_unchanged,
             "rejections": self.rejections,
         }
