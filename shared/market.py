@@ -383,9 +383,11 @@ def listed_contracts(today: date, holidays: frozenset[date] = frozenset()) -> li
     return [contract_code(year, month) for year, month in months]
 
 
+@lru_cache(maxsize=4096)
 def expiry_on(symbol: str, trading_date: date, holidays: frozenset[date] = frozenset()) -> date | None:
     """A contract's last trading day as its code tells it on `trading_date`: a generic alias (VN30F1M ...) as the
-    contract it stands for that day, a VN30FYYMM code by the third-Thursday rule; None for other codes."""
+    contract it stands for that day, a VN30FYYMM code by the third-Thursday rule; None for other codes. Cached: the
+    derivatives tracker asks it for every contract with every futures quote."""
     return contract_expiry(resolve_contract_alias(symbol, trading_date, holidays), holidays)
 
 
