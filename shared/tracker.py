@@ -162,6 +162,7 @@ class Tracker(Actor, Generic[State]):
     subjects: ClassVar[tuple[str, ...]]  # the inputs' subject filters
     state_type: ClassVar[type]
     state_version: ClassVar[int] = 1  # raise it when the state's shape changes: older checkpoints are rebuilt
+    sparse: ClassVar[bool] = False  # the inputs are a small share of the stream: the server filters them exactly
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -228,7 +229,7 @@ class Tracker(Actor, Generic[State]):
         LAG_SECONDS.set_function(lambda: max(0.0, time.time() - self.last_stored_ns / 1e9) if self.pending else 0.0)
         self.kv.start()
         self._reader = await bus.consume_from(ctx.js, self.stream, self.subjects, ctx.instrumented(self._on_message),
-                                              start_sequence=self.sequence + 1)
+                                              start_sequence=self.sequence + 1, sparse=self.sparse)
         self._checkpointer = asyncio.create_task(self._checkpoint_every(ctx.settings.checkpoint_interval_s))
         ctx.log.info("tracking", subjects=list(self.subjects), resumed_after=self.sequence, rebuilding=self.rebuilt,
                      partition=f"{self.partition.index}/{self.partition.count}")

@@ -85,6 +85,43 @@ async def test_consume_from_a_position_in_stream_order_across_subjects(nc: Clien
     assert received[0][1] == "md.trade.ACB"
 
 
+async def test_a_sparse_reader_has_the_server_filter_its_subjects_exactly(nc: Client) -> None:
+    """A reader of a small share of the stream (the derivatives tracker's futures and VN30) asks for its subjects
+    themselves: the server delivers only those, in stream order, from the position asked, and again after its
+    consumer is re-created."""
+    wanted = ["md.futures.trade.*", "md.index.VN30"]
+    publisher = bus.Publisher(nc)
+    await publisher.start()
+    subjects = ["md.trade.ACB", "md.futures.trade.VN30F2612", "md.quote.ACB", "md.index.VN30", "md.index.VNINDEX"]
+    for n in range(50):
+        await publisher.publish(subjects[n % len(subjects)], str(n).encode(), msg_id=f"s{n}")
+    assert await publisher.stop(timeout=10)
+    received: list[tuple[int, str]] = []
+
+    async def handle(subject: str, payload: bytes, position: bus.Delivery) -> None:
+        received.append((position.stream_sequence, subject))
+
+    js = nc.jetstream()
+    reader = bus.StreamReader(js, MARKET, wanted, handle, start_sequence=10, heartbeat_s=0.25, sparse=True)
+    await reader.start()
+    expected = [(n + 1, subjects[n % len(subjects)]) for n in range(9, 50) if n % len(subjects) in (1, 3)]
+    await wait_until(lambda: len(received) == len(expected))
+    (consumer,) = await js.consumers_info(MARKET.name)
+    assert consumer.config.filter_subjects == wanted
+    assert received == expected
+    await js.delete_consumer(MARKET.name, consumer.name)
+    publisher = bus.Publisher(nc)
+    await publisher.start()
+    for n in range(50, 60):
+        await publisher.publish(subjects[n % len(subjects)], str(n).encode(), msg_id=f"s{n}")
+    assert await publisher.stop(timeout=10)
+    expected += [(n + 1, subjects[n % len(subjects)]) for n in range(50, 60) if n % len(subjects) in (1, 3)]
+    await wait_until(lambda: len(received) == len(expected), timeout=30)
+    await reader.stop()
+    assert received == expected
+    assert reader.recreated == 1
+
+
 async def test_bucket_watch_loads_then_follows(nc: Client) -> None:
     js = nc.jetstream()
     kv = await js.key_value(str(Bucket.PRICES))

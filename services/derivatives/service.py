@@ -33,6 +33,7 @@ class DerivativesService(Tracker[DerivativesState]):
               (MD_INDEX(SPOT_INDEX), IndexUpdate))
     state_type = DerivativesState
     partitionable = False
+    sparse = True  # futures and one index among every stock's trades and quotes (md.> covers them all)
 
     def __init__(self) -> None:
         super().__init__()

@@ -83,7 +83,10 @@ class StreamReader:
     - nats-server delivers a consumer with several filter subjects several times slower than one with a single
       filter (md.trade.* with md.quote.*: ~70k msg/s on this machine; md.*.*, a third more messages: ~240k msg/s).
       The reader asks for the narrowest single filter covering its subjects and drops the rest by subject, before
-      anything is decoded.
+      anything is decoded. A reader of a small share of what the covering filter matches (`sparse`: the futures and
+      VN30 among every stock's messages, which only md.> covers) asks for its exact subjects instead: the server
+      then skips the rest itself (measured on a simulated day's 691,000 MARKET messages, of which 109,000 are
+      futures and VN30: 1.6 s of server CPU against 2.5 s for md.>, and a sixth of the messages to the reader).
     - nats-py builds a Msg, parses its headers and queues it for every message; the reader takes the raw subject,
       reply and payload from the protocol parser and hands over the subject, payload and position only.
 
@@ -92,13 +95,14 @@ class StreamReader:
     """
 
     def __init__(self, js: JetStreamContext, stream: StreamSpec, subjects: Iterable[str], handler: StreamHandler,
-                 *, start_sequence: int = 1, heartbeat_s: float = 2.0) -> None:
+                 *, start_sequence: int = 1, heartbeat_s: float = 2.0, sparse: bool = False) -> None:
         self._js = js
         self._nc: _Client = js._nc
         self._stream = stream.name
         wanted = list(subjects)
         self._filter = covering_filter(wanted)
-        self._wanted = None if wanted == [self._filter] else subject_matcher(wanted)
+        self._filters = wanted if sparse and len(wanted) > 1 else None  # the server filters exactly
+        self._wanted = None if wanted == [self._filter] or self._filters else subject_matcher(wanted)
         self._names: dict[bytes, str] = {}
         self._handler = handler
         self._heartbeat_s = heartbeat_s
@@ -230,7 +234,8 @@ class StreamReader:
         self._expected = 1
         info = await self._js.add_consumer(self._stream, config=ConsumerConfig(
             deliver_subject=inbox,
-            filter_subject=self._filter,
+            filter_subject=None if self._filters else self._filter,
+            filter_subjects=self._filters,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=self.last_sequence + 1,
             ack_policy=AckPolicy.NONE,
@@ -294,13 +299,15 @@ async def consume_from(
     *,
     start_sequence: int = 1,
     start_time: datetime | None = None,
+    sparse: bool = False,
 ) -> StreamReader:
     """Deliver `stream`'s messages on `subjects`, in stream order, from `start_sequence` (or from the first message
-    stored at or after `start_time`) on, to `handler`, one at a time, until the reader is stopped."""
+    stored at or after `start_time`) on, to `handler`, one at a time, until the reader is stopped. `sparse`: the
+    subjects are a small share of what their covering filter matches (see `StreamReader`)."""
     filters = list(subjects)
     if start_time is not None:
         start_sequence = await first_sequence_since(js, stream, filters, start_time)
-    reader = StreamReader(js, stream, filters, handler, start_sequence=start_sequence)
+    reader = StreamReader(js, stream, filters, handler, start_sequence=start_sequence, sparse=sparse)
     await reader.start()
     return reader
 
