@@ -117,6 +117,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Meta(description="Simulated instruments: `default` (real names: VN30 and a few more on HOSE, some HNX and "
                          "UPCOM stocks, two VN30F contracts) or `market` (the whole market, about 1,550)."),
     ] = "default"
+    sim_channel: Annotated[
+        Literal["split", "x"],
+        Meta(description="Simulated trades and books: `split` (X-TRADE and X-QUOTE frames) or `x` (one combined X "
+                         "frame each, as SSI's X:ALL channel sends them)."),
+    ] = "split"
     sim_date: Annotated[
         str, Meta(pattern=r"^(\d{4}-\d{2}-\d{2})?$", description="First simulated trading date (YYYY-MM-DD); unset: "
                                                                  "today in exchange time.")

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from services.ingest.normalize import Normalized, Normalizer, TradeVerdict
+from services.ingest.service import make_source
 from services.ingest.simulator import (
     EXTRA_STOCKS,
     HNX30_BASKET,
@@ -24,6 +25,7 @@ from services.ingest.simulator import (
     SimFrame,
 )
 from services.ingest.sources import SimSource
+from shared import config
 from shared.market import (
     DEFAULT_VN30_BASKET,
     EXCHANGE_TZ,
@@ -748,6 +750,20 @@ async def test_the_sim_source_serves_the_first_days_securities() -> None:
     assert reference.basket.trading_date == TUESDAY
     (hnx30,) = reference.baskets  # VN30's is the configured one
     assert (hnx30.index_id, hnx30.trading_date, hnx30.symbols) == ("HNX30", TUESDAY, sorted(HNX30_BASKET))
+
+
+async def test_sim_channel_x_feeds_ingest_the_combined_frames() -> None:
+    """SIM_CHANNEL=x: the sim source sends trades and books as X:ALL does, one X frame each."""
+    source = make_source(config.load({"SIM_CHANNEL": "x", "SIM_DATE": TUESDAY.isoformat(), "SIM_INTENSITY": "0.2"}))
+    assert isinstance(source, SimSource)
+    kinds: Counter[str] = Counter()
+    async for frame in source.frames():
+        if source.day != TUESDAY:
+            break
+        kinds[json.loads(frame)["DataType"]] += 1
+    assert kinds["X"] > 1000
+    assert not kinds.keys() & {"X-TRADE", "X-QUOTE"}
+    assert config.load({}).sim_channel == "split"
 
 
 # --- the whole market ---------------------------------------------------------------------------------------------

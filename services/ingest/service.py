@@ -61,7 +61,8 @@ def make_source(settings: Settings) -> Source:
         return SsiSource(settings)
     first_day = date.fromisoformat(settings.sim_date) if settings.sim_date else today
     return SimSource(seed=settings.sim_seed, first_day=first_day, intensity=settings.sim_intensity,
-                     basket=configured_basket(settings.vn30_symbols, first_day), universe=settings.sim_universe)
+                     basket=configured_basket(settings.vn30_symbols, first_day), universe=settings.sim_universe,
+                     combined=settings.sim_channel == "x")
 
 
 def make_pacer(settings: Settings) -> Pacer:

@@ -130,11 +130,12 @@ class SimSource:
     name = "sim"
 
     def __init__(self, *, seed: int, first_day: date, intensity: float, basket: IndexBasket,
-                 universe: Universe = "default") -> None:
+                 universe: Universe = "default", combined: bool = False) -> None:
         self.seed = seed
         self.first_day = first_day
         self.intensity = intensity
         self.universe = universe
+        self.combined = combined  # trades and books as X frames (SIM_CHANNEL=x)
         self._basket = basket
         self.day = first_day
         self.frames_made = 0
@@ -150,7 +151,7 @@ class SimSource:
         from services.ingest.simulator import MarketSimulator
 
         return MarketSimulator(seed=self.seed + day.toordinal(), trading_date=day, intensity=self.intensity,
-                               universe=self.universe)
+                               universe=self.universe, combined=self.combined)
 
     def _days(self) -> Iterator[bytes]:
         day = self.first_day
