@@ -42,7 +42,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import date
+from collections.abc import Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,11 @@ import nats
 import psutil
 
 from launcher.local import CLUSTER_NODES, NatsCluster, NatsServer, free_port
+from services.ingest.normalize import Normalized, Normalizer
 from services.ingest.simulator import MarketSimulator
 from shared.market import DEFAULT_VN30_BASKET, exchange_datetime, parse_clock, parse_trading_date
 from shared.messages.domain import ClassifiedTrade, SessionStats, Trade
+from shared.subjects import MD_TRADE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,7 +78,7 @@ def generate(path: Path, frames: int, day: date, channel: str) -> tuple[int, int
         else:
             simulator = MarketSimulator(seed=2026, trading_date=day, intensity=intensity)
         kinds: Counter[str] = Counter()
-        totals: dict[bytes, int] = {}  # a combined frame is a trade when its symbol's TotalVol grew
+        normalizer = Normalizer()  # ingest's own: the stock trades it will publish, which the recorder must commit
         trades = 0
         with path.open("wb") as out:
             for frame in simulator.day():
@@ -84,17 +87,21 @@ def generate(path: Path, frames: int, day: date, channel: str) -> tuple[int, int
                     continue
                 out.write(frame.payload + b"\n")
                 kinds[data_type.decode()] += 1
-                if data_type == b"X-TRADE":
-                    trades += b"VN30F" not in frame.payload
-                elif data_type == b"X" and b"VN30F" not in frame.payload:
-                    content = json.loads(json.loads(frame.payload)["Content"])
-                    symbol, total = content["Symbol"].encode(), int(content["TotalVol"])
-                    trades += total > totals.get(symbol, 0)
-                    totals[symbol] = max(total, totals.get(symbol, 0))
+                result = normalizer.normalize(frame.payload)
+                if isinstance(result, Normalized):
+                    trades += sum(MD_TRADE.matches(message.subject) for message in result.messages)
         written = sum(kinds.values())
         if written >= frames:
             return written, trades, dict(kinds.most_common())
         intensity *= 1.05 * frames / written
+
+
+def timed_lines(source: Path) -> Iterator[tuple[datetime, bytes]]:
+    """A day's frames with their exchange times."""
+    with source.open("rb") as lines:
+        for line in lines:
+            content = json.loads(json.loads(line)["Content"])
+            yield exchange_datetime(parse_trading_date(content["TradingDate"]), parse_clock(content["Time"])), line
 
 
 def window(source: Path, target: Path, start: str, seconds: int) -> tuple[int, float]:
@@ -102,10 +109,8 @@ def window(source: Path, target: Path, start: str, seconds: int) -> tuple[int, f
     begin = parse_clock(start)
     count = 0
     first = last = None
-    with source.open("rb") as lines, target.open("wb") as out:
-        for line in lines:
-            content = json.loads(json.loads(line)["Content"])
-            moment = exchange_datetime(parse_trading_date(content["TradingDate"]), parse_clock(content["Time"]))
+    with target.open("wb") as out:
+        for moment, line in timed_lines(source):
             if moment.time() < begin:
                 continue
             first = first or moment
@@ -125,15 +130,11 @@ LEAD_IN_S = 5.0  # seconds the latency stretch waits for every service to run
 def lead_in(source: Path, start: str, seconds: float) -> bytes:
     """The day's last frame at least `seconds` of exchange time before `start` (HH:MM:SS), else its first frame (a
     shorter lead-in, at a pace so fast that the day does not reach back that far)."""
-    begin = exchange_datetime(date.min, parse_clock(start))
     found = b""
-    with source.open("rb") as lines:
-        for line in lines:
-            content = json.loads(json.loads(line)["Content"])
-            moment = exchange_datetime(date.min, parse_clock(content["Time"]))
-            if found and (begin - moment).total_seconds() < seconds:
-                break
-            found = line
+    for moment, line in timed_lines(source):
+        if found and (exchange_datetime(moment.date(), parse_clock(start)) - moment).total_seconds() < seconds:
+            break
+        found = line
     return found
 
 

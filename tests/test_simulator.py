@@ -631,11 +631,11 @@ def test_hnx_and_upcom_leave_the_hose_and_futures_day_as_it_was(sim: MarketSimul
 
 
 def bus_messages(frames: list[bytes]) -> tuple[list[Trade], list[tuple[Any, ...]], list[bytes]]:
-    """What ingest publishes of a day: its trades, each symbol's successive distinct books, everything else."""
+    """What ingest publishes of a day: its trades, its books (a symbol's book only when it changed), everything
+    else."""
     normalizer = Normalizer()
     trades: list[Trade] = []
     books: list[tuple[Any, ...]] = []
-    shown: dict[str, tuple[Any, ...]] = {}
     others: list[bytes] = []
     for frame in frames:
         result = normalizer.normalize(frame)
@@ -646,11 +646,9 @@ def bus_messages(frames: list[bytes]) -> tuple[list[Trade], list[tuple[Any, ...]
                 trades.append(msgspec.json.decode(message.payload, type=Trade))
             elif kind == "quote":
                 quote = msgspec.json.decode(message.payload, type=Quote)
-                book = (quote.symbol, quote.session, quote.projected_price,
-                        *(tuple((level.price, level.volume) for level in side) for side in (quote.bids, quote.asks)))
-                if shown.get(quote.symbol) != book:
-                    shown[quote.symbol] = book
-                    books.append((quote.timestamp, *book))
+                books.append((quote.timestamp, quote.symbol, quote.session, quote.projected_price,
+                              *(tuple((level.price, level.volume) for level in side)
+                                for side in (quote.bids, quote.asks))))
             else:
                 others.append(message.payload)
     return trades, books, others
