@@ -95,7 +95,7 @@ class _ChildServer:
             assert self.process is not None
             if self.process.poll() is not None:
                 code = self.process.returncode
-                raise LocalServerError(f"{self.name} exited at start (code {code}); see {self.log_path}")
+                raise _NodeExited(f"{self.name} exited at start (code {code}); see {self.log_path}")
             if ready():
                 return
             time.sleep(0.05)
@@ -239,6 +239,13 @@ class NatsNode(_ChildServer):
         return self.url
 
 
+PORT_ATTEMPTS = 3
+
+
+class _NodeExited(LocalServerError):
+    """A cluster node exited while starting (a port it was given was taken, or a bad configuration)."""
+
+
 class NatsCluster:
     """Three nats-servers with JetStream on loopback, clustered with routes, from the deployment's cluster file."""
 
@@ -246,11 +253,17 @@ class NatsCluster:
                  binary: Path | None = None, passwords: dict[str, str] | None = None, conf: Path | None = None,
                  ) -> None:
         """`conf`: another node configuration than the deployment's (cluster.conf, or node.conf with passwords)."""
-        ports = ports or [(free_port(), free_port(), free_port()) for _ in range(CLUSTER_NODES)]
-        routes = [f"nats-route://127.0.0.1:{route_port}" for _, _, route_port in ports]
-        self.nodes = [NatsNode(base_dir / f"nats-{number}" / "store", f"nats-{number}", node_ports, routes,
-                               binary=binary, passwords=passwords, conf=conf)
-                      for number, node_ports in enumerate(ports, start=1)]
+        self._ports_chosen = ports is None  # ours to choose again if one is taken before its node binds it
+        self._plan = lambda chosen: [
+            NatsNode(base_dir / f"nats-{number}" / "store", f"nats-{number}", node_ports,
+                     [f"nats-route://127.0.0.1:{route_port}" for _, _, route_port in chosen],
+                     binary=binary, passwords=passwords, conf=conf)
+            for number, node_ports in enumerate(chosen, start=1)]
+        self.nodes = self._plan(ports or self._free_ports())
+
+    @staticmethod
+    def _free_ports() -> list[tuple[int, int, int]]:
+        return [(free_port(), free_port(), free_port()) for _ in range(CLUSTER_NODES)]
 
     @property
     def urls(self) -> list[str]:
@@ -262,11 +275,31 @@ class NatsCluster:
         return ",".join(self.urls)
 
     def start(self, timeout: float = 60.0) -> str:
-        for node in self.nodes:
-            node.launch()
-        for node in self.nodes:
-            node._wait_until(lambda node=node: _answers_healthz(node.host, node.http_port), timeout)
-        return self.url
+        """Launch every node and wait until each answers healthy. A free port can be taken by another process
+        between being chosen and being bound (the node then exits at once, and the others wait for it in vain):
+        with ports of our own choosing, the nodes start again on fresh ones, up to PORT_ATTEMPTS times."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            for node in self.nodes:
+                node.launch()
+            try:
+                for node in self.nodes:
+                    node._wait_until(lambda node=node: self._all_running() and _answers_healthz(node.host,
+                                                                                               node.http_port),
+                                     timeout)
+                return self.url
+            except _NodeExited:
+                self.stop()
+                if not self._ports_chosen or attempt == PORT_ATTEMPTS:
+                    raise
+                self.nodes = self._plan(self._free_ports())
+        raise AssertionError("unreachable")
+
+    def _all_running(self) -> bool:
+        exited = [node for node in self.nodes if node.process is not None and node.process.poll() is not None]
+        if exited:
+            raise _NodeExited(f"{exited[0].name} exited at start (code {exited[0].process.returncode}); "
+                              f"see {exited[0].log_path}")
+        return True
 
     def stop(self) -> None:
         for node in self.nodes:
