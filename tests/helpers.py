@@ -100,6 +100,13 @@ async def run_in_process(actor: Any, settings: Any) -> tuple[Any, Any]:
     return task, stop
 
 
+def caught_up(tracker: Any) -> bool:
+    """The tracker has read its stream to the end and JetStream has stored everything it published: what it raised
+    is in the stream to be read (`processed` alone runs ahead of publishes not yet acknowledged)."""
+    return (bool(tracker.processed) and tracker.pending == 0 and tracker.ctx is not None
+            and tracker.ctx.publisher.pending == 0)
+
+
 def running(pids: Iterable[int]) -> list[int]:
     """The pids still running (a zombie, or a process that exits while we look, is not)."""
     alive = []

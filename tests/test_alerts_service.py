@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp import web
-from helpers import dead_letters, eventually, kv_entries, run_in_process
+from helpers import caught_up, dead_letters, eventually, kv_entries, run_in_process
 from nats.aio.client import Client
 from test_ingest import replay
 
@@ -60,9 +60,6 @@ pytestmark = pytest.mark.integration
 DAY = date(2026, 11, 24)
 REPO = Path(__file__).resolve().parent.parent
 
-
-def caught_up(actor: AlertsService | ClassifierService | ForeignService | DerivativesService) -> bool:
-    return bool(actor.processed) and actor.pending == 0
 
 
 async def derived(nc: Client, subjects: list[str]) -> list[tuple[str, bytes]]:

@@ -17,6 +17,7 @@ import msgspec
 import pytest
 from helpers import (
     REPLAY_DAY,
+    caught_up,
     classify_recorded,
     eventually,
     expected_day,
@@ -63,7 +64,7 @@ async def test_recorded_day_ends_in_the_expected_state(nc: Client, settings: con
     await replay(settings, REPLAY_DAY)
     actor = ClassifierService()
     task, stop = await run_in_process(actor, msgspec.structs.replace(settings, metrics_port=0))
-    await eventually(lambda: actor.processed and actor.pending == 0)  # the stream holds nothing more for it
+    await eventually(lambda: caught_up(actor))  # the stream holds nothing more for it
     stop.set()
     assert await task == 0
 
@@ -158,7 +159,7 @@ async def test_two_instances_side_by_side_count_nothing_twice(nc: Client, settin
     run = msgspec.structs.replace(settings, metrics_port=0)
     first, second = ClassifierService(), ClassifierService()
     running = [await run_in_process(first, run), await run_in_process(second, run)]
-    await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in (first, second)))
+    await eventually(lambda: all(caught_up(actor) for actor in (first, second)))
     for task, stop in running:
         stop.set()
         assert await task == 0
@@ -177,7 +178,7 @@ async def test_partitions_split_the_symbols(nc: Client, settings: config.Setting
     halves = [ClassifierService(), ClassifierService()]
     running = [await run_in_process(actor, msgspec.structs.replace(settings, metrics_port=0, partition=f"{i}/2"))
                for i, actor in enumerate(halves)]
-    await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in halves))
+    await eventually(lambda: all(caught_up(actor) for actor in halves))
     for task, stop in running:
         stop.set()
         assert await task == 0

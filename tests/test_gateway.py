@@ -20,7 +20,7 @@ import aiohttp
 import msgspec
 import pytest
 from conftest import _wipe_topology
-from helpers import REPLAY_DAY, eventually, expected_day, run_in_process
+from helpers import REPLAY_DAY, caught_up, eventually, expected_day, run_in_process
 from stack import get
 from test_ingest import replay
 
@@ -62,7 +62,7 @@ async def fill(settings: config.Settings, *, wipe: bool = True) -> None:
     trackers = [ClassifierService(), ForeignService(), IndexService(), DerivativesService(), BoardService(),
                 AlertsService()]
     running = [await run_in_process(actor, settings) for actor in trackers]
-    await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in trackers))
+    await eventually(lambda: all(caught_up(actor) for actor in trackers))
     for task, stop in running:
         stop.set()
         assert await task == 0

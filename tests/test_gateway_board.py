@@ -15,7 +15,7 @@ import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
-from helpers import REPLAY_DAY, eventually, expected_day, run_in_process
+from helpers import REPLAY_DAY, caught_up, eventually, expected_day, run_in_process
 from stack import get
 from test_board_core import _board_of_the_day
 from test_gateway import gateway
@@ -446,7 +446,7 @@ async def test_the_recorded_day_live_on_the_board(nc: Any, settings: Any) -> Non
         await futures.socket.send_json({"op": "subscribe", "channel": "board", "exchange": "DER"})
         await eventually(lambda: len(watch.received) == 3 and len(futures.received) == 1)
         await replay(run, REPLAY_DAY)
-        await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in trackers), timeout=60)
+        await eventually(lambda: all(caught_up(actor) for actor in trackers), timeout=60)
         acb_trades = await classified_of(nc, "ACB")
         await eventually(lambda: sum(len(m["data"]["trades"]) for m in watch.of("trades")) >= len(acb_trades))
         await asyncio.sleep(0.3)  # a last throttled delta

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 from conftest import _wipe_topology
-from helpers import DAY_ALERTS, eventually, expected_day, run_in_process
+from helpers import DAY_ALERTS, caught_up, eventually, expected_day, run_in_process
 from stack import get
 from test_gateway import fill, gateway
 from test_ingest import replay
@@ -320,7 +320,7 @@ async def fill_simulated(settings: config.Settings, tmp_path: Path) -> None:
     await replay(settings, path)
     trackers = [ClassifierService(), ForeignService(), IndexService(), DerivativesService()]
     running = [await run_in_process(actor, settings) for actor in trackers]
-    await eventually(lambda: all(actor.processed and actor.pending == 0 for actor in trackers), timeout=120)
+    await eventually(lambda: all(caught_up(actor) for actor in trackers), timeout=120)
     for task, stop in running:
         stop.set()
         assert await task == 0

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers import REPLAY_DAY, eventually, expected_day, kv_entries, run_in_process
+from helpers import REPLAY_DAY, caught_up, eventually, expected_day, kv_entries, run_in_process
 from nats.aio.client import Client
 from test_classifier_service import kv_state
 from test_ingest import replay
@@ -94,9 +94,6 @@ async def dead_letters(nc: Client) -> list[DeadLetter]:
     await sub.unsubscribe()
     return letters
 
-
-def caught_up(actor: Any) -> bool:
-    return bool(actor.processed) and actor.pending == 0
 
 
 async def run_trackers(settings: config.Settings, actors: list[Any]) -> None:

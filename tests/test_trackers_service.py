@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers import REPLAY_DAY, eventually, expected_day, kv_entries, run_in_process, track_recorded
+from helpers import REPLAY_DAY, caught_up, eventually, expected_day, kv_entries, run_in_process, track_recorded
 from nats.aio.client import Client
 from test_ingest import replay
 
@@ -63,9 +63,6 @@ async def events(nc: Client, subject: str, kind: type) -> list[Any]:
     await sub.unsubscribe()
     return found
 
-
-def caught_up(actor: Any) -> bool:
-    return bool(actor.processed) and actor.pending == 0
 
 
 async def test_recorded_day_ends_in_the_expected_state(nc: Client, settings: config.Settings) -> None:
