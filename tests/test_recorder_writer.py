@@ -5,6 +5,8 @@ database refuses stores the rest, with candles exact however it was split; which
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 
@@ -140,6 +142,25 @@ async def test_refused_rows_are_isolated_and_the_rest_folds_into_exact_candles(c
     ]
     assert await conn.fetchval("SELECT count(*) FROM ticks") == 5
     assert await candles_of(conn) == whole  # each part folded only what it inserted
+
+
+class Batch(list[ClassifiedTrade]):
+    """A batch a weak reference can watch (a plain list takes none)."""
+
+
+async def test_a_written_batch_is_freed_at_once(conn: asyncpg.Connection) -> None:
+    """Nothing of the write keeps the batch: freed by refcount as its caller lets go, not at the garbage collector's
+    next full collection (a closure calling itself did, so every batch of rows stayed in memory till then)."""
+    batch = Batch(TRADES)
+    watched = weakref.ref(batch)
+    gc.disable()
+    try:
+        async with conn.transaction():
+            assert await write_refusing(conn, ticks_inserted, batch) == (len(TRADES), [])
+        del batch
+        assert watched() is None
+    finally:
+        gc.enable()
 
 
 async def test_a_database_outage_is_not_blamed_on_a_row(conn: asyncpg.Connection) -> None:

@@ -148,22 +148,26 @@ async def write_refusing(conn: asyncpg.Connection, write: Write,
     neither); a part that fails is halved until each refused message is alone, so one bad row in a batch of n costs
     about 2·log2(n) more attempts. A failure `database_unavailable` names stops the search and is raised: no row is
     to blame. Must run inside a transaction."""
+    return await _attempt(conn, write, messages, 0, len(messages)) if messages else (0, [])
 
-    async def attempt(low: int, high: int) -> tuple[int, list[tuple[int, Exception]]]:
-        try:
-            async with conn.transaction():
-                return await write(conn, messages[low:high]), []
-        except Exception as err:
-            if database_unavailable(err):
-                raise
-            if high - low == 1:
-                return 0, [(low, err)]
-        middle = (low + high) // 2
-        first_inserted, first_refused = await attempt(low, middle)
-        second_inserted, second_refused = await attempt(middle, high)
-        return first_inserted + second_inserted, first_refused + second_refused
 
-    return await attempt(0, len(messages)) if messages else (0, [])
+async def _attempt(conn: asyncpg.Connection, write: Write, messages: Sequence[Any], low: int,
+                   high: int) -> tuple[int, list[tuple[int, Exception]]]:
+    """messages[low:high] through `write`, halved on a refusal. A function of its own, not a closure calling itself:
+    such a closure is a reference cycle, and it kept every batch it wrote (thousands of rows) alive until the
+    garbage collector next ran a collection of the older generations."""
+    try:
+        async with conn.transaction():
+            return await write(conn, messages[low:high]), []
+    except Exception as err:
+        if database_unavailable(err):
+            raise
+        if high - low == 1:
+            return 0, [(low, err)]
+    middle = (low + high) // 2
+    first_inserted, first_refused = await _attempt(conn, write, messages, low, middle)
+    second_inserted, second_refused = await _attempt(conn, write, messages, middle, high)
+    return first_inserted + second_inserted, first_refused + second_refused
 
 
 _INSERT_REJECTS = """
