@@ -27,6 +27,13 @@ HANDLER_SECONDS = Histogram(
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
 
+GC_PAUSE_SECONDS = Histogram(
+    "stocktracker_gc_pause_seconds",
+    "Time the garbage collector held the process up, by generation (2: a full collection)",
+    ["generation"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+
 NATS_EVENTS = Counter(
     "stocktracker_nats_events_total", "NATS connection events: disconnected, reconnected, error", ["event"]
 )

@@ -87,6 +87,7 @@ async def test_actor_lifecycle(echo: tuple[subprocess.Popen[str], int], nats_url
                 assert "stocktracker_nats_connected 1.0" in body
                 assert 'stocktracker_messages_in_total{family="test.echo"} 16.0' in body
                 assert 'stocktracker_handler_seconds_count{family="test.echo"} 1.0' in body  # one in 16 timed
+                assert 'stocktracker_gc_pause_seconds_count{generation="2"}' in body
             async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
                 assert response.status == 200
                 assert await response.json() == {"live": True, "ready": True}
@@ -99,6 +100,34 @@ async def test_actor_lifecycle(echo: tuple[subprocess.Popen[str], int], nats_url
     events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     assert [e["event"] for e in events if e.get("logger") == "echo"] == ["started", "stopping", "stopped"]
     assert all(e["service"] == "echo" for e in events)
+
+
+def test_a_service_process_settles_its_garbage_collector() -> None:
+    """What a service loaded is frozen out of the collector's sight, young collections run less often, and every
+    collection's pause is observed (in a process of its own: a freeze is for the whole process)."""
+    script = """
+import gc
+from shared import metrics
+from shared.runtime import GC_YOUNG_THRESHOLD, settle_garbage_collector
+
+def full_collections():
+    return next(s.value for s in metrics.GC_PAUSE_SECONDS.collect()[0].samples
+                if s.name.endswith("_count") and s.labels["generation"] == "2")
+
+assert gc.get_freeze_count() == 0
+settle_garbage_collector()
+frozen = gc.get_freeze_count()
+before = full_collections()
+gc.collect()
+print(frozen, gc.get_threshold()[0] == GC_YOUNG_THRESHOLD, full_collections() - before)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    frozen, threshold_set, observed = done.stdout.split()
+    assert int(frozen) > 10_000  # modules, classes, functions: what a full collection no longer walks
+    assert threshold_set == "True"
+    assert observed == "1.0"
 
 
 @pytest.mark.integration
