@@ -301,13 +301,13 @@ def settle_garbage_collector() -> None:
     objects that live as long as the process) is moved out of the collector's sight: a full collection walks only
     what the day has added since. Before, each service's first full collections during a session took 50-100 ms,
     holding up every message behind them. Young collections run less often (GC_YOUNG_THRESHOLD). The pauses are
-    observed in stocktracker_gc_pause_seconds."""
+    observed in stocktracker_gc_pause_seconds, from the one collecting the garbage of starting up on."""
+    if _observe_collection not in gc.callbacks:
+        gc.callbacks.append(_observe_collection)
     gc.collect()  # the garbage of starting up, so none of it is kept for good by the freeze
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
-    if _observe_collection not in gc.callbacks:
-        gc.callbacks.append(_observe_collection)
 
 
 _PAUSES = [metrics.GC_PAUSE_SECONDS.labels(str(generation)) for generation in range(3)]

@@ -61,7 +61,6 @@ DAY = date(2026, 11, 24)
 REPO = Path(__file__).resolve().parent.parent
 
 
-
 async def derived(nc: Client, subjects: list[str]) -> list[tuple[str, bytes]]:
     """Every DERIVED message on `subjects`, in stream order: (subject, payload)."""
     js = nc.jetstream()

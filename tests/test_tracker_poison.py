@@ -95,7 +95,6 @@ async def dead_letters(nc: Client) -> list[DeadLetter]:
     return letters
 
 
-
 async def run_trackers(settings: config.Settings, actors: list[Any]) -> None:
     running = [await run_in_process(actor, settings) for actor in actors]
     await eventually(lambda: all(caught_up(actor) for actor in actors), timeout=60)

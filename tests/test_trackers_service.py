@@ -64,7 +64,6 @@ async def events(nc: Client, subject: str, kind: type) -> list[Any]:
     return found
 
 
-
 async def test_recorded_day_ends_in_the_expected_state(nc: Client, settings: config.Settings) -> None:
     expected = expected_day()
     run = msgspec.structs.replace(settings, metrics_port=0, vn30_symbols=expected["vn30_basket"])
