@@ -67,6 +67,15 @@ class Up:
     def output(self) -> str:
         return "\n".join(self.lines)
 
+    def service_warnings(self, per_service: int = 12) -> str:
+        """Each service's last warnings and errors, from its log in the state dir: what a failed drill reports."""
+        report = []
+        for log in sorted((self.state_dir / "logs").glob("*.log")):
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if '"level":"info"' not in line and '"level":"debug"' not in line]
+            report += [f"{log.stem}: {line[:600]}" for line in lines[-per_service:]]
+        return "\n".join(report)
+
     def service_pids(self) -> dict[str, int]:
         return {match[1]: int(match[2]) for match in re.finditer(r"^  (\w+)\s+pid (\d+)", self.output(), re.M)} | {
             match[1]: int(match[2]) for match in re.finditer(r"^(\w+) restarted \(pid (\d+)", self.output(), re.M)}
@@ -101,29 +110,44 @@ class Up:
         return await self.finish()
 
 
-def snapshot_is_exact(body: dict[str, Any]) -> bool:
+def snapshot_differences(body: dict[str, Any]) -> list[str]:
+    """What in a snapshot differs from the recorded day's expected figures (empty when it is exact)."""
     expected = expected_day()
+    differences = []
     try:
         for symbol, figures in expected["quotes"].items():
             for field, value in figures.items():
                 if field != "symbol" and abs(body["quotes"][symbol][field] - value) > 0.5:
-                    return False
+                    differences.append(f"{symbol}.{field} {body['quotes'][symbol][field]} != {value}")
         derivatives = body["derivatives"]
-        return (derivatives["symbol"] == expected["derivatives"]["symbol"]
-                and abs(derivatives["basis"] - expected["derivatives"]["basis"]) < 1e-6
-                and body["foreign"] is not None
-                and [d["symbol"] for d in body["foreign"]["top_buy"]] == expected["foreign"]["summary"]["top_buy"]
-                and abs(body["indices"]["VN30"]["value"] - expected["indices"]["VN30"]["value"]) < 1e-6)
-    except (KeyError, TypeError):
-        return False
+        if derivatives["symbol"] != expected["derivatives"]["symbol"]:
+            differences.append(f"derivatives.symbol {derivatives['symbol']} != {expected['derivatives']['symbol']}")
+        if abs(derivatives["basis"] - expected["derivatives"]["basis"]) >= 1e-6:
+            differences.append(f"derivatives.basis {derivatives['basis']} != {expected['derivatives']['basis']}")
+        top_buy = [d["symbol"] for d in body["foreign"]["top_buy"]] if body["foreign"] is not None else None
+        if top_buy != expected["foreign"]["summary"]["top_buy"]:
+            differences.append(f"foreign.top_buy {top_buy} != {expected['foreign']['summary']['top_buy']}")
+        if abs(body["indices"]["VN30"]["value"] - expected["indices"]["VN30"]["value"]) >= 1e-6:
+            differences.append(f"VN30 {body['indices']['VN30']['value']} != {expected['indices']['VN30']['value']}")
+    except (KeyError, TypeError) as missing:
+        differences.append(f"missing {missing!r}")
+    return differences
+
+
+def snapshot_is_exact(body: dict[str, Any]) -> bool:
+    return not snapshot_differences(body)
+
+
+async def snapshot_differences_at(url: str) -> list[str]:
+    try:
+        status, body, _ = await get(f"{url}/api/market/snapshot")
+    except OSError as error:
+        return [f"no answer: {error!r}"]
+    return snapshot_differences(body) if status == 200 else [f"status {status}"]
 
 
 async def exact(url: str) -> bool:
-    try:
-        status, body, _ = await get(f"{url}/api/market/snapshot")
-    except OSError:
-        return False
-    return status == 200 and snapshot_is_exact(body)
+    return not await snapshot_differences_at(url)
 
 
 async def history_complete(url: str) -> bool:

@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 from helpers import DAY_ALERTS, REPLAY_DAY, eventually, expected_day
-from stack import Up, exact, get, history_complete
+from stack import Up, exact, get, history_complete, snapshot_differences_at
 
 from launcher.catalog import SERVICES
 from launcher.local import NatsServer, PostgresServer, free_port
@@ -34,7 +34,11 @@ async def rows(database_url: str) -> dict[str, int]:
 
 
 async def ends_exact(up: Up, database_url: str) -> None:
-    await eventually(lambda: exact(up.url), timeout=120, interval=0.5)
+    try:
+        await eventually(lambda: exact(up.url), timeout=120, interval=0.5)
+    except AssertionError:
+        differences = await snapshot_differences_at(up.url)
+        raise AssertionError(f"snapshot {differences}; warnings:\n{up.service_warnings()}") from None
     await eventually(lambda: history_complete(up.url), timeout=120, interval=0.5)
 
     async def all_rows() -> bool:
@@ -45,7 +49,7 @@ async def ends_exact(up: Up, database_url: str) -> None:
     try:
         await eventually(all_rows, timeout=120, interval=0.5)
     except AssertionError:
-        raise AssertionError(f"rows {await rows(database_url)} != {ROWS}; log: {up.output()[-3000:]}") from None
+        raise AssertionError(f"rows {await rows(database_url)} != {ROWS}; warnings:\n{up.service_warnings()}") from None
     assert len(expected_day()["classes"]) == ROWS["ticks"]
 
 
