@@ -8,14 +8,17 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import StorageType
 
 from launcher.local import NatsServer
 from shared import bus, config, metrics
+from shared.bus.publisher import PUBLISH_REORDERED, PUBLISH_SUPERSEDED
 from shared.messages.domain import IndexBasket
 from shared.subjects import DERIVED, MARKET, MD_QUOTE, MD_TRADE, STREAMS, Bucket
 
@@ -275,6 +278,63 @@ async def test_a_stream_without_a_leader_holds_publishing_back_in_order(tmp_path
         assert received == sorted(received)  # in publishing order: no refused message stored after a newer one
         assert received == list(range(received[0], total))  # and none missing after the stream came back
         assert received[0] <= 501
+
+
+class ScriptedStream:
+    """A stand-in for a stream's leader on a real server: a core subscriber that answers the publisher's messages as
+    JetStream would, holding the first answer until the second message is in so that both are in flight at once
+    (what a leader moving mid-stream looks like), then answering the first "503, cannot store now" and the rest
+    stored."""
+
+    def __init__(self, nc: Client, subject: str) -> None:
+        self.nc, self.subject = nc, subject
+        self.received: list[bytes] = []
+        self._held: list[str] = []
+
+    async def start(self) -> None:
+        await self.nc.subscribe(self.subject, cb=self._answer)
+
+    async def _answer(self, msg: Any) -> None:
+        self.received.append(msg.data)
+        if len(self.received) == 1:
+            self._held.append(msg.reply)
+            return
+        if len(self.received) == 2:
+            await self.nc.publish(self._held.pop(), b'{"error":{"code":503,"err_code":10023,'
+                                                    b'"description":"insufficient resources"}}')
+        await self.nc.publish(msg.reply, f'{{"stream":"S","seq":{len(self.received)}}}'.encode())
+
+
+async def _publish_two_values_first_refused(nc: Client, subject: str) -> ScriptedStream:
+    responder = await nats.connect(nc.connected_url.geturl())
+    stream = ScriptedStream(responder, subject)
+    await stream.start()
+    publisher = bus.Publisher(nc)
+    await publisher.start()
+    try:
+        await publisher.publish(subject, b"older")
+        await publisher.publish(subject, b"newer")
+        assert await publisher.stop(timeout=10)  # nothing left unacknowledged, nothing lost
+    finally:
+        await responder.close()
+    return stream
+
+
+async def test_jetstreams_503_answer_is_a_refusal_sent_again_not_a_loss(nc: Client) -> None:
+    errors, reordered = metrics.PUBLISH_ERRORS.labels("10023")._value.get(), PUBLISH_REORDERED._value.get()
+    stream = await _publish_two_values_first_refused(nc, "scripted.ACB")
+    assert stream.received == [b"older", b"newer", b"older"]  # the refused one again, after the newer was stored
+    assert metrics.PUBLISH_ERRORS.labels("10023")._value.get() == errors  # not given up as an error
+    assert PUBLISH_REORDERED._value.get() == reordered + 1  # and the order lost is counted
+
+
+async def test_a_kv_value_refused_is_not_sent_again_over_a_newer_one(nc: Client) -> None:
+    """Sent again, the older value of a key would be stored after the newer one and stay the key's value."""
+    superseded, reordered = PUBLISH_SUPERSEDED._value.get(), PUBLISH_REORDERED._value.get()
+    stream = await _publish_two_values_first_refused(nc, "$KV.scripted.ACB")
+    assert stream.received == [b"older", b"newer"]
+    assert PUBLISH_SUPERSEDED._value.get() == superseded + 1
+    assert PUBLISH_REORDERED._value.get() == reordered  # a key's values stayed in order
 
 
 async def fill(nc: Client, total: int) -> None:

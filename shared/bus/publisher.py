@@ -30,6 +30,9 @@ PUBLISH_REORDERED = Counter(
 PUBLISH_HELD_BACK = Counter(
     "stocktracker_publish_held_back_total",
     "Times publishing was held back until refused or unacknowledged messages were stored (a stream's leader moving)")
+PUBLISH_SUPERSEDED = Counter(
+    "stocktracker_publish_superseded_total",
+    "KV values not sent again after a refusal because a newer value of the same key was stored meanwhile")
 _STORED: dict[str, Any] = {}  # an acknowledgement without an error or a duplicate flag
 LATENCY_SAMPLE_EVERY = 16  # publish latency is observed for one message in this many: the histogram is not free
 
@@ -60,6 +63,10 @@ class Publisher:
     only once the one before it is stored (waiting `LEADER_ELECTION` between refusals), and only then does publishing
     go on. A message already in flight that a new leader stored ahead of an older refused one is counted
     (`stocktracker_publish_reordered_total`): the order cannot be mended once stored, but it is never silent.
+    A KV put is the exception: only the order of one key's values matters there, and an older value of a key whose
+    newer value is already stored is not sent again (`stocktracker_publish_superseded_total`): stored after it, it
+    would leave the bucket showing the older value for good. JetStream's own 503 answer (a stream leader that cannot
+    store for now) is a refusal too, not a loss.
 
     On a cluster, a message sent while a copy of it (the same Nats-Msg-Id) is still being stored is answered "in
     process": it is sent again alone, a moment later, and is then the duplicate it is; nothing is held back for it.
@@ -80,6 +87,7 @@ class Publisher:
         self._recovery: asyncio.Task[None] | None = None
         self._first_refused: int | None = None  # while held back, the oldest message refused
         self._answers: dict[int, asyncio.Future[bool]] = {}  # resends awaiting their answer: stored or refused
+        self._newest_stored: dict[str, int] = {}  # per KV subject (a bucket's key): the newest value stored
         self._reorders_logged = Throttle()
         self._holdbacks_logged = Throttle()
         self._copies: set[asyncio.Task[None]] = set()  # copies answered "in process", to be sent again
@@ -185,6 +193,9 @@ class Publisher:
         if error and _IN_PROCESS in str(error.get("description")):
             self._copy_in_process(ident)
             return
+        if error and error.get("code") == 503:  # the leader cannot store for now (no quorum, no resources)
+            self._refused(ident, f"jetstream unavailable (503): {error.get('description')}")
+            return
         stored = not error and not ack.get("duplicate")
         if stored and self._first_refused is not None and ident > self._first_refused:
             self._count_if_reordered(ident)
@@ -196,6 +207,8 @@ class Publisher:
             return  # the acknowledgement of a copy sent again: already counted
         if stored and entry.copy_in_process:
             self._stored_late(entry)
+        if not error and entry.subject.startswith("$KV.") and ident > self._newest_stored.get(entry.subject, -1):
+            self._newest_stored[entry.subject] = ident
         if error:
             code = str(error.get("err_code") or error.get("code"))
             metrics.PUBLISH_ERRORS.labels(code).inc()
@@ -244,7 +257,7 @@ class Publisher:
     def _count_if_reordered(self, ident: int) -> None:
         """A message stored while an older one of the same stream waits, refused: that stream's order is lost."""
         stored = self._unacked.get(ident)
-        if stored is None:
+        if stored is None or stored.subject.startswith("$KV."):  # a bucket keeps order per key (see _superseded)
             return
         stream = stream_of(stored.subject)
         if any(entry.refused and stream_of(entry.subject) == stream
@@ -293,6 +306,19 @@ class Publisher:
             self._first_refused = None
             self._clear.set()
 
+    def _superseded(self, ident: int, entry: _Unacked) -> bool:
+        """Whether the message is a KV value older than one of the same key already stored; if so it is dropped (sent
+        again, it would be stored after the newer value and become the key's value)."""
+        if self._newest_stored.get(entry.subject, -1) < ident:
+            return False
+        del self._unacked[ident]
+        answer = self._answers.pop(ident, None)
+        if answer is not None and not answer.done():
+            answer.set_result(True)
+        PUBLISH_SUPERSEDED.inc()
+        self._released()
+        return True
+
     async def _resend_until_stored(self, ident: int) -> bool:
         """Send one message again until it is stored; False when the connection went away meanwhile."""
         failures = 0
@@ -300,6 +326,8 @@ class Publisher:
             if not self._nc.is_connected:
                 return False
             entry = self._unacked[ident]
+            if self._superseded(ident, entry):
+                return True
             entry.refused = False
             entry.sent_at = time.monotonic()
             answer = self._answers[ident] = asyncio.get_running_loop().create_future()
@@ -350,7 +378,7 @@ class Publisher:
     async def _resend_all(self) -> None:
         async with self._resending:
             for ident, entry in list(self._unacked.items()):
-                if ident not in self._unacked:
+                if ident not in self._unacked or self._superseded(ident, entry):
                     continue
                 entry.sent_at = time.monotonic()
                 metrics.PUBLISH_RESENDS.inc()
