@@ -10,6 +10,10 @@ while the services that started after ingest come up: what is measured is the st
 catch-up). The bench watches the subjects itself: from a trade's publication by ingest (md.trade) to (a) its
 classified trade (trade.classified), (b) the KV update carrying its symbol's new total volume, (c) the arrival at a
 WebSocket client of the delta carrying it (throttled by WS_THROTTLE_MS, default 500 ms): p50, p99, max.
+SSI stamps a frame to the second, so a replay by exchange time sends each second's frames at once (at 2,000 frames/s,
+a burst every few milliseconds); a live feed spreads them over the second. So the stretch is measured twice: by
+exchange time (`latency`, bursts) and at a steady --rate (`latency_steady`, REPLAY_RATE: the frames evenly spaced,
+after WARM_UP_S seconds of the day's earlier frames at the same pace, left out of the figures).
 
 Baseline, same run: the same frames through a bare nats-py chain: publish, subscribe, decode both JSON layers (the
 best of BASELINE_RUNS runs).
@@ -41,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -138,13 +142,25 @@ def lead_in(source: Path, start: str, seconds: float) -> bytes:
     return found
 
 
+def warm_up(source: Path, start: str, count: int) -> list[bytes]:
+    """The day's last `count` frames before `start` (HH:MM:SS)."""
+    begin = parse_clock(start)
+    earlier: deque[bytes] = deque(maxlen=count)
+    for moment, line in timed_lines(source):
+        if moment.time() >= begin:
+            break
+        earlier.append(line)
+    return list(earlier)
+
+
 class System:
     """`stocktracker up` on free ports, with a NATS server of ours (so the bench can watch its subjects)."""
 
-    def __init__(self, workdir: Path, nats_url: str, replay: Path, speed: float, nats_pids: list[int]) -> None:
+    def __init__(self, workdir: Path, nats_url: str, replay: Path, speed: float, nats_pids: list[int],
+                 rate: float = 0.0) -> None:
         self.gateway_port = free_port()
         env = {**os.environ, "NATS_URL": nats_url, "GATEWAY_PORT": str(self.gateway_port), "LOG_LEVEL": "warning",
-               "STREAM_REPLICAS": str(len(nats_pids))}
+               "STREAM_REPLICAS": str(len(nats_pids)), "REPLAY_RATE": str(rate)}
         env.pop("DATABASE_URL", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "launcher.cli", "up", "--state-dir", str(workdir / "state"), "--source", "replay",
@@ -272,19 +288,29 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1] * 1000, 2)}
 
 
-async def latency(workdir: Path, nats_url: str, nats_pids: list[int], path: Path, speed: float) -> dict[str, Any]:
+async def latency(workdir: Path, nats_url: str, nats_pids: list[int], path: Path, speed: float, *, rate: float = 0.0,
+                  skip_s: float = 0.0) -> dict[str, Any]:
+    """`rate`: REPLAY_RATE (a steady pace, `speed` then unused); `skip_s`: trades published in the first seconds are
+    left out (a warm-up)."""
     nc = await nats.connect(nats_url.split(","))
     published: dict[str, float] = {}  # "SYM:TotalVol" -> when ingest's trade appeared
     latest_total: dict[str, tuple[int, float]] = {}
     to_event: list[float] = []
     to_kv: list[float] = []
     to_ws: list[float] = []
+    measured_from: list[float] = []  # when the first trade appeared, plus skip_s
+    seen_trades = [0]  # measured or not
     trade, classified, stats = (msgspec.json.Decoder(Trade), msgspec.json.Decoder(ClassifiedTrade),
                                 msgspec.json.Decoder(SessionStats))
 
     async def on_trade(msg: Any) -> None:
         item = trade.decode(msg.data)
-        published[f"{item.symbol}:{item.total_volume}"] = time.perf_counter()
+        now = time.perf_counter()
+        seen_trades[0] += 1
+        if not measured_from:
+            measured_from.append(now + skip_s)
+        if now >= measured_from[0]:
+            published[f"{item.symbol}:{item.total_volume}"] = now
 
     async def on_classified(msg: Any) -> None:
         item = classified.decode(msg.data)
@@ -301,7 +327,7 @@ async def latency(workdir: Path, nats_url: str, nats_pids: list[int], path: Path
     await nc.subscribe("md.trade.*", cb=on_trade)
     await nc.subscribe("trade.classified.*", cb=on_classified)
     await nc.subscribe("$KV.session_stats.*", cb=on_kv)
-    system = System(workdir / "latency", nats_url, path, speed, nats_pids)
+    system = System(workdir / ("latency-steady" if rate else "latency"), nats_url, path, speed, nats_pids, rate)
     await asyncio.to_thread(system.wait_ready)
 
     async def websocket() -> None:
@@ -327,8 +353,8 @@ async def latency(workdir: Path, nats_url: str, nats_pids: list[int], path: Path
         # blocks this loop for tens of milliseconds, and every message stamped after it would look that late.
         while time.perf_counter() - idle_since < 5:
             await asyncio.sleep(0.5)
-            if len(published) != seen:
-                seen, idle_since = len(published), time.perf_counter()
+            if seen_trades[0] != seen:
+                seen, idle_since = seen_trades[0], time.perf_counter()
     finally:
         watcher.cancel()
         await nc.close()
@@ -337,6 +363,7 @@ async def latency(workdir: Path, nats_url: str, nats_pids: list[int], path: Path
             "publish_to_kv": percentiles(to_kv), "publish_to_websocket": percentiles(to_ws)}
 
 
+WARM_UP_S = 10.0  # seconds of frames at the steady rate before the measured stretch, while every service comes up
 BASELINE_RUNS = 3
 BASELINE_WINDOW = 50_000  # frames the bare chain's publisher may be ahead of its subscriber (about 10 MB)
 
@@ -397,12 +424,14 @@ async def main() -> None:
     with stretch.open("rb") as source:
         kept = source.readlines()[:budget]  # the stretch kept to --latency-seconds at that pace
     stretch.write_bytes(lead_in(path, "10:00:00", LEAD_IN_S * speed) + b"".join(kept))
+    steady = workdir / "steady.jsonl"
+    steady.write_bytes(b"".join(warm_up(path, "10:00:00", int(args.rate * WARM_UP_S)) + kept))
     results: dict[str, Any] = {"cores": os.cpu_count(), "channel": args.channel, "frames_by_type": kinds,
                                "stock_trades": stock_trades}
     topologies = ["R1", "R3"] if args.cluster == CLUSTER_NODES else ["R1"]
     for topology in topologies:
         results[topology] = await run_on(topology, workdir / topology, path, frames, stock_trades, stretch, speed,
-                                         args.rate)
+                                         args.rate, steady)
     args.out = args.out or REPO / "bench" / "results" / ("pipeline-x.json" if args.channel == "x" else "pipeline.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -415,7 +444,9 @@ async def main() -> None:
               f"({run['frames_per_s']:,.0f} frames/s end to end, {run['frames_per_s'] / base:.2f} of the bare chain's "
               f"{base:,.0f}); at {args.rate:,.0f} frames/s p99 publish->classified "
               f"{lat['publish_to_classified'].get('p99_ms')} ms, ->KV {lat['publish_to_kv'].get('p99_ms')} ms, "
-              f"->WebSocket {lat['publish_to_websocket'].get('p99_ms')} ms; peak RSS max "
+              f"->WebSocket {lat['publish_to_websocket'].get('p99_ms')} ms (each exchange second's frames at once); "
+              f"steady: ->classified {figures['latency_steady']['publish_to_classified'].get('p99_ms')} ms, ->KV "
+              f"{figures['latency_steady']['publish_to_kv'].get('p99_ms')} ms; peak RSS max "
               f"{max(run['peak_rss_mb'].values()):.0f} MB")
     if len(topologies) == 2:
         one, three = (results[t]["throughput"]["frames_per_s"] for t in topologies)
@@ -423,11 +454,11 @@ async def main() -> None:
 
 
 async def run_on(topology: str, workdir: Path, path: Path, frames: int, stock_trades: int, stretch: Path,
-                 speed: float, rate: float) -> dict[str, Any]:
+                 speed: float, rate: float, steady: Path) -> dict[str, Any]:
     """Throughput and latency on one server (R1) or a three-node cluster (R3); each phase on servers of its own (the
     same day twice would be deduplicated)."""
     figures: dict[str, Any] = {}
-    for phase in ("throughput", "latency"):
+    for phase in ("throughput", "latency", "latency_steady"):
         servers: NatsServer | NatsCluster = (NatsCluster(workdir / f"nats-{phase}") if topology == "R3"
                                             else NatsServer(workdir / f"nats-{phase}"))
         nats_url = servers.start()
@@ -441,9 +472,12 @@ async def run_on(topology: str, workdir: Path, path: Path, frames: int, stock_tr
                 figures["baseline_frames_per_s"] = max(runs)
                 figures["baseline_runs_frames_per_s"] = [round(run) for run in runs]
                 figures["throughput"] = await throughput(workdir, nats_url, pids, path, frames, stock_trades)
-            else:
+            elif phase == "latency":
                 figures["latency"] = {"rate_frames_per_s": rate, "speed": round(speed, 1),
                                       **await latency(workdir, nats_url, pids, stretch, speed)}
+            else:
+                figures["latency_steady"] = {"rate_frames_per_s": rate, "warm_up_s": WARM_UP_S, **await latency(
+                    workdir, nats_url, pids, steady, speed, rate=rate, skip_s=WARM_UP_S)}
         finally:
             servers.stop()
     return figures

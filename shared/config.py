@@ -133,6 +133,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Annotated[float, Meta(ge=0)],
         Meta(description="Replay pace by the frames' exchange times: 1 = real time, N = N times faster, 0 = flat out."),
     ] = 1.0
+    replay_rate: Annotated[
+        Annotated[float, Meta(ge=0)],
+        Meta(description="Replay at a steady N frames/s instead, whatever the frames' exchange times (a load test: "
+                         "a live feed spreads a second's frames over it, a replay by exchange time sends them at "
+                         "once); 0 = by REPLAY_SPEED."),
+    ] = 0.0
     # --- trackers ---------------------------------------------------------------------------------------------------
     classifier_kv_interval_ms: Annotated[
         Annotated[int, Meta(ge=0)],

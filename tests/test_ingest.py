@@ -8,7 +8,7 @@ import contextlib
 import gzip
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,9 @@ from test_ssi_decoding import MALFORMED, TRADE
 
 from services.ingest.normalize import Normalized, Normalizer
 from services.ingest.service import Ingest
-from services.ingest.sources import Reference
+from services.ingest.sources import Pacer, Reference
 from shared import config
-from shared.market import is_futures
+from shared.market import EXCHANGE_TZ, is_futures
 from shared.messages.domain import IndexBasket, Rejection, SecurityInfo, Trade
 from shared.metrics import family_of
 from shared.subjects import MARKET, MD_FUTURES_TRADE, MD_TRADE, VN30_BASKET_KEY, Bucket, security_key
@@ -160,6 +160,18 @@ async def test_simulator_feeds_the_same_path_without_rejections(nc: Client, sett
     counts = await subject_counts(nc)
     for family in ("md.trade", "md.quote", "md.index", "md.status"):
         assert counts[family] > 0, family
+
+
+def test_a_steady_replay_rate_spaces_frames_evenly_whatever_their_exchange_times() -> None:
+    """REPLAY_RATE: the frames of one exchange second (SSI stamps to the second) go out 1/rate apart rather than at
+    once, and a gap in exchange time is not waited out; by exchange time (REPLAY_SPEED) both are as stamped."""
+    second = datetime(2026, 11, 24, 10, 0, 0, tzinfo=EXCHANGE_TZ)
+    later = second + timedelta(minutes=5)
+    steady = Pacer(1.0, rate=2000.0)
+    assert [steady.delay(moment, 100.0) for moment in (second, second, second, later)] == pytest.approx(
+        [0.0, 0.0005, 0.001, 0.0015])
+    by_time = Pacer(1.0)
+    assert [by_time.delay(moment, 100.0) for moment in (second, second, later)] == [0.0, 0.0, 300.0]
 
 
 def test_replay_without_a_file_is_a_configuration_error(tmp_path: Path) -> None:

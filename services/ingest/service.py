@@ -67,7 +67,7 @@ def make_source(settings: Settings) -> Source:
 
 def make_pacer(settings: Settings) -> Pacer:
     if settings.ingest_source == "replay":
-        return Pacer(settings.replay_speed)
+        return Pacer(settings.replay_speed, rate=settings.replay_rate)
     if settings.ingest_source == "sim":
         return Pacer(settings.sim_speed, follow_wall_clock=settings.sim_speed == 1)
     return Pacer(0)  # live frames go out as they come

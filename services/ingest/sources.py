@@ -52,15 +52,25 @@ class Pacer:
 
     Time is anchored at the first frame of each trading date, so a replay or simulation spanning several days does
     not sit out the nights. `follow_wall_clock` instead releases each frame at its own exchange time (the simulator at
-    speed 1: what is already past goes at once, the rest as the clock reaches it)."""
+    speed 1: what is already past goes at once, the rest as the clock reaches it). `rate` (frames/s) releases frames
+    evenly spaced whatever their exchange times: SSI stamps a frame to the second, so a replay by exchange time sends
+    each second's frames at once, where a live feed spreads them over the second."""
 
-    def __init__(self, speed: float, *, follow_wall_clock: bool = False) -> None:
+    def __init__(self, speed: float, *, follow_wall_clock: bool = False, rate: float = 0.0) -> None:
         self.speed = speed
         self.follow_wall_clock = follow_wall_clock
+        self.rate = rate
         self._anchor: tuple[date, datetime, float] | None = None
+        self._released = 0  # frames let go at `rate` since `_started`
+        self._started = 0.0
 
     def delay(self, exchange_time: datetime, now: float) -> float:
         """Seconds to wait before releasing a frame stamped `exchange_time`, `now` being time.monotonic()."""
+        if self.rate:
+            if not self._released:
+                self._started = now
+            self._released += 1
+            return max(0.0, self._started + (self._released - 1) / self.rate - now)
         if self.follow_wall_clock:
             return max(0.0, (exchange_time - exchange_now()).total_seconds())
         if self.speed == 0:
