@@ -24,12 +24,6 @@ log = structlog.get_logger("bus")
 # (Debian's 2.9) is refused at start with one line rather than left to fail in some corner later.
 MIN_NATS_VERSION = (2, 10, 0)
 
-MSG_ID = "Nats-Msg-Id"
-_NO_RESPONDERS = b"NATS/1.0 503"
-LATENCY_SAMPLE_EVERY = 16  # publish latency is observed for one message in this many: the histogram is not free
-
-log = structlog.get_logger("bus")
-
 
 class BusError(RuntimeError):
     """NATS cannot be used as the system needs it; the message is one line saying why. `restartable`: whether trying
