@@ -280,14 +280,17 @@ async def test_a_stream_without_a_leader_holds_publishing_back_in_order(tmp_path
         assert received[0] <= 501
 
 
+REFUSED_503 = b'{"error":{"code":503,"err_code":10023,"description":"insufficient resources"}}'
+
+
 class ScriptedStream:
     """A stand-in for a stream's leader on a real server: a core subscriber that answers the publisher's messages as
     JetStream would, holding the first answer until the second message is in so that both are in flight at once
-    (what a leader moving mid-stream looks like), then answering the first "503, cannot store now" and the rest
-    stored."""
+    (what a leader moving mid-stream looks like), then answering the first `first_answer` (None: no answer at all,
+    as when it was lost with its leader) and the rest stored."""
 
-    def __init__(self, nc: Client, subject: str) -> None:
-        self.nc, self.subject = nc, subject
+    def __init__(self, nc: Client, subject: str, first_answer: bytes | None) -> None:
+        self.nc, self.subject, self.first_answer = nc, subject, first_answer
         self.received: list[bytes] = []
         self._held: list[str] = []
 
@@ -299,17 +302,17 @@ class ScriptedStream:
         if len(self.received) == 1:
             self._held.append(msg.reply)
             return
-        if len(self.received) == 2:
-            await self.nc.publish(self._held.pop(), b'{"error":{"code":503,"err_code":10023,'
-                                                    b'"description":"insufficient resources"}}')
+        if len(self.received) == 2 and self.first_answer is not None:
+            await self.nc.publish(self._held.pop(), self.first_answer)
         await self.nc.publish(msg.reply, f'{{"stream":"S","seq":{len(self.received)}}}'.encode())
 
 
-async def _publish_two_values_first_refused(nc: Client, subject: str) -> ScriptedStream:
+async def _publish_two_values_first_refused(nc: Client, subject: str,
+                                            first_answer: bytes | None = REFUSED_503) -> ScriptedStream:
     responder = await nats.connect(nc.connected_url.geturl())
-    stream = ScriptedStream(responder, subject)
+    stream = ScriptedStream(responder, subject, first_answer)
     await stream.start()
-    publisher = bus.Publisher(nc)
+    publisher = bus.Publisher(nc, ack_timeout=1.0)
     await publisher.start()
     try:
         await publisher.publish(subject, b"older")
@@ -326,6 +329,15 @@ async def test_jetstreams_503_answer_is_a_refusal_sent_again_not_a_loss(nc: Clie
     assert stream.received == [b"older", b"newer", b"older"]  # the refused one again, after the newer was stored
     assert metrics.PUBLISH_ERRORS.labels("10023")._value.get() == errors  # not given up as an error
     assert PUBLISH_REORDERED._value.get() == reordered + 1  # and the order lost is counted
+
+
+async def test_a_message_never_answered_and_stored_after_a_newer_one_is_counted(nc: Client) -> None:
+    """Lost with its leader (no answer at all), sent again once overdue, it is stored after the newer one: the order
+    lost is counted, as when it was refused."""
+    reordered = PUBLISH_REORDERED._value.get()
+    stream = await _publish_two_values_first_refused(nc, "scripted.FPT", first_answer=None)
+    assert stream.received == [b"older", b"newer", b"older"]
+    assert PUBLISH_REORDERED._value.get() == reordered + 1
 
 
 async def test_a_kv_value_refused_is_not_sent_again_over_a_newer_one(nc: Client) -> None:

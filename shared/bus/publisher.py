@@ -16,6 +16,7 @@ from prometheus_client import Counter
 
 from shared import metrics
 from shared.bus.protocol import _chain, _Client
+from shared.bus.reader import MAX_REMEMBERED_SUBJECTS
 from shared.retry import LEADER_ELECTION
 from shared.subjects import stream_of
 from shared.throttle import Throttle
@@ -26,7 +27,7 @@ _NO_RESPONDERS = b"NATS/1.0 503"
 _IN_PROCESS = "duplicate message id is in process"
 PUBLISH_REORDERED = Counter(
     "stocktracker_publish_reordered_total",
-    "Messages a stream stored ahead of an older one its moving leader had refused (order not kept)")
+    "Messages a stream stored after a newer one (a leader moved while both were in flight: order not kept)")
 PUBLISH_HELD_BACK = Counter(
     "stocktracker_publish_held_back_total",
     "Times publishing was held back until refused or unacknowledged messages were stored (a stream's leader moving)")
@@ -61,12 +62,13 @@ class Publisher:
     meet an older trade after a newer one. So the first 503 (or an overdue acknowledgement) holds back everything new:
     the messages in flight are let answer, then the unacknowledged ones go out again one at a time, oldest first, each
     only once the one before it is stored (waiting `LEADER_ELECTION` between refusals), and only then does publishing
-    go on. A message already in flight that a new leader stored ahead of an older refused one is counted
-    (`stocktracker_publish_reordered_total`): the order cannot be mended once stored, but it is never silent.
-    A KV put is the exception: only the order of one key's values matters there, and an older value of a key whose
-    newer value is already stored is not sent again (`stocktracker_publish_superseded_total`): stored after it, it
-    would leave the bucket showing the older value for good. JetStream's own 503 answer (a stream leader that cannot
-    store for now) is a refusal too, not a loss.
+    go on. A message already in flight may still be stored by a new leader ahead of an older one that was refused or
+    never answered (lost with the old leader, sent again once overdue): the older one, stored after it, is counted
+    (`stocktracker_publish_reordered_total`) and logged; the order cannot be mended once stored, but it is never
+    silent. A KV put is the exception: only the order of one key's values matters there, and an older value of a key
+    whose newer value is already stored is not sent again (`stocktracker_publish_superseded_total`): stored after it,
+    it would leave the bucket showing the older value for good. JetStream's own 503 answer (a stream leader that
+    cannot store for now) is a refusal too, not a loss.
 
     On a cluster, a message sent while a copy of it (the same Nats-Msg-Id) is still being stored is answered "in
     process": it is sent again alone, a moment later, and is then the duplicate it is; nothing is held back for it.
@@ -85,9 +87,10 @@ class Publisher:
         self._clear = asyncio.Event()  # set: new messages may go out; clear while held back after a refusal
         self._clear.set()
         self._recovery: asyncio.Task[None] | None = None
-        self._first_refused: int | None = None  # while held back, the oldest message refused
         self._answers: dict[int, asyncio.Future[bool]] = {}  # resends awaiting their answer: stored or refused
-        self._newest_stored: dict[str, int] = {}  # per KV subject (a bucket's key): the newest value stored
+        # The newest message stored where order matters: per stream, and per key of a bucket (its subject).
+        self._newest_stored: dict[str, int] = {}
+        self._order_of: dict[str, str] = {}  # subject -> its key in _newest_stored
         self._reorders_logged = Throttle()
         self._holdbacks_logged = Throttle()
         self._copies: set[asyncio.Task[None]] = set()  # copies answered "in process", to be sent again
@@ -197,18 +200,14 @@ class Publisher:
             self._refused(ident, f"jetstream unavailable (503): {error.get('description')}")
             return
         stored = not error and not ack.get("duplicate")
-        if stored and self._first_refused is not None and ident > self._first_refused:
-            self._count_if_reordered(ident)
         answer = self._answers.pop(ident, None)
         if answer is not None and not answer.done():
             answer.set_result(True)
         entry = self._unacked.pop(ident, None)
         if entry is None:
             return  # the acknowledgement of a copy sent again: already counted
-        if stored and entry.copy_in_process:
-            self._stored_late(entry)
-        if not error and entry.subject.startswith("$KV.") and ident > self._newest_stored.get(entry.subject, -1):
-            self._newest_stored[entry.subject] = ident
+        if stored:
+            self._note_stored(ident, entry)
         if error:
             code = str(error.get("err_code") or error.get("code"))
             metrics.PUBLISH_ERRORS.labels(code).inc()
@@ -245,27 +244,24 @@ class Publisher:
         with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError, OSError):
             await self._nc.publish_with_id(entry.subject, entry.payload, f"{self._inbox_prefix}{ident}", entry.msg_id)
 
-    def _stored_late(self, entry: _Unacked) -> None:
-        """A message whose copy was being stored when it arrived was stored itself after all: the copy was lost with
-        its leader, so this one took a later place than it was sent in."""
+    def _note_stored(self, ident: int, entry: _Unacked) -> None:
+        """Keep the newest message stored per stream (and per bucket key); one older than that, stored now, is out of
+        order (acknowledgements of one stream otherwise arrive in the order its messages were sent)."""
+        key = self._order_of.get(entry.subject)
+        if key is None:
+            if len(self._order_of) >= MAX_REMEMBERED_SUBJECTS:
+                self._order_of.clear()
+            key = entry.subject if entry.subject.startswith("$KV.") else stream_of(entry.subject)
+            self._order_of[entry.subject] = key
+        if ident > self._newest_stored.get(key, -1):
+            self._newest_stored[key] = ident
+            return
         stream = stream_of(entry.subject)
         PUBLISH_REORDERED.inc()
         if self._reorders_logged.due(stream):
-            log.warning("a message was stored later than it was sent: its copy was lost with a moving leader",
-                        stream=stream, subject=entry.subject)
-
-    def _count_if_reordered(self, ident: int) -> None:
-        """A message stored while an older one of the same stream waits, refused: that stream's order is lost."""
-        stored = self._unacked.get(ident)
-        if stored is None or stored.subject.startswith("$KV."):  # a bucket keeps order per key (see _superseded)
-            return
-        stream = stream_of(stored.subject)
-        if any(entry.refused and stream_of(entry.subject) == stream
-               for older, entry in self._unacked.items() if older < ident):
-            PUBLISH_REORDERED.inc()
-            if self._reorders_logged.due(stream):
-                log.warning("a message was stored ahead of an older one a moving leader refused", stream=stream,
-                            subject=stored.subject)
+            why = ("its copy was lost with a moving leader" if entry.copy_in_process
+                   else "a leader moved while both were in flight")
+            log.warning("a message was stored after a newer one", stream=stream, subject=entry.subject, why=why)
 
     def _refused(self, ident: int, why: str) -> None:
         """No leader took the message: it stays unacked, and everything new is held back until it is stored."""
@@ -279,8 +275,6 @@ class Publisher:
         answer = self._answers.pop(ident, None)
         if answer is not None and not answer.done():
             answer.set_result(False)
-        if self._first_refused is None or ident < self._first_refused:
-            self._first_refused = ident
         self._hold_back()
 
     def _hold_back(self) -> None:
@@ -303,13 +297,12 @@ class Publisher:
                     if not await self._resend_until_stored(ident):
                         break  # the connection is gone: the reconnect sends everything again, in order
         finally:
-            self._first_refused = None
             self._clear.set()
 
     def _superseded(self, ident: int, entry: _Unacked) -> bool:
         """Whether the message is a KV value older than one of the same key already stored; if so it is dropped (sent
         again, it would be stored after the newer value and become the key's value)."""
-        if self._newest_stored.get(entry.subject, -1) < ident:
+        if not entry.subject.startswith("$KV.") or self._newest_stored.get(entry.subject, -1) < ident:
             return False
         del self._unacked[ident]
         answer = self._answers.pop(ident, None)
