@@ -119,23 +119,19 @@ def snapshot_differences(body: dict[str, Any]) -> list[str]:
             for field, value in figures.items():
                 if field != "symbol" and abs(body["quotes"][symbol][field] - value) > 0.5:
                     differences.append(f"{symbol}.{field} {body['quotes'][symbol][field]} != {value}")
-        derivatives = body["derivatives"]
-        if derivatives["symbol"] != expected["derivatives"]["symbol"]:
-            differences.append(f"derivatives.symbol {derivatives['symbol']} != {expected['derivatives']['symbol']}")
-        if abs(derivatives["basis"] - expected["derivatives"]["basis"]) >= 1e-6:
-            differences.append(f"derivatives.basis {derivatives['basis']} != {expected['derivatives']['basis']}")
-        top_buy = [d["symbol"] for d in body["foreign"]["top_buy"]] if body["foreign"] is not None else None
-        if top_buy != expected["foreign"]["summary"]["top_buy"]:
-            differences.append(f"foreign.top_buy {top_buy} != {expected['foreign']['summary']['top_buy']}")
-        if abs(body["indices"]["VN30"]["value"] - expected["indices"]["VN30"]["value"]) >= 1e-6:
-            differences.append(f"VN30 {body['indices']['VN30']['value']} != {expected['indices']['VN30']['value']}")
+        foreign = body["foreign"]
+        for name, got, want, tolerance in (
+            ("derivatives.symbol", body["derivatives"]["symbol"], expected["derivatives"]["symbol"], None),
+            ("derivatives.basis", body["derivatives"]["basis"], expected["derivatives"]["basis"], 1e-6),
+            ("foreign.top_buy", foreign and [d["symbol"] for d in foreign["top_buy"]],
+             expected["foreign"]["summary"]["top_buy"], None),
+            ("VN30", body["indices"]["VN30"]["value"], expected["indices"]["VN30"]["value"], 1e-6),
+        ):
+            if (got != want) if tolerance is None else abs(got - want) >= tolerance:
+                differences.append(f"{name} {got} != {want}")
     except (KeyError, TypeError) as missing:
         differences.append(f"missing {missing!r}")
     return differences
-
-
-def snapshot_is_exact(body: dict[str, Any]) -> bool:
-    return not snapshot_differences(body)
 
 
 async def snapshot_differences_at(url: str) -> list[str]:

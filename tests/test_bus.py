@@ -307,7 +307,7 @@ class ScriptedStream:
         await self.nc.publish(msg.reply, f'{{"stream":"S","seq":{len(self.received)}}}'.encode())
 
 
-async def _publish_two_values_first_refused(nc: Client, subject: str,
+async def _publish_two_values_the_first_not_stored(nc: Client, subject: str,
                                             first_answer: bytes | None = REFUSED_503) -> ScriptedStream:
     responder = await nats.connect(nc.connected_url.geturl())
     stream = ScriptedStream(responder, subject, first_answer)
@@ -325,7 +325,7 @@ async def _publish_two_values_first_refused(nc: Client, subject: str,
 
 async def test_jetstreams_503_answer_is_a_refusal_sent_again_not_a_loss(nc: Client) -> None:
     errors, reordered = metrics.PUBLISH_ERRORS.labels("10023")._value.get(), PUBLISH_REORDERED._value.get()
-    stream = await _publish_two_values_first_refused(nc, "scripted.ACB")
+    stream = await _publish_two_values_the_first_not_stored(nc, "scripted.ACB")
     assert stream.received == [b"older", b"newer", b"older"]  # the refused one again, after the newer was stored
     assert metrics.PUBLISH_ERRORS.labels("10023")._value.get() == errors  # not given up as an error
     assert PUBLISH_REORDERED._value.get() == reordered + 1  # and the order lost is counted
@@ -335,7 +335,7 @@ async def test_a_message_never_answered_and_stored_after_a_newer_one_is_counted(
     """Lost with its leader (no answer at all), sent again once overdue, it is stored after the newer one: the order
     lost is counted, as when it was refused."""
     reordered = PUBLISH_REORDERED._value.get()
-    stream = await _publish_two_values_first_refused(nc, "scripted.FPT", first_answer=None)
+    stream = await _publish_two_values_the_first_not_stored(nc, "scripted.FPT", first_answer=None)
     assert stream.received == [b"older", b"newer", b"older"]
     assert PUBLISH_REORDERED._value.get() == reordered + 1
 
@@ -343,7 +343,7 @@ async def test_a_message_never_answered_and_stored_after_a_newer_one_is_counted(
 async def test_a_kv_value_refused_is_not_sent_again_over_a_newer_one(nc: Client) -> None:
     """Sent again, the older value of a key would be stored after the newer one and stay the key's value."""
     superseded, reordered = PUBLISH_SUPERSEDED._value.get(), PUBLISH_REORDERED._value.get()
-    stream = await _publish_two_values_first_refused(nc, "$KV.scripted.ACB")
+    stream = await _publish_two_values_the_first_not_stored(nc, "$KV.scripted.ACB")
     assert stream.received == [b"older", b"newer"]
     assert PUBLISH_SUPERSEDED._value.get() == superseded + 1
     assert PUBLISH_REORDERED._value.get() == reordered  # a key's values stayed in order
